@@ -1,0 +1,1 @@
+"""The ``boneage`` command line. Sub-command modules are imported only when they run."""

@@ -1,0 +1,119 @@
+"""Argument parsing and error handling for every sub-command.
+
+Only argparse and the version are imported up front, so ``boneage --version`` and ``--help``
+answer at once; each handler is imported by name when its command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from typing import Callable, Sequence
+
+from boneage._version import __version__
+
+Configure = Callable[[argparse.ArgumentParser], None]
+
+
+def _predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("files", nargs="*", metavar="FILE", help="radiographs (PNG, JPEG, TIFF, BMP)")
+    p.add_argument("--sex", choices=["male", "female", "m", "f"], help="the sex of every child in FILE...")
+    p.add_argument("--csv", metavar="LIST", help="a CSV with columns path,sex for many files")
+    p.add_argument("--model", help="a registered model name or an .onnx path (default: the shipped model)")
+    p.add_argument("--runtime", default="onnx", help="onnx (default) or tensorflow, or a plugin's runtime")
+    p.add_argument("--threads", type=int, help="inference threads (default: OMP_NUM_THREADS or all cores)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per model call (default 16)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML, YAML or JSON training config")
+    p.add_argument("--backbone", help="a registered backbone (see `boneage backbones`)")
+    p.add_argument("--data", action="append", metavar="LABELS.csv:IMAGES_DIR", help="a data source; repeatable")
+    p.add_argument("--input-size", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--steps-per-epoch", type=int)
+    p.add_argument("--limit", type=int, help="train on only this many images")
+    p.add_argument("--val-limit", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--output", help="the run folder (refused if it holds a run, unless --resume)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key, dotted; JSON values")
+    p.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
+
+
+def _evaluate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="an exported .onnx, a registered model name, or a .keras in a run folder")
+    p.add_argument("--data", action="append", required=True, metavar="LABELS.csv:IMAGES_DIR")
+    p.add_argument("--ids", help="evaluate only these ids: a run's data.json (its validation ids) or a text file")
+    p.add_argument("--output", required=True, help="folder for report.json, summary.md and plots")
+    p.add_argument("--runtime", default="onnx")
+    p.add_argument("--limit", type=int)
+
+
+def _export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="a run folder, or a .keras file inside one")
+    p.add_argument("--version", required=True, help="semantic version X.Y.Z")
+    p.add_argument("--name", help="model name (default boneage-<backbone>)")
+    p.add_argument("--output", default="exported", help="folder with registry.json (default exported/)")
+    p.add_argument("--quantize", choices=["int8"], help="also write an int8 model")
+    p.add_argument("--default", action="store_true", help="make it the default model")
+    p.add_argument("--force", action="store_true", help="overwrite an existing version")
+
+
+def _none(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+COMMANDS: dict[str, tuple[str, str, Configure]] = {
+    "predict": ("boneage.cli.predict:run", "bone age of one or many radiographs", _predict),
+    "plugins": ("boneage.cli.listing:plugins", "every registered plugin item and its source", _none),
+    "backbones": ("boneage.cli.listing:backbones", "registered backbones with parameter counts", _none),
+    "models": ("boneage.cli.listing:models", "the model registry", _none),
+    "train": ("boneage.cli.train:run", "train a backbone (extra: train)", _train),
+    "evaluate": ("boneage.cli.evaluate:run", "metrics and plots of a model on labelled radiographs", _evaluate),
+    "export": ("boneage.cli.export:run", "a trained run -> versioned ONNX model (extra: train)", _export),
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="boneage", description="Pediatric bone age from hand radiographs.")
+    top.add_argument("--version", action="version", version=f"boneage {__version__}")
+    top.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text, configure) in COMMANDS.items():
+        configure(sub.add_parser(name, help=help_text, description=help_text))
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command is None:
+        parser().print_help()
+        return 2
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="boneage: %(message)s")
+    module, _, func = COMMANDS[args.command][0].partition(":")
+    from boneage.errors import BoneAgeError
+
+    try:
+        handler = getattr(importlib.import_module(module), func)
+        return int(handler(args) or 0)
+    except BoneAgeError as exc:
+        print(f"boneage: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("boneage: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # no traceback reaches a user unless asked for
+        if os.environ.get("BONEAGE_DEBUG"):
+            raise
+        print(f"boneage: internal error: {type(exc).__name__}: {exc} (set BONEAGE_DEBUG=1 for a traceback)", file=sys.stderr)
+        return 70
+
+
+if __name__ == "__main__":
+    sys.exit(main())

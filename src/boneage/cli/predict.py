@@ -1,0 +1,108 @@
+"""``boneage predict``: keeps going past bad files, reports each on stderr, exits non-zero at the end."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from boneage.errors import BoneAgeError, InputError
+from boneage.estimator import BoneAgeEstimator
+from boneage.sex import parse_sex
+
+
+@dataclass
+class Job:
+    path: str
+    male: bool | None
+    error: BoneAgeError | None = None
+
+
+def read_jobs(args: argparse.Namespace) -> list[Job]:
+    jobs: list[Job] = []
+    if args.files and not args.sex:
+        raise InputError("--sex male|female is required with FILE arguments (or use --csv with a sex column)")
+    for f in args.files:
+        jobs.append(Job(f, parse_sex(args.sex)))
+    if args.csv:
+        path = Path(args.csv)
+        try:
+            rows = list(csv.DictReader(path.open(newline="", encoding="utf-8-sig")))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read {path}: {exc}") from exc
+        if rows and not {"path", "sex"} <= set(rows[0]):
+            raise InputError(f"{path} needs the columns path,sex (found: {', '.join(rows[0])})")
+        for row in rows:
+            file = (path.parent / row["path"]).as_posix() if not Path(row["path"]).is_absolute() else row["path"]
+            try:
+                jobs.append(Job(file, parse_sex(row["sex"] or "")))
+            except BoneAgeError as exc:
+                jobs.append(Job(file, None, exc))
+    if not jobs:
+        raise InputError("no input: give FILE... with --sex, or --csv LIST")
+    return jobs
+
+
+def _progress(total: int) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="image", disable=None if total > 1 else True, file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    jobs = read_jobs(args)
+    estimator = BoneAgeEstimator(args.model, runtime=args.runtime, threads=args.threads)
+    results: list[dict[str, Any]] = []
+    with _progress(len(jobs)) as bar:
+        for start in range(0, len(jobs), max(1, args.batch_size)):
+            results.extend(_batch(estimator, jobs[start : start + args.batch_size]))
+            bar.update(min(args.batch_size, len(jobs) - start))
+    failures = [r for r in results if "error" in r]
+    for r in failures:
+        print(f"boneage: {r['source']}: {r['error']['message']}", file=sys.stderr)
+    print(json.dumps(results, indent=2) if args.json else table(results))
+    return 2 if failures else 0
+
+
+def _batch(estimator: BoneAgeEstimator, jobs: list[Job]) -> list[dict[str, Any]]:
+    import numpy as np
+
+    prepared: dict[int, tuple[Any, list[str]]] = {}
+    for i, job in enumerate(jobs):
+        if job.error is None:
+            try:
+                prepared[i] = estimator.preprocess(job.path)
+            except BoneAgeError as exc:
+                job.error = exc
+    months: dict[int, float] = {}
+    if prepared:
+        keys = sorted(prepared)
+        out = estimator.run(np.stack([prepared[i][0] for i in keys]), [bool(jobs[i].male) for i in keys])
+        months = dict(zip(keys, map(float, out)))
+    results = []
+    for i, job in enumerate(jobs):
+        if job.error is not None:
+            results.append({"source": job.path, "error": {"type": type(job.error).__name__, "message": str(job.error)}})
+        else:
+            prediction = estimator.make_prediction(months[i], bool(job.male), job.path, prepared[i][1])
+            results.append(prediction.model_dump(mode="json"))
+    return results
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    rows = [("file", "sex", "bone age", "model", "note")]
+    for r in results:
+        if "error" in r:
+            rows.append((r["source"], "", "ERROR", "", r["error"]["message"]))
+            continue
+        months = r["bone_age_months"]
+        age = f"{months:.1f} mo ({int(months // 12)}y {months % 12:.0f}m)"
+        model = f"{r['model_name']} {r['model_version']} ({r['runtime']})"
+        rows.append((r["source"], "male" if r["male"] else "female", age, model, "; ".join(r["warnings"])))
+    widths = [max(len(str(row[c])) for row in rows) for c in range(len(rows[0]) - 1)]
+    lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows]
+    return "\n".join(line.rstrip() for line in lines)

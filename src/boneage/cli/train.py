@@ -1,0 +1,46 @@
+"""``boneage train``: a config file with command-line overrides on top."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from boneage.errors import ConfigError
+
+
+def source(text: str) -> dict[str, str]:
+    labels, sep, images = text.partition(":")
+    if not sep:
+        raise ConfigError(f"--data wants LABELS.csv:IMAGES_DIR, not {text!r}")
+    return {"labels": labels, "images": images}
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "backbone": args.backbone, "input_size": args.input_size, "epochs": args.epochs,
+        "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+        "steps_per_epoch": args.steps_per_epoch, "limit": args.limit, "val_limit": args.val_limit,
+        "seed": args.seed, "output_dir": args.output,
+        "sources": [source(d) for d in args.data] if args.data else None,
+    }
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set wants KEY=VALUE, not {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from boneage.training.config import load_config
+    from boneage.training.train import train
+
+    config = load_config(Path(args.config) if args.config else None, overrides(args))
+    run_dir = train(config, resume=args.resume)
+    print(f"run saved in {run_dir} (best model: {run_dir / 'best.keras'})")
+    return 0

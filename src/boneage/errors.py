@@ -1,0 +1,82 @@
+"""Typed errors: library callers catch these, the CLI turns them into one-line messages."""
+
+from __future__ import annotations
+
+
+class BoneAgeError(Exception):
+    """Base of every error boneage raises on purpose."""
+
+    exit_code = 1
+
+
+class InputError(BoneAgeError, ValueError):
+    """Something the caller passed in is unusable."""
+
+    exit_code = 2
+
+
+class ImageReadError(InputError):
+    """The image cannot be read: missing, a directory, empty, truncated or not an image."""
+
+
+class UnsupportedImageError(InputError):
+    """The image decodes but its type, shape or values cannot be a radiograph."""
+
+
+class ImageTooSmallError(InputError):
+    """Too few pixels to hold a hand that a model could read."""
+
+
+class ImageTooLargeError(InputError):
+    """Refused before decoding, so a hostile header cannot exhaust memory."""
+
+
+class SexError(InputError):
+    """The sex is missing or not one of the accepted spellings."""
+
+
+class ModelError(BoneAgeError):
+    """A model cannot be used."""
+
+    exit_code = 3
+
+
+class ModelNotFoundError(ModelError, FileNotFoundError):
+    """No model by that name or path."""
+
+
+class InvalidModelError(ModelError):
+    """The file is not a usable boneage model: no card, wrong schema, wrong inputs."""
+
+
+class ChecksumMismatchError(InvalidModelError):
+    """The model file differs from the one that was registered or exported."""
+
+
+class PluginError(BoneAgeError):
+    """A plugin is missing, broken or clashes with another."""
+
+    exit_code = 4
+
+
+class PluginNotFoundError(PluginError, KeyError):
+    """Nothing is registered under that name."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DuplicatePluginError(PluginError):
+    """Two sources register the same name."""
+
+
+class MissingDependencyError(BoneAgeError, ImportError):
+    """An optional dependency is needed; the message names the extra that installs it."""
+
+    exit_code = 5
+
+
+class ConfigError(BoneAgeError, ValueError):
+    """A configuration file or override is invalid."""
+
+    exit_code = 2

@@ -1,0 +1,92 @@
+"""The facade: ``BoneAgeEstimator().predict(image, male=True)``.
+
+The estimator loads and verifies its model once, builds the preprocessing from the model's own
+card, and is safe to share between threads (no state changes after construction).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from boneage import plugins
+from boneage.errors import InputError
+from boneage.imageio import ImageInput, load_image
+from boneage.models import ModelFile, open_model
+from boneage.prediction import Prediction
+from boneage.preprocess import build_pipeline
+from boneage.preprocess.pipeline import Notes
+from boneage.sex import check_male
+from boneage.specs import Runtime, RuntimeSpec
+
+
+def _source(image: ImageInput) -> str | None:
+    return str(image) if isinstance(image, (str, os.PathLike)) else None
+
+
+class BoneAgeEstimator:
+    """Estimate bone age in months from a hand radiograph and the child's sex."""
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        runtime: str = "onnx",
+        threads: int | None = None,
+    ) -> None:
+        spec: RuntimeSpec = plugins.get("runtimes", runtime)
+        self.model: ModelFile = open_model(model)
+        self.card = self.model.card
+        self.pipeline = build_pipeline(self.card.preprocessing)
+        self.runtime: Runtime = spec.load(self.model, threads)
+        self.runtime_name = runtime
+
+    def __repr__(self) -> str:
+        return f"BoneAgeEstimator(model={self.card.ref!r}, runtime={self.runtime_name!r})"
+
+    @property
+    def path(self) -> Path:
+        return self.model.path
+
+    def preprocess(self, image: ImageInput) -> tuple[np.ndarray, list[str]]:
+        """The model input for one image, and any warnings the steps raised."""
+        notes = Notes()
+        return self.pipeline(load_image(image), notes), notes.warnings
+
+    def run(self, images: np.ndarray, male: Sequence[bool]) -> np.ndarray:
+        """Months for a batch that is already preprocessed (N, H, W, 1)."""
+        sexes = np.array([[float(check_male(m))] for m in male], dtype=np.float32)
+        return self.runtime.predict(np.ascontiguousarray(images, dtype=np.float32), sexes)
+
+    def make_prediction(self, months: float, male: bool, source: str | None, warnings: list[str]) -> Prediction:
+        return Prediction.make(
+            float(months),
+            male=male,
+            model_name=self.card.name,
+            model_version=self.card.version,
+            runtime=self.runtime_name,
+            source=source,
+            warnings=warnings,
+        )
+
+    def predict(self, image: ImageInput, male: Any) -> Prediction:
+        """Bone age for one image: a path, encoded bytes, or an array (uint8/uint16, gray/RGB/RGBA)."""
+        return self.predict_batch([image], [male])[0]
+
+    def predict_batch(self, images: Sequence[ImageInput], male: Sequence[Any]) -> list[Prediction]:
+        """Many images in one model call. Raises on the first bad input; see the CLI for
+        a keep-going loop."""
+        if len(images) != len(male):
+            raise InputError(f"{len(images)} images but {len(male)} sexes")
+        sexes = [check_male(m) for m in male]
+        if not images:
+            return []
+        prepared = [self.preprocess(image) for image in images]
+        months = self.run(np.stack([p[0] for p in prepared]), sexes)
+        return [
+            self.make_prediction(m, s, _source(image), w)
+            for m, s, image, (_, w) in zip(months, sexes, images, prepared)
+        ]

@@ -1,0 +1,1 @@
+"""Export (extra ``train``): Keras -> ONNX with the model card inside, and the registry."""

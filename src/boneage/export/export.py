@@ -1,0 +1,172 @@
+"""``boneage export``: a trained run -> a versioned, sealed ONNX model in the registry."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from boneage._version import __version__
+from boneage.errors import BoneAgeError, ConfigError, ModelNotFoundError
+from boneage.export.convert import OPSET, keras_to_onnx
+from boneage.export.onnxcard import attach_card
+from boneage.metrics import summary
+from boneage.modelcard import ModelCard, TrainingData, file_sha256
+from boneage.models import Registry, RegistryEntry, load_registry, save_registry
+from boneage.preprocess import build_pipeline
+from boneage.training.config import TrainConfig
+from boneage.training.data import Record, prepare_data
+
+log = logging.getLogger(__name__)
+SEMVER = re.compile(r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
+PARITY_LIMIT = 0.05  # months
+
+
+class ExportError(BoneAgeError):
+    exit_code = 6
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def locate_run(source: Path) -> tuple[Path, Path]:
+    """(run folder, .keras file) from a run folder or a .keras file inside one."""
+    run, keras_file = (source, source / "best.keras") if source.is_dir() else (source.parent, source)
+    if not keras_file.is_file():
+        raise ModelNotFoundError(f"{keras_file} not found")
+    if not (run / "config.json").is_file():
+        raise ConfigError(f"{run} has no config.json: export needs the run folder the model was trained in")
+    return run, keras_file
+
+
+def preprocessed(records: list[Record], config: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from boneage.imageio import load_image
+
+    pipeline = build_pipeline(config.resolved_preprocessing())
+    images = np.stack([pipeline(load_image(r.path)) for r in records])
+    male = np.array([[float(r.male)] for r in records], np.float32)
+    return images, male, np.array([r.boneage for r in records])
+
+
+def onnx_predict(data: bytes, images: np.ndarray, male: np.ndarray, batch: int = 64) -> np.ndarray:
+    from boneage.runtimes.onnx import OnnxRuntime
+
+    runtime = OnnxRuntime(Path("<memory>"), data)
+    return np.concatenate([runtime.predict(images[i : i + batch], male[i : i + batch]) for i in range(0, len(images), batch)])
+
+
+def export_run(
+    source: Path,
+    version: str,
+    out_dir: Path,
+    *,
+    name: str | None = None,
+    force: bool = False,
+    make_default: bool = False,
+    quantize: str | None = None,
+    parity_images: int = 32,
+) -> list[RegistryEntry]:
+    import keras
+
+    import boneage.backbones.resnet_cbam  # noqa: F401  (custom layers)
+
+    if not SEMVER.match(version):
+        raise ConfigError(f"version {version!r} is not semantic (X.Y.Z)")
+    run, keras_file = locate_run(source)
+    config = TrainConfig.model_validate_json((run / "config.json").read_text())
+    name = name or f"boneage-{config.backbone}"
+    stem = f"{name}-{version}"
+    onnx_path = out_dir / f"{stem}.onnx"
+    if onnx_path.exists() and not force:
+        raise ExportError(f"{onnx_path} exists: bump --version, or pass --force to overwrite it")
+    if onnx_path.exists():
+        log.warning("overwriting %s (--force)", onnx_path)
+
+    model = keras.saving.load_model(keras_file, compile=False)
+    _, val = prepare_data(config)
+    images, male, ages = preprocessed(val, config)
+    proto = keras_to_onnx(model, config.input_size)
+    unsealed = proto.SerializeToString()
+    sample = slice(0, parity_images)
+    reference = np.asarray(model({"image": images[sample], "male": male[sample]}, training=False)).reshape(-1)
+    parity = float(np.abs(onnx_predict(unsealed, images[sample], male[sample]) - reference).max())
+    if parity > PARITY_LIMIT:
+        raise ExportError(f"ONNX and Keras differ by {parity:.4f} months on real radiographs (limit {PARITY_LIMIT})")
+    metrics = {**summary(ages, onnx_predict(unsealed, images, male)), "parity_max_abs_months": parity}
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keras_path = onnx_path.with_suffix(".keras")
+    model.save(keras_path)
+    data_info = json.loads((run / "data.json").read_text())
+    card = ModelCard(
+        name=name,
+        version=version,
+        backbone=config.backbone,
+        input_size=config.input_size,
+        preprocessing=config.resolved_preprocessing(),
+        training_data=TrainingData(
+            sources=[str(s.images) for s in config.sources],
+            train_images=data_info["train_images"],
+            val_images=data_info["val_images"],
+            split_seed=config.split_seed,
+            val_fraction=config.val_fraction,
+        ),
+        metrics={"validation": metrics},
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        package_version=__version__,
+        git_commit=git_commit(),
+        keras_sha256=file_sha256(keras_path),
+        notes={"opset": OPSET, "training": _training_notes(run, config)},
+    )
+    onnx_path.write_bytes(attach_card(proto, card))
+    entries = [_register(out_dir, onnx_path, card, make_default, keras_path)]
+    if quantize == "int8":
+        from boneage.export.quantize import quantize_int8
+
+        entries.append(quantize_int8(onnx_path, card, images, male, ages, out_dir))
+    return entries
+
+
+def _training_notes(run: Path, config: TrainConfig) -> dict[str, Any]:
+    state = json.loads((run / "state.json").read_text()) if (run / "state.json").is_file() else {}
+    return {
+        "epochs_run": state.get("epoch"),
+        "best_epoch": state.get("best_epoch"),
+        "train_seconds": round(state.get("seconds", 0.0)),
+        "batch_size": config.batch_size,
+        "learning_rate": config.learning_rate,
+        "augment": config.augment.model_dump(),
+    }
+
+
+def _register(out_dir: Path, path: Path, card: ModelCard, make_default: bool, keras_path: Path | None,
+              quantized: str | None = None, recommended: bool = True) -> RegistryEntry:
+    registry = load_registry(out_dir)
+    entry = RegistryEntry(
+        name=card.name,
+        version=card.version,
+        file=path.name,
+        sha256=file_sha256(path),
+        size=path.stat().st_size,
+        backbone=card.backbone,
+        metrics=card.metrics.get("validation", {}),
+        recommended=recommended,
+        quantized=quantized,
+        keras_file=keras_path.name if keras_path else None,
+        keras_sha256=card.keras_sha256,
+    )
+    models = [e for e in registry.models if e.file != entry.file] + [entry]
+    default = entry.ref if (make_default or registry.default is None) and quantized is None else registry.default
+    save_registry(Registry(default=default, models=models), out_dir)
+    return entry

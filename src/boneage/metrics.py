@@ -1,0 +1,36 @@
+"""Regression metrics in months, overall, by sex and by age band."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+AGE_BANDS_YEARS = ((0, 2), (2, 6), (6, 10), (10, 14), (14, 19))
+
+
+def summary(true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    true, pred = np.asarray(true, float), np.asarray(pred, float)
+    err = pred - true
+    ss_tot = float(((true - true.mean()) ** 2).sum()) if true.size else 0.0
+    return {
+        "n": int(true.size),
+        "mae": float(np.abs(err).mean()) if true.size else float("nan"),
+        "rmse": float(np.sqrt((err**2).mean())) if true.size else float("nan"),
+        "r2": float(1 - (err**2).sum() / ss_tot) if ss_tot > 0 else float("nan"),
+        "bias": float(err.mean()) if true.size else float("nan"),
+    }
+
+
+def report(true: np.ndarray, pred: np.ndarray, male: np.ndarray) -> dict[str, Any]:
+    true, pred, male = np.asarray(true, float), np.asarray(pred, float), np.asarray(male, bool)
+    bands = {}
+    for lo, hi in AGE_BANDS_YEARS:
+        sel = (true >= lo * 12) & (true < hi * 12)
+        bands[f"{lo}-{hi}y"] = summary(true[sel], pred[sel])
+    return {
+        "overall": summary(true, pred),
+        "by_sex": {"male": summary(true[male], pred[male]), "female": summary(true[~male], pred[~male])},
+        "by_age": bands,
+        "baseline_mean_mae": float(np.abs(true - true.mean()).mean()) if true.size else float("nan"),
+    }

@@ -1,0 +1,161 @@
+"""The model card every exported model carries in its ONNX ``metadata_props``.
+
+The card is versioned apart from the package (``SCHEMA_VERSION``). Its checksum covers the
+whole file with the checksum's own 64 characters zeroed, so it can live inside the file it
+protects and needs no ONNX parser to check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from boneage.errors import ChecksumMismatchError, InvalidModelError
+from boneage.preprocess.config import PreprocessConfig
+
+SCHEMA_VERSION = "1.0"
+SUPPORTED_SCHEMAS = ("1.0",)
+CARD_KEY = "boneage.card"
+CHECKSUM_KEY = "boneage.sha256"
+PLACEHOLDER = "0" * 64
+IMAGE_INPUT = "image"
+SEX_INPUT = "male"
+LICENCE = (
+    "Trained on the RSNA Pediatric Bone Age Challenge data: research and education only, "
+    "non-commercial, with attribution (Halabi et al., Radiology 2019;290(2):498-503)."
+)
+
+
+class TrainingData(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    sources: list[str] = Field(default_factory=list)
+    train_images: int = 0
+    val_images: int = 0
+    split_seed: int | None = None
+
+
+class ModelCard(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    schema_version: str = SCHEMA_VERSION
+    name: str
+    version: str
+    backbone: str
+    input_size: int
+    preprocessing: PreprocessConfig
+    output_unit: str = "months"
+    training_data: TrainingData = Field(default_factory=TrainingData)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    created: str = ""
+    package_version: str = ""
+    git_commit: str = ""
+    licence: str = LICENCE
+    keras_sha256: str | None = Field(None, description="the .keras file beside it, for the TensorFlow runtime")
+    notes: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}-{self.version}"
+
+
+def parse_card(metadata: dict[str, str], what: str) -> ModelCard:
+    """The card from ``metadata_props``; refuse files without one or of another schema."""
+    if CARD_KEY not in metadata:
+        raise InvalidModelError(f"{what} carries no boneage model card; it was not exported by boneage")
+    try:
+        raw = json.loads(metadata[CARD_KEY])
+    except json.JSONDecodeError as exc:
+        raise InvalidModelError(f"{what}: the model card is not valid JSON ({exc})") from exc
+    schema = raw.get("schema_version") if isinstance(raw, dict) else None
+    if schema not in SUPPORTED_SCHEMAS:
+        raise InvalidModelError(
+            f"{what}: model card schema {schema!r} is not supported by this boneage "
+            f"(supported: {', '.join(SUPPORTED_SCHEMAS)}); upgrade boneage or re-export the model"
+        )
+    try:
+        return ModelCard.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidModelError(f"{what}: invalid model card: {exc}") from exc
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while at < len(data):
+        byte = data[at]
+        value |= (byte & 0x7F) << shift
+        at += 1
+        if not byte & 0x80:
+            return value, at
+        shift += 7
+    raise InvalidModelError("truncated metadata entry")
+
+
+def metadata_entry(data: bytes, key: str) -> str | None:
+    """One ``metadata_props`` value read straight from the serialized model, so reading a card
+    needs no ONNX parser and no inference session."""
+    k = key.encode()
+    at = data.rfind(bytes([0x0A, len(k)]) + k + b"\x12")
+    if at < 0:
+        return None
+    length, start = _varint(data, at + 2 + len(k) + 1)
+    if start + length > len(data):
+        raise InvalidModelError("truncated metadata entry")
+    return data[start : start + length].decode("utf-8", "replace")
+
+
+def read_card(data: bytes, what: str) -> ModelCard:
+    value = metadata_entry(data, CARD_KEY)
+    return parse_card({} if value is None else {CARD_KEY: value}, what)
+
+
+def _checksum_span(data: bytes) -> tuple[int, int] | None:
+    """Where the checksum value sits: protobuf StringStringEntry key field, then value of 64 bytes."""
+    key = CHECKSUM_KEY.encode()
+    marker = bytes([0x0A, len(key)]) + key + bytes([0x12, 64])
+    at = data.rfind(marker)
+    if at < 0:
+        return None
+    start = at + len(marker)
+    return start, start + 64
+
+
+def content_hash(data: bytes) -> str:
+    """sha256 of the file with the embedded checksum zeroed."""
+    span = _checksum_span(data)
+    if span is not None:
+        data = data[: span[0]] + PLACEHOLDER.encode() + data[span[1] :]
+    return hashlib.sha256(data).hexdigest()
+
+
+def seal(data: bytes) -> bytes:
+    """Write the content hash into the placeholder left by the exporter."""
+    span = _checksum_span(data)
+    if span is None or data[span[0] : span[1]] != PLACEHOLDER.encode():
+        raise InvalidModelError("no checksum placeholder to seal")
+    return data[: span[0]] + content_hash(data).encode() + data[span[1] :]
+
+
+def verify_embedded(data: bytes, path: Path) -> None:
+    span = _checksum_span(data)
+    if span is None:
+        raise InvalidModelError(f"{path} has no embedded checksum ({CHECKSUM_KEY})")
+    expected = data[span[0] : span[1]].decode("ascii", "replace")
+    actual = content_hash(data)
+    if actual != expected:
+        raise ChecksumMismatchError(
+            f"{path} is damaged or was changed after export: sha256 of its content is {actual}, "
+            f"its card expects {expected}"
+        )
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,146 @@
+"""The built-in preprocessing steps, registered through the same hook as any plugin's."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from boneage import plugins
+from boneage.hookspecs import hookimpl
+from boneage.preprocess.pipeline import validated
+from boneage.specs import EmptyParams, StepSpec, Trace, Transform
+
+INTERPOLATIONS = {
+    "nearest": cv2.INTER_NEAREST,
+    "nearest_exact": cv2.INTER_NEAREST_EXACT,  # PIL's nearest: how the RSNA 100-px images were made
+    "linear": cv2.INTER_LINEAR,
+    "area": cv2.INTER_AREA,
+    "cubic": cv2.INTER_CUBIC,
+    "lanczos": cv2.INTER_LANCZOS4,
+}
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def to_uint8_gray(image: np.ndarray) -> np.ndarray:
+    """One 8-bit channel. 16-bit images are stretched from their own min to max, since
+    DICOM exports use anything from 10 to 16 of their bits."""
+    if image.ndim == 3:
+        channels = image.shape[2]
+        if channels == 1:
+            image = image[..., 0]
+        else:
+            image = cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_RGB2GRAY)
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.uint16:
+        lo, hi = int(image.min()), int(image.max())
+        scaled = (image.astype(np.float32) - lo) * (255.0 / max(hi - lo, 1))
+        return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(image.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+def _grayscale(params: EmptyParams) -> Transform:
+    return lambda image, trace: to_uint8_gray(image)
+
+
+class ResizeParams(_Params):
+    size: int = Field(256, ge=8, le=2048)
+    mode: Literal["pad", "stretch"] = "pad"
+    interpolation: Literal["nearest", "nearest_exact", "linear", "area", "cubic", "lanczos"] = "area"
+
+
+def resize(image: np.ndarray, params: ResizeParams) -> np.ndarray:
+    """``stretch`` squashes to a square; ``pad`` keeps the aspect ratio and pads with black."""
+    size, interp = params.size, INTERPOLATIONS[params.interpolation]
+    if params.mode == "stretch":
+        if image.shape[:2] == (size, size):
+            return image
+        return cv2.resize(image, (size, size), interpolation=interp)
+    h, w = image.shape[:2]
+    scale = size / max(h, w)
+    new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
+    resized = cv2.resize(image, (new_w, new_h), interpolation=interp) if (new_h, new_w) != (h, w) else image
+    out = np.zeros((size, size), dtype=image.dtype)
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    out[top : top + new_h, left : left + new_w] = resized
+    return out
+
+
+def _resize(params: ResizeParams) -> Transform:
+    return lambda image, trace: resize(image, params)
+
+
+class ClaheParams(_Params):
+    clip_limit: float = Field(2.0, gt=0)
+    tile_grid: int = Field(8, ge=1, le=64)
+
+
+def _clahe(params: ClaheParams) -> Transform:
+    def apply(image: np.ndarray, trace: Trace) -> np.ndarray:
+        # A CLAHE object per call: OpenCV's are not safe to share between threads.
+        clahe = cv2.createCLAHE(clipLimit=params.clip_limit, tileGridSize=(params.tile_grid,) * 2)
+        return clahe.apply(image)
+
+    return apply
+
+
+def _normalize(params: EmptyParams) -> Transform:
+    def apply(image: np.ndarray, trace: Trace) -> np.ndarray:
+        scale = 65535.0 if image.dtype == np.uint16 else 255.0
+        return image.astype(np.float32) / np.float32(scale)
+
+    return apply
+
+
+class InvertParams(_Params):
+    mode: Literal["auto", "always"] = "auto"
+
+
+def looks_inverted(image: np.ndarray) -> bool:
+    """Radiographs have a dark background: a border brighter than the centre means white-on-black
+    was flipped."""
+    h, w = image.shape[:2]
+    b = max(1, min(h, w) // 10)
+    border = np.concatenate([image[:b].ravel(), image[-b:].ravel(), image[:, :b].ravel(), image[:, -b:].ravel()])
+    centre = image[h // 4 : h - h // 4, w // 4 : w - w // 4]
+    return float(np.median(border)) > float(np.median(centre)) + 40
+
+
+def _invert(params: InvertParams) -> Transform:
+    def apply(image: np.ndarray, trace: Trace) -> np.ndarray:
+        if params.mode == "always" or looks_inverted(image):
+            if params.mode == "auto":
+                trace.warn("the image looked inverted (bright background) and was inverted back")
+            return np.iinfo(image.dtype).max - image
+        return image
+
+    return apply
+
+
+class HandCropParams(_Params):
+    cropper: str = "classical"
+    options: dict[str, object] = Field(default_factory=dict)
+
+
+def _hand_crop(params: HandCropParams) -> Transform:
+    spec = plugins.get("croppers", params.cropper)
+    cropper = spec.build(validated(spec.params, dict(params.options), f"cropper {params.cropper!r}"))
+    return lambda image, trace: cropper(image, trace)
+
+
+@hookimpl
+def boneage_register_preprocess_steps() -> list[StepSpec]:
+    return [
+        StepSpec("grayscale", _grayscale, doc="one 8-bit channel (16-bit stretched min-max)"),
+        StepSpec("invert", _invert, InvertParams, doc="undo a white-background (inverted) radiograph"),
+        StepSpec("hand_crop", _hand_crop, HandCropParams, doc="crop to the hand with a registered cropper"),
+        StepSpec("clahe", _clahe, ClaheParams, doc="contrast-limited adaptive histogram equalization"),
+        StepSpec("resize", _resize, ResizeParams, doc="to a square: aspect-preserving pad, or stretch"),
+        StepSpec("normalize", _normalize, doc="to float32 in [0,1]"),
+    ]

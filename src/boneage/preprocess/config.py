@@ -1,0 +1,53 @@
+"""The preprocessing config: a list of named steps with their parameters, plain JSON.
+
+Step names and parameters are checked against the registered steps when the pipeline is built,
+so a plugin's step is as valid here as a built-in one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class StepConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class PreprocessConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    steps: tuple[StepConfig, ...]
+
+    @property
+    def input_size(self) -> int | None:
+        """The side of the square the pipeline resizes to, if it has a resize step."""
+        for step in self.steps:
+            if step.name == "resize":
+                return int(step.params.get("size", 256))
+        return None
+
+    @classmethod
+    def default(cls, size: int = 100) -> PreprocessConfig:
+        """What the shipped models were trained with: the whole radiograph squashed to a square
+        exactly as the RSNA 100-px images were made (PIL nearest, measured: identical pixels),
+        then CLAHE, then scaling to [0,1]."""
+        return cls(
+            steps=(
+                StepConfig(name="grayscale"),
+                StepConfig(name="resize", params={"size": size, "mode": "stretch", "interpolation": "nearest_exact"}),
+                StepConfig(name="clahe"),
+                StepConfig(name="normalize"),
+            )
+        )
+
+    def with_size(self, size: int) -> PreprocessConfig:
+        steps = tuple(
+            StepConfig(name=s.name, params={**s.params, "size": size}) if s.name == "resize" else s
+            for s in self.steps
+        )
+        return PreprocessConfig(steps=steps)

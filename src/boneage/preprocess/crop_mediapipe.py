@@ -1,0 +1,104 @@
+"""The MediaPipe hand cropper (extra ``mediapipe``), which falls back to the classical one.
+
+MediaPipe Tasks needs a hand landmarker model file, which boneage never downloads: its path comes
+from the ``model_path`` option or the ``BONEAGE_MEDIAPIPE_MODEL`` environment variable.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from boneage.hookspecs import hookimpl
+from boneage.preprocess import crop
+from boneage.preprocess.crop_classical import ClassicalParams
+from boneage.preprocess.crop_classical import build as build_classical
+from boneage.specs import Cropper, CropperSpec, Trace
+
+log = logging.getLogger(__name__)
+MODEL_ENV = "BONEAGE_MEDIAPIPE_MODEL"
+
+
+class MediaPipeParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_path: str | None = None
+    min_confidence: float = Field(0.3, ge=0, le=1)
+    work_size: int = Field(384, ge=64, description="downscale to this longest side before detection")
+    margin: float = Field(0.08, ge=0, le=1)
+    fallback: ClassicalParams = Field(default_factory=ClassicalParams)
+
+
+def _landmarker(model_path: Path, min_confidence: float) -> Any:
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    options = vision.HandLandmarkerOptions(
+        base_options=BaseOptions(model_asset_path=str(model_path)),
+        num_hands=1,
+        min_hand_detection_confidence=min_confidence,
+        min_hand_presence_confidence=min_confidence,
+    )
+    landmarker = vision.HandLandmarker.create_from_options(options)
+    atexit.register(landmarker.close)  # its destructor raises at interpreter exit otherwise
+    return landmarker
+
+
+def detect(landmarker: Any, gray: np.ndarray, work_size: int) -> crop.Box | None:
+    import mediapipe as mp
+
+    h, w = gray.shape[:2]
+    scale = min(1.0, work_size / max(h, w))
+    small = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    rgb = np.ascontiguousarray(cv2.cvtColor(small, cv2.COLOR_GRAY2RGB))
+    result = landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb))
+    if not result.hand_landmarks:
+        return None
+    xs = [p.x for p in result.hand_landmarks[0]]
+    ys = [p.y for p in result.hand_landmarks[0]]
+    x0, x1 = max(0.0, min(xs)) * w, min(1.0, max(xs)) * w
+    y0, y1 = max(0.0, min(ys)) * h, min(1.0, max(ys)) * h
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return None
+    return int(x0), int(y0), int(np.ceil(x1)), int(np.ceil(y1))
+
+
+def build(params: MediaPipeParams) -> Cropper:
+    fallback = build_classical(params.fallback)
+    path = params.model_path or os.environ.get(MODEL_ENV)
+    reason = None
+    try:
+        import mediapipe  # noqa: F401
+    except ImportError:
+        reason = "mediapipe is not installed (pip install 'boneage[mediapipe]')"
+    if reason is None and not path:
+        reason = f"no hand model given (set model_path or {MODEL_ENV})"
+    elif reason is None and not Path(str(path)).is_file():
+        reason = f"hand model {path} not found"
+    if reason is not None:
+        log.warning("MediaPipe cropper unavailable, using the classical cropper: %s", reason)
+        return fallback
+
+    landmarker = _landmarker(Path(str(path)), params.min_confidence)
+    lock = threading.Lock()  # one landmarker, not safe to call from several threads at once
+
+    def cropper(image: np.ndarray, trace: Trace) -> np.ndarray:
+        with lock:
+            box = detect(landmarker, image, params.work_size)
+        if box is None:
+            return fallback(image, trace)
+        return crop.apply(image, crop.expand(box, params.margin, image.shape))
+
+    return cropper
+
+
+@hookimpl
+def boneage_register_croppers() -> list[CropperSpec]:
+    return [CropperSpec("mediapipe", build, MediaPipeParams, doc="MediaPipe hand landmarks; classical fallback")]

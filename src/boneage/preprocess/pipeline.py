@@ -1,0 +1,53 @@
+"""Build a callable pipeline from a :class:`PreprocessConfig` through the plugin registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydantic import ValidationError
+
+from boneage import plugins
+from boneage.errors import ConfigError
+from boneage.preprocess.config import PreprocessConfig
+from boneage.specs import StepSpec, Transform
+
+
+@dataclass
+class Notes:
+    """What the steps noticed about one image, passed on to the prediction."""
+
+    warnings: list[str] = field(default_factory=list)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+
+def validated(params_model: type, params: dict[str, object], what: str) -> object:
+    try:
+        return params_model.model_validate(params)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid parameters for {what}: {exc}") from exc
+
+
+class Pipeline:
+    """Steps applied in order; the result is float32 (H, W, 1) ready for a model."""
+
+    def __init__(self, config: PreprocessConfig) -> None:
+        self.config = config
+        self._transforms: list[Transform] = []
+        for step in config.steps:
+            spec: StepSpec = plugins.get("preprocess_steps", step.name)
+            self._transforms.append(spec.build(validated(spec.params, step.params, f"step {step.name!r}")))
+
+    def __call__(self, image: np.ndarray, notes: Notes | None = None) -> np.ndarray:
+        notes = notes if notes is not None else Notes()
+        for transform in self._transforms:
+            image = transform(image, notes)
+        if image.dtype != np.float32:
+            image = image.astype(np.float32)
+        return image[..., None] if image.ndim == 2 else image
+
+
+def build_pipeline(config: PreprocessConfig) -> Pipeline:
+    return Pipeline(config)

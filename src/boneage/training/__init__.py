@@ -1,0 +1,1 @@
+"""Training (extra ``train``): TensorFlow and Keras are imported only inside this package."""

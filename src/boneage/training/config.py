@@ -1,0 +1,104 @@
+"""The training config, validated at the boundary and written into every run folder."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from boneage.errors import ConfigError
+from boneage.preprocess.config import PreprocessConfig
+
+
+class DataSource(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    labels: Path = Field(description="CSV with columns id,boneage,male")
+    images: Path = Field(description="folder of <id>.png")
+
+
+class Augment(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rotation_deg: float = Field(10.0, ge=0, le=45)
+    shift: float = Field(0.05, ge=0, le=0.3)
+    zoom: float = Field(0.1, ge=0, le=0.5)
+    brightness: float = Field(0.1, ge=0, le=0.5)
+    contrast: float = Field(0.1, ge=0, le=0.9)
+    hflip: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return any((self.rotation_deg, self.shift, self.zoom, self.brightness, self.contrast, self.hflip))
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    backbone: str = "densenet121"
+    backbone_options: dict[str, Any] = Field(default_factory=dict)
+    input_size: int = Field(100, ge=32, le=1024)
+    preprocessing: PreprocessConfig | None = Field(
+        None, description="defaults to PreprocessConfig.default(input_size)"
+    )
+    sources: list[DataSource] = Field(min_length=1)
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    split_seed: int = 42
+    limit: int | None = Field(None, ge=2, description="use only this many training images (quick runs)")
+    val_limit: int | None = Field(None, ge=1)
+    batch_size: int = Field(64, ge=1)
+    epochs: int = Field(30, ge=1)
+    steps_per_epoch: int | None = Field(None, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    warmup_epochs: float = Field(1.0, ge=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    huber_delta: float = Field(15.0, gt=0)
+    patience: int = Field(6, ge=1)
+    augment: Augment = Field(default_factory=Augment)
+    seed: int = 0
+    output_dir: Path = Path("runs/run")
+
+    def resolved_preprocessing(self) -> PreprocessConfig:
+        return (self.preprocessing or PreprocessConfig.default()).with_size(self.input_size)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    text = path.read_text()
+    if path.suffix == ".toml":
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:
+            import tomli as tomllib
+        return tomllib.loads(text)
+    if path.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError as exc:
+            raise ConfigError("YAML configs need PyYAML (pip install pyyaml)") from exc
+        return dict(yaml.safe_load(text) or {})
+    return dict(json.loads(text))
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    *parents, last = key.split(".")
+    for part in parents:
+        data = data.setdefault(part, {})
+    data[last] = value
+
+
+def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """A config file (TOML, YAML or JSON) with ``dotted.key=value`` overrides on top."""
+    try:
+        data = _read(path) if path else {}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(data, key, value)
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid training config: {exc}") from exc

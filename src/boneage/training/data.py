@@ -1,0 +1,123 @@
+"""Data for training and evaluation: labels, the split by id, and the tf.data pipeline."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from boneage.errors import ConfigError
+from boneage.training.config import Augment, DataSource, TrainConfig
+
+
+@dataclass(frozen=True)
+class Record:
+    id: str
+    path: Path
+    boneage: float
+    male: bool
+
+
+def read_source(source: DataSource) -> list[Record]:
+    if not source.labels.is_file():
+        raise ConfigError(f"labels file {source.labels} not found")
+    records = []
+    with source.labels.open(newline="") as f:
+        for row in csv.DictReader(f):
+            path = source.images / f"{row['id']}.png"
+            if path.is_file():
+                records.append(Record(row["id"], path, float(row["boneage"]), row["male"].strip() in ("1", "True", "true")))
+    if not records:
+        raise ConfigError(f"no images of {source.labels} found in {source.images}")
+    return records
+
+
+def is_validation(image_id: str, fraction: float, seed: int) -> bool:
+    """Stable for an id whatever else is in the data set, so every resolution of one id
+    lands on the same side."""
+    digest = hashlib.sha256(f"{seed}:{image_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def split(records: Iterable[Record], fraction: float, seed: int) -> tuple[list[Record], list[Record]]:
+    train, val = [], []
+    for r in records:
+        (val if is_validation(r.id, fraction, seed) else train).append(r)
+    return train, val
+
+
+def thin(records: list[Record], limit: int | None, seed: int) -> list[Record]:
+    if limit is None or limit >= len(records):
+        return records
+    order = np.random.default_rng(seed).permutation(len(records))[:limit]
+    return [records[i] for i in sorted(order)]
+
+
+def prepare_data(config: TrainConfig) -> tuple[list[Record], list[Record]]:
+    """(train, validation) records from every source, split by id."""
+    records = [r for source in config.sources for r in read_source(source)]
+    train, val = split(records, config.val_fraction, config.split_seed)
+    return thin(train, config.limit, config.seed), thin(val, config.val_limit, config.seed)
+
+
+def preprocessed_dataset(records: list[Record], pipeline: Any) -> Any:
+    """Decode and preprocess with the library's own pipeline (so training and inference cannot
+    drift), cached after the first pass."""
+    import tensorflow as tf
+
+    from boneage.imageio import load_image
+
+    size = pipeline.config.input_size
+
+    def load(path: bytes) -> np.ndarray:
+        return pipeline(load_image(Path(path.decode())))
+
+    paths = tf.constant([str(r.path) for r in records])
+    male = tf.constant([[float(r.male)] for r in records], tf.float32)
+    ages = tf.constant([[r.boneage] for r in records], tf.float32)
+
+    def decode(path: Any, m: Any, y: Any) -> Any:
+        image = tf.numpy_function(load, [path], tf.float32)
+        image.set_shape((size, size, 1))
+        return {"image": image, "male": m}, y
+
+    ds = tf.data.Dataset.from_tensor_slices((paths, male, ages))
+    return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).cache()
+
+
+def augmenter(aug: Augment, seed: int) -> Any:
+    """Keras preprocessing layers, run inside tf.data on batches (never inside the model)."""
+    import keras
+
+    steps: list[Any] = []
+    if aug.hflip:
+        steps.append(keras.layers.RandomFlip("horizontal", seed=seed))
+    if aug.rotation_deg:
+        steps.append(keras.layers.RandomRotation(aug.rotation_deg / 360.0, fill_mode="constant", seed=seed + 1))
+    if aug.shift:
+        steps.append(keras.layers.RandomTranslation(aug.shift, aug.shift, fill_mode="constant", seed=seed + 2))
+    if aug.zoom:
+        steps.append(keras.layers.RandomZoom(aug.zoom, fill_mode="constant", seed=seed + 3))
+    if aug.brightness:
+        steps.append(keras.layers.RandomBrightness(aug.brightness, value_range=(0, 1), seed=seed + 4))
+    if aug.contrast:
+        steps.append(keras.layers.RandomContrast(aug.contrast, value_range=(0, 1), seed=seed + 5))
+    return keras.Sequential(steps) if steps else None
+
+
+def training_batches(cached: Any, count: int, batch_size: int, aug: Augment, seed: int) -> Any:
+    """One epoch: shuffled with a seed of its own so a resumed run sees the same order."""
+    import tensorflow as tf
+
+    ds = cached.shuffle(count, seed=seed, reshuffle_each_iteration=False).batch(batch_size)
+    layer = augmenter(aug, seed) if aug.enabled else None
+    if layer is not None:
+        ds = ds.map(
+            lambda x, y: ({"image": tf.clip_by_value(layer(x["image"], training=True), 0.0, 1.0), "male": x["male"]}, y),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    return ds.prefetch(tf.data.AUTOTUNE)

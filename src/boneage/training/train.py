@@ -1,0 +1,166 @@
+"""``boneage train``: one run folder per run, a checkpoint every epoch, ``--resume`` after any stop.
+
+The run folder holds config.json (resolved), data.json (split summary and validation ids),
+history.csv, state.json, checkpoint.keras (last epoch, with optimizer state), best.keras and
+learning_curve.png.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from boneage import plugins
+from boneage.errors import BoneAgeError, ConfigError
+from boneage.preprocess import build_pipeline
+from boneage.training.config import TrainConfig
+from boneage.training.data import Record, prepare_data, preprocessed_dataset, training_batches
+
+log = logging.getLogger(__name__)
+
+
+class TrainingInterrupted(BoneAgeError):
+    exit_code = 130
+
+
+def data_summary(config: TrainConfig, train: list[Record], val: list[Record]) -> dict[str, Any]:
+    return {
+        "sources": [{"labels": str(s.labels), "images": str(s.images)} for s in config.sources],
+        "train_images": len(train),
+        "val_images": len(val),
+        "train_ids": len({r.id for r in train}),
+        "val_ids": len({r.id for r in val}),
+        "split": {"method": "sha256(seed:id) < fraction", "seed": config.split_seed, "val_fraction": config.val_fraction},
+        "val_id_list": sorted({r.id for r in val}),
+    }
+
+
+def build_and_compile(config: TrainConfig, train: list[Record], steps_per_epoch: int) -> Any:
+    import keras
+
+    ages = np.array([r.boneage for r in train])
+    spec = plugins.get("backbones", config.backbone)
+    options = {"age_mean": float(ages.mean()), "age_std": float(ages.std() or 1.0), **config.backbone_options}
+    model = spec.build(config.input_size, **options)
+    total = steps_per_epoch * config.epochs
+    warmup = int(steps_per_epoch * config.warmup_epochs)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=config.learning_rate / 100 if warmup else config.learning_rate,
+        decay_steps=max(total - warmup, 1),
+        warmup_target=config.learning_rate if warmup else None,
+        warmup_steps=warmup,
+        alpha=0.01,
+    )
+    model.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay),
+        loss=keras.losses.Huber(delta=config.huber_delta),
+        metrics=[keras.metrics.MeanAbsoluteError(name="mae"), keras.metrics.RootMeanSquaredError(name="rmse")],
+    )
+    return model
+
+
+def _start_run(config: TrainConfig, resume: bool) -> tuple[TrainConfig, dict[str, Any]]:
+    run = config.output_dir
+    state_path = run / "state.json"
+    if resume:
+        if not state_path.is_file():
+            raise ConfigError(f"nothing to resume in {run} (no state.json)")
+        stored = TrainConfig.model_validate_json((run / "config.json").read_text())
+        stored.epochs = max(stored.epochs, config.epochs)  # resuming may extend a run
+        return stored, json.loads(state_path.read_text())
+    if state_path.exists():
+        raise ConfigError(f"{run} already holds a run; pass --resume to continue it or choose another --output")
+    run.mkdir(parents=True, exist_ok=True)
+    config = config.model_copy(update={"preprocessing": config.resolved_preprocessing()})
+    (run / "config.json").write_text(config.model_dump_json(indent=2))
+    return config, {"epoch": 0, "best_val_mae": None, "best_epoch": None, "wait": 0, "seconds": 0.0}
+
+
+def train(config: TrainConfig, resume: bool = False, verbose: int | str = "auto") -> Path:
+    """Train and return the run folder. Interrupting (Ctrl-C) keeps the last finished epoch."""
+    import keras
+
+    config, state = _start_run(config, resume)
+    run = config.output_dir
+    train_records, val_records = prepare_data(config)
+    if not val_records:
+        raise ConfigError("the validation split is empty: raise val_fraction or add data")
+    (run / "data.json").write_text(json.dumps(data_summary(config, train_records, val_records), indent=1))
+
+    pipeline = build_pipeline(config.resolved_preprocessing())
+    cached = preprocessed_dataset(train_records, pipeline)
+    val = preprocessed_dataset(val_records, pipeline).batch(config.batch_size)
+    steps = config.steps_per_epoch or math.ceil(len(train_records) / config.batch_size)
+
+    checkpoint = run / "checkpoint.keras"
+    if resume and checkpoint.is_file():
+        model = keras.saving.load_model(checkpoint)
+    else:
+        keras.utils.set_random_seed(config.seed)
+        model = build_and_compile(config, train_records, steps)
+    history = keras.callbacks.CSVLogger(str(run / "history.csv"), append=resume)
+    try:
+        for epoch in range(state["epoch"], config.epochs):
+            keras.utils.set_random_seed(config.seed + epoch)
+            batches = training_batches(cached, len(train_records), config.batch_size, config.augment, config.seed + epoch)
+            if config.steps_per_epoch:
+                batches = batches.repeat().take(config.steps_per_epoch)
+            started = time.monotonic()
+            result = model.fit(batches, validation_data=val, initial_epoch=epoch, epochs=epoch + 1,
+                               callbacks=[history], verbose=verbose)
+            state["seconds"] += time.monotonic() - started
+            val_mae = float(result.history["val_mae"][-1])
+            if state["best_val_mae"] is None or val_mae < state["best_val_mae"]:
+                model.save(run / "best.keras")
+                state.update(best_val_mae=val_mae, best_epoch=epoch + 1, wait=0)
+            else:
+                state["wait"] += 1
+            state["epoch"] = epoch + 1
+            model.save(checkpoint)
+            (run / "state.json").write_text(json.dumps(state, indent=1))
+            log.info("epoch %d/%d val MAE %.2f (best %.2f at %d)", epoch + 1, config.epochs, val_mae,
+                     state["best_val_mae"], state["best_epoch"])
+            if state["wait"] >= config.patience:
+                log.info("early stopping: no better validation MAE for %d epochs", config.patience)
+                break
+    except KeyboardInterrupt as exc:
+        raise TrainingInterrupted(
+            f"interrupted; {state['epoch']} epochs are saved in {run}: continue with --resume"
+        ) from exc
+    finally:
+        if (run / "history.csv").is_file():
+            plot_history(run)
+    return run
+
+
+def plot_history(run: Path) -> None:
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with (run / "history.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, label in (("mae", "train MAE"), ("val_mae", "validation MAE")):
+        if key in rows[0]:
+            ax.plot(epochs, [float(r[key]) for r in rows], marker="o", label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("MAE (months)")
+    ax.set_title(run.name)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(run / "learning_curve.png", dpi=100)
+    plt.close(fig)
