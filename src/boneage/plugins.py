@@ -93,7 +93,7 @@ class Plugins:
     def _collect(self, kind: Kind) -> dict[str, Registered]:
         found: dict[str, Registered] = {}
         hook = getattr(self.pm.hook, f"boneage_register_{kind}")
-        for impl in reversed(hook.get_hookimpls()):  # registration order
+        for impl in hook.get_hookimpls():  # registration order
             source = self.sources.get(impl.plugin_name, impl.plugin_name)
             for spec in impl.function() or []:
                 if spec.name in found:

@@ -47,7 +47,10 @@ def _landmarker(model_path: Path, min_confidence: float) -> Any:
         min_hand_presence_confidence=min_confidence,
     )
     landmarker = vision.HandLandmarker.create_from_options(options)
-    atexit.register(landmarker.close)  # its destructor raises at interpreter exit otherwise
+    # Its destructor raises at interpreter exit unless closed while MediaPipe's thread pool is
+    # still up; threading's exit hooks run before that pool shuts down (plain atexit runs after).
+    register = getattr(threading, "_register_atexit", atexit.register)
+    register(landmarker.close)
     return landmarker
 
 

@@ -1,0 +1,175 @@
+"""The plugin API: every hook tested and documented, entry points lazy and fault-tolerant."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+from pydantic import BaseModel
+
+from boneage import BoneAgeEstimator, hookimpl, hookspecs, plugins
+from boneage.errors import DuplicatePluginError
+from boneage.preprocess import PreprocessConfig, StepConfig, build_pipeline
+from boneage.specs import BackboneSpec, CropperSpec, RuntimeSpec, StepSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class FlipParams(BaseModel):
+    axis: int = 1
+
+
+class StepPlugin:
+    @hookimpl
+    def boneage_register_preprocess_steps(self) -> list[StepSpec]:
+        return [StepSpec("flip", lambda p: (lambda image, trace: np.flip(image, p.axis)), FlipParams, "mirror")]
+
+
+class CropperPlugin:
+    @hookimpl
+    def boneage_register_croppers(self) -> list[CropperSpec]:
+        return [CropperSpec("centre", lambda p: (lambda image, trace: image[10:-10, 10:-10]), doc="fixed border")]
+
+
+class BackbonePlugin:
+    @hookimpl
+    def boneage_register_backbones(self) -> list[BackboneSpec]:
+        return [BackboneSpec("toy", lambda size, **kw: ("toy-model", size, kw), 32, "a toy")]
+
+
+class ConstantRuntime:
+    name = "constant"
+
+    def predict(self, images: np.ndarray, male: np.ndarray) -> np.ndarray:
+        return np.full(len(images), 42.0, np.float32)
+
+
+class RuntimePlugin:
+    @hookimpl
+    def boneage_register_runtimes(self) -> list[RuntimeSpec]:
+        return [RuntimeSpec("constant", lambda model, threads: ConstantRuntime(), "always 42")]
+
+
+def register(plugin: object, source: str = "thirdparty 1.0") -> plugins.Plugins:
+    manager = plugins.get_plugins()
+    manager.register(plugin, source, name=type(plugin).__name__)
+    return manager
+
+
+def hook_preprocess_steps(radiograph: np.ndarray, tiny_model: Path) -> None:
+    manager = register(StepPlugin())
+    assert manager.registry("preprocess_steps")["flip"].source == "thirdparty 1.0"
+    out = build_pipeline(PreprocessConfig(steps=(StepConfig(name="flip", params={"axis": 1}),)))(radiograph)
+    assert np.array_equal(out[..., 0], np.flip(radiograph, 1).astype(np.float32))
+
+
+def hook_croppers(radiograph: np.ndarray, tiny_model: Path) -> None:
+    register(CropperPlugin())
+    out = build_pipeline(PreprocessConfig(steps=(StepConfig(name="hand_crop", params={"cropper": "centre"}),)))(radiograph)
+    assert out.shape[:2] == (radiograph.shape[0] - 20, radiograph.shape[1] - 20)
+
+
+def hook_backbones(radiograph: np.ndarray, tiny_model: Path) -> None:
+    register(BackbonePlugin())
+    spec = plugins.get("backbones", "toy")
+    assert spec.build(spec.default_input_size, dropout=0.1) == ("toy-model", 32, {"dropout": 0.1})
+
+
+def hook_runtimes(radiograph: np.ndarray, tiny_model: Path) -> None:
+    register(RuntimePlugin())
+    prediction = BoneAgeEstimator(tiny_model, runtime="constant").predict(radiograph, male=True)
+    assert prediction.bone_age_months == 42.0 and prediction.runtime == "constant"
+
+
+HOOK_TESTS: dict[str, Callable[..., None]] = {
+    "boneage_register_preprocess_steps": hook_preprocess_steps,
+    "boneage_register_croppers": hook_croppers,
+    "boneage_register_backbones": hook_backbones,
+    "boneage_register_runtimes": hook_runtimes,
+}
+
+
+def all_hooks() -> set[str]:
+    return {name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("boneage_")}
+
+
+def test_every_hook_has_a_test() -> None:
+    assert all_hooks() == set(HOOK_TESTS), "add a hook_* test for each hook in hookspecs.py"
+
+
+def test_every_hook_is_documented() -> None:
+    text = (ROOT / "docs" / "plugins.md").read_text()
+    missing = [hook for hook in sorted(all_hooks()) if f"`{hook}`" not in text]
+    assert not missing, f"hooks missing from docs/plugins.md: {missing}"
+
+
+@pytest.mark.parametrize("hook", sorted(HOOK_TESTS))
+def test_hook(hook: str, radiograph: np.ndarray, tiny_model: Path) -> None:
+    HOOK_TESTS[hook](radiograph, tiny_model)
+
+
+def test_builtins_register_through_the_hooks() -> None:
+    manager = plugins.get_plugins()
+    expected = {
+        "preprocess_steps": {"grayscale", "invert", "hand_crop", "clahe", "resize", "normalize"},
+        "croppers": {"classical", "mediapipe"},
+        "backbones": {"densenet121", "resnet34_cbam"},
+        "runtimes": {"onnx", "tensorflow"},
+    }
+    for kind, names in expected.items():
+        items = manager.registry(kind)  # type: ignore[arg-type]
+        assert names <= set(items) and all(items[n].source == plugins.BUILTIN for n in names)
+
+
+def test_duplicate_name_names_both_sources() -> None:
+    class Again:
+        @hookimpl
+        def boneage_register_runtimes(self) -> list[RuntimeSpec]:
+            return [RuntimeSpec("onnx", lambda model, threads: ConstantRuntime())]
+
+    manager = register(Again(), "impostor 0.1")
+    with pytest.raises(DuplicatePluginError, match=r"'onnx' is registered twice: by boneage.runtimes \(built-in\) and by Again \(impostor 0.1\)"):
+        manager.registry("runtimes")
+
+
+class FakeDist:
+    name, version = "boneage-fake", "2.0"
+
+
+class FakeEntryPoint:
+    def __init__(self, name: str, target: Any) -> None:
+        self.name, self.value, self.dist, self._target = name, f"fake:{name}", FakeDist(), target
+
+    def load(self) -> Any:
+        if isinstance(self._target, Exception):
+            raise self._target
+        return self._target
+
+
+def test_entry_points_load_and_failures_are_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    points = [FakeEntryPoint("broken", ImportError("no module named 'nothing'")), FakeEntryPoint("good", RuntimePlugin())]
+    monkeypatch.setattr(plugins.importlib.metadata, "entry_points", lambda group: points if group == "boneage" else [])
+    manager = plugins.Plugins(autoload=True)
+    assert manager.registry("runtimes")["constant"].source == "boneage-fake 2.0"
+    (failure,) = manager.failures
+    assert failure.entry_point == "broken" and "no module named" in failure.error
+
+
+def test_autoload_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(plugins.importlib.metadata, "entry_points", lambda group: [FakeEntryPoint("good", RuntimePlugin())])
+    monkeypatch.setenv(plugins.DISABLE_AUTOLOAD_ENV, "1")
+    assert "constant" not in plugins.get_plugins().registry("runtimes")
+    monkeypatch.setenv(plugins.DISABLE_AUTOLOAD_ENV, "0")
+    plugins.reset_plugins()
+    assert "constant" in plugins.get_plugins().registry("runtimes")
+
+
+def test_import_boneage_is_light() -> None:
+    code = "import boneage, sys; print(sorted(m for m in ('boneage.plugins', 'onnxruntime', 'cv2', 'tensorflow', 'keras') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
