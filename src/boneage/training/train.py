@@ -57,8 +57,16 @@ def build_and_compile(config: TrainConfig, train: list[Record], steps_per_epoch:
         warmup_steps=warmup,
         alpha=0.01,
     )
+    return compile_model(model, config, keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay))
+
+
+def compile_model(model: Any, config: TrainConfig, optimizer: Any) -> Any:
+    """Compile with the run's loss. Also after loading a checkpoint: Keras restores the optimizer
+    state but deserializes ``Huber(delta=15)`` as the default ``delta=1``."""
+    import keras
+
     model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay),
+        optimizer=optimizer,
         loss=keras.losses.Huber(delta=config.huber_delta),
         metrics=[keras.metrics.MeanAbsoluteError(name="mae"), keras.metrics.RootMeanSquaredError(name="rmse")],
     )
@@ -101,10 +109,12 @@ def train(config: TrainConfig, resume: bool = False, verbose: int | str = "auto"
     checkpoint = run / "checkpoint.keras"
     if resume and checkpoint.is_file():
         model = keras.saving.load_model(checkpoint)
+        compile_model(model, config, model.optimizer)
     else:
         keras.utils.set_random_seed(config.seed)
         model = build_and_compile(config, train_records, steps)
-    history = keras.callbacks.CSVLogger(str(run / "history.csv"), append=resume)
+    # One fit() per epoch: the logger must append, or each epoch would overwrite the last.
+    history = keras.callbacks.CSVLogger(str(run / "history.csv"), append=True)
     try:
         for epoch in range(state["epoch"], config.epochs):
             keras.utils.set_random_seed(config.seed + epoch)

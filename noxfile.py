@@ -1,0 +1,49 @@
+"""nox sessions: tests over every installed Python, lint, typecheck.
+
+``nox -s tests`` runs the core suite (no TensorFlow) on each Python; ``nox -s tests_full``
+adds the training extra on one Python, so TensorFlow is installed once.
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+ALL_PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+FULL_PYTHON = "3.11"
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = False
+
+PASS_ENV = ("BONEAGE_DATA", "BONEAGE_MEDIAPIPE_MODEL")
+
+
+def _env() -> dict[str, str]:
+    return {k: os.environ[k] for k in PASS_ENV if k in os.environ}
+
+
+@nox.session(python=ALL_PYTHONS)
+def tests(session: nox.Session) -> None:
+    """The core suite: inference, plugins, preprocessing, CLI. TensorFlow tests skip."""
+    session.install("-e", ".[dev]")
+    session.run("pytest", "-m", "not tensorflow", *session.posargs, env=_env())
+
+
+@nox.session(python=FULL_PYTHON)
+def tests_full(session: nox.Session) -> None:
+    """Everything, with TensorFlow and MediaPipe: training, export, parity, int8."""
+    session.install("-e", ".[all]")
+    session.run("pytest", *session.posargs, env=_env())
+
+
+@nox.session(python=FULL_PYTHON)
+def lint(session: nox.Session) -> None:
+    session.install("ruff>=0.5")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session(python=FULL_PYTHON)
+def typecheck(session: nox.Session) -> None:
+    session.install("-e", ".[dev]")
+    session.run("mypy")
