@@ -6,7 +6,7 @@ Models are looked up in ``$BONEAGE_MODELS_DIR``, else in the copy packaged in th
 
 from __future__ import annotations
 
-import json
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +116,8 @@ def open_model(model: str | os.PathLike[str] | None) -> ModelFile:
     path, entry = resolve(model)
     if not path.is_file():
         raise ModelNotFoundError(f"model file {path} not found")
+    if path.suffix == ".keras":
+        return ModelFile(path, b"", card_from_run(path), None)
     data = path.read_bytes()
     if entry is not None:
         actual = file_sha256_bytes(data)
@@ -129,9 +131,20 @@ def open_model(model: str | os.PathLike[str] | None) -> ModelFile:
 
 
 def file_sha256_bytes(data: bytes) -> str:
-    import hashlib
-
     return hashlib.sha256(data).hexdigest()
+
+
+def card_from_run(path: Path) -> ModelCard:
+    """An unexported ``.keras`` model from a run folder: its card comes from the run's config, so it
+    can be evaluated through the facade (on the TensorFlow runtime) before export."""
+    from boneage.training.config import TrainConfig
+
+    config_path = path.parent / "config.json"
+    if not config_path.is_file():
+        raise InvalidModelError(f"{path}: a .keras model needs the config.json of its run folder beside it")
+    config = TrainConfig.model_validate_json(config_path.read_text())
+    return ModelCard(name=f"run:{path.parent.name}", version="0.0.0", backbone=config.backbone,
+                     input_size=config.input_size, preprocessing=config.resolved_preprocessing())
 
 
 __all__ = ["ModelFile", "Registry", "RegistryEntry", "file_sha256", "load_registry", "open_model", "resolve"]

@@ -35,6 +35,8 @@ class OnnxRuntime:
     name = "onnx"
 
     def __init__(self, path: Path, data: bytes | None = None, threads: int | None = None) -> None:
+        if path.suffix == ".keras":
+            raise InvalidModelError(f"{path} is a Keras model: use runtime='tensorflow', or export it to ONNX")
         try:
             self.session = ort.InferenceSession(
                 data if data is not None else str(path), session_options(threads), providers=["CPUExecutionProvider"]

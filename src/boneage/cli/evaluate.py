@@ -1,0 +1,19 @@
+"""``boneage evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from boneage.cli.train import source
+
+
+def run(args: argparse.Namespace) -> int:
+    from boneage.evaluation import evaluate, read_ids
+    from boneage.training.config import DataSource
+
+    runtime = "tensorflow" if args.model.endswith(".keras") and args.runtime == "onnx" else args.runtime
+    result = evaluate(args.model, [DataSource.model_validate(source(d)) for d in args.data], Path(args.output),
+                      runtime=runtime, ids=read_ids(Path(args.ids)) if args.ids else None, limit=args.limit)
+    print((Path(args.output) / "summary.md").read_text())
+    return 0 if not result["failures"] else 2

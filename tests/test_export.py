@@ -1,0 +1,114 @@
+"""Export a trained model, then serve it as a user would: both runtimes, checksums, int8, evaluate."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from boneage import BoneAgeEstimator
+from boneage.errors import ChecksumMismatchError, InvalidModelError
+from boneage.modelcard import read_card
+from boneage.models import load_registry
+
+pytest.importorskip("tf2onnx", reason="needs TensorFlow and tf2onnx (extra: train)")
+pytestmark = pytest.mark.tensorflow
+
+
+@pytest.fixture(scope="module")
+def exported(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from boneage import plugins
+    from boneage.export.export import export_run
+    from boneage.training.train import train
+    from tests import tiny_backbone
+    from tests.test_training import small_config
+
+    root = tmp_path_factory.mktemp("export")
+    plugins.reset_plugins()
+    tiny_backbone.register()
+    run = train(small_config(data_dir, root / "run", epochs=1, limit=128, val_limit=48), verbose=0)
+    plugins.reset_plugins()
+    export_run(run, "0.1.0", root / "models", quantize="int8")
+    return root / "models"
+
+
+@pytest.fixture
+def models(exported: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("BONEAGE_MODELS_DIR", str(exported))
+    return exported
+
+
+def val_images(models: Path, data_dir: Path, n: int = 6) -> list[Path]:
+    ids = sorted(json.loads((models.parent / "run" / "data.json").read_text())["val_id_list"])[:n]
+    return [data_dir / "rsna-100" / f"{i}.png" for i in ids]
+
+
+def test_registry_card_and_files(models: Path) -> None:
+    registry = load_registry(models)
+    assert registry.default == "boneage-tiny_cnn-0.1.0"
+    fp32, int8 = registry.models
+    assert (fp32.file, int8.file) == ("boneage-tiny_cnn-0.1.0.onnx", "boneage-tiny_cnn-0.1.0-int8.onnx")
+    assert int8.quantized == "int8" and (models / fp32.keras_file).is_file()
+    card = read_card((models / fp32.file).read_bytes(), fp32.file)
+    assert card.backbone == "tiny_cnn" and card.input_size == 64 and card.output_unit == "months"
+    assert card.preprocessing.input_size == 64 and card.training_data.train_images == 128
+    assert card.metrics["validation"]["parity_max_abs_months"] <= 0.05
+    assert card.git_commit is not None and card.created and "non-commercial" in card.licence
+    assert type(card).model_validate_json(card.model_dump_json()) == card
+
+
+def test_onnx_and_tensorflow_runtimes_agree(models: Path, data_dir: Path) -> None:
+    images = val_images(models, data_dir)
+    onnx = BoneAgeEstimator(runtime="onnx").predict_batch(images, [True, False] * 3)
+    tf = BoneAgeEstimator(runtime="tensorflow").predict_batch(images, [True, False] * 3)
+    diffs = [abs(a.bone_age_months - b.bone_age_months) for a, b in zip(onnx, tf)]
+    assert max(diffs) <= 0.05 and {p.runtime for p in tf} == {"tensorflow"}
+
+
+def test_int8_runs_within_its_recorded_error(models: Path, data_dir: Path) -> None:
+    entry = load_registry(models).models[1]
+    card = read_card((models / entry.file).read_bytes(), entry.file)
+    change = card.metrics["validation"]["mae_change_vs_fp32"]
+    assert entry.recommended == (change <= 0.5)
+    images = val_images(models, data_dir)
+    fp32 = [p.bone_age_months for p in BoneAgeEstimator().predict_batch(images, [True] * 6)]
+    int8 = [p.bone_age_months for p in BoneAgeEstimator(entry.ref).predict_batch(images, [True] * 6)]
+    assert np.all(np.isfinite(int8)) and max(abs(a - b) for a, b in zip(fp32, int8)) < 10.0
+
+
+def test_tampered_copy_refused(models: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy.onnx"
+    data = bytearray((models / "boneage-tiny_cnn-0.1.0.onnx").read_bytes())
+    data[len(data) // 3] ^= 0x01
+    copy.write_bytes(bytes(data))
+    with pytest.raises((ChecksumMismatchError, InvalidModelError)):
+        BoneAgeEstimator(copy)
+    shutil.copy(models / "boneage-tiny_cnn-0.1.0.onnx", tmp_path / "ok.onnx")
+    assert BoneAgeEstimator(tmp_path / "ok.onnx").card.version == "0.1.0"  # an intact copy outside the registry
+
+
+def test_export_never_overwrites(models: Path, exported: Path) -> None:
+    from boneage.export.export import ExportError, export_run
+
+    run = exported.parent / "run"
+    with pytest.raises(ExportError, match="bump --version"):
+        export_run(run, "0.1.0", exported)
+
+
+def test_evaluate_keras_and_onnx(models: Path, data_dir: Path, tmp_path: Path) -> None:
+    from boneage.evaluation import evaluate, read_ids
+    from boneage.training.config import DataSource
+
+    run = models.parent / "run"
+    source = [DataSource(labels=data_dir / "rsna-100/labels.csv", images=data_dir / "rsna-100")]
+    ids = read_ids(run / "data.json")
+    onnx = evaluate("boneage-tiny_cnn", source, tmp_path / "onnx", ids=ids)
+    keras = evaluate(str(run / "best.keras"), source, tmp_path / "keras", runtime="tensorflow", ids=ids)
+    assert onnx["images"] == keras["images"] == 48
+    assert abs(onnx["overall"]["mae"] - keras["overall"]["mae"]) < 0.05
+    for name in ("report.json", "summary.md", "plots.png", "predictions.csv"):
+        assert (tmp_path / "onnx" / name).is_file()
+    assert set(onnx["by_age"]) == {"0-2y", "2-6y", "6-10y", "10-14y", "14-19y"}
