@@ -67,7 +67,7 @@ def test_batch_is_one_call_and_matches_single(tiny_model: Path, radiograph: np.n
     est.runtime.predict = lambda i, m: calls.append(len(i)) or original(i, m)  # type: ignore[method-assign]
     batch = est.predict_batch(images, sexes)
     assert calls == [3]
-    assert [b.bone_age_months for b in batch] == [est.predict(i, s).bone_age_months for i, s in zip(images, sexes)]
+    assert [b.bone_age_months for b in batch] == [est.predict(i, s).bone_age_months for i, s in zip(images, sexes, strict=False)]
 
 
 def test_batch_length_mismatch(tiny_model: Path, radiograph: np.ndarray) -> None:

@@ -64,7 +64,7 @@ def test_onnx_and_tensorflow_runtimes_agree(models: Path, data_dir: Path) -> Non
     images = val_images(models, data_dir)
     onnx = BoneAgeEstimator(runtime="onnx").predict_batch(images, [True, False] * 3)
     tf = BoneAgeEstimator(runtime="tensorflow").predict_batch(images, [True, False] * 3)
-    diffs = [abs(a.bone_age_months - b.bone_age_months) for a, b in zip(onnx, tf)]
+    diffs = [abs(a.bone_age_months - b.bone_age_months) for a, b in zip(onnx, tf, strict=False)]
     assert max(diffs) <= 0.05 and {p.runtime for p in tf} == {"tensorflow"}
 
 
@@ -76,7 +76,7 @@ def test_int8_runs_within_its_recorded_error(models: Path, data_dir: Path) -> No
     images = val_images(models, data_dir)
     fp32 = [p.bone_age_months for p in BoneAgeEstimator().predict_batch(images, [True] * 6)]
     int8 = [p.bone_age_months for p in BoneAgeEstimator(entry.ref).predict_batch(images, [True] * 6)]
-    assert np.all(np.isfinite(int8)) and max(abs(a - b) for a, b in zip(fp32, int8)) < 10.0
+    assert np.all(np.isfinite(int8)) and max(abs(a - b) for a, b in zip(fp32, int8, strict=False)) < 10.0
 
 
 def test_tampered_copy_refused(models: Path, tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ def pipeline(*steps: StepConfig) -> object:
 def test_default_pipeline_output(radiograph: np.ndarray) -> None:
     out = build_pipeline(PreprocessConfig.default(100))(radiograph)
     assert out.shape == (100, 100, 1) and out.dtype == np.float32
-    assert 0.0 <= out.min() and out.max() <= 1.0
+    assert out.min() >= 0.0 and out.max() <= 1.0
 
 
 def test_config_round_trips_through_json() -> None:

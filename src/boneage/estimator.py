@@ -88,5 +88,5 @@ class BoneAgeEstimator:
         months = self.run(np.stack([p[0] for p in prepared]), sexes)
         return [
             self.make_prediction(m, s, _source(image), w)
-            for m, s, image, (_, w) in zip(months, sexes, images, prepared)
+            for m, s, image, (_, w) in zip(months, sexes, images, prepared, strict=False)
         ]

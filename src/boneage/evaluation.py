@@ -70,7 +70,7 @@ def evaluate(model: str, sources: list[DataSource], output: Path, *, runtime: st
     (output / "report.json").write_text(json.dumps(result, indent=2))
     with (output / "predictions.csv").open("w") as f:
         f.write("id,boneage,male,predicted\n")
-        f.writelines(f"{r.id},{r.boneage},{int(r.male)},{p:.2f}\n" for r, p in zip(kept, pred))
+        f.writelines(f"{r.id},{r.boneage},{int(r.male)},{p:.2f}\n" for r, p in zip(kept, pred, strict=False))
     (output / "summary.md").write_text(summary_markdown(result))
     plot(true, pred, output, title=estimator.card.ref)
     return result

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import struct
 from pathlib import Path
-from typing import Union
 
 import cv2
 import numpy as np
@@ -21,7 +20,7 @@ from boneage.errors import (
     UnsupportedImageError,
 )
 
-ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray]
+ImageInput = str | os.PathLike[str] | bytes | bytearray | memoryview | np.ndarray
 
 MIN_SIDE = 32
 MAX_PIXELS = 64_000_000  # a large CR plate is ~4300x3500 = 15 MP

@@ -37,6 +37,7 @@ class TrainingData(BaseModel):
     train_images: int = 0
     val_images: int = 0
     split_seed: int | None = None
+    val_fraction: float | None = None
 
 
 class ModelCard(BaseModel):

@@ -144,7 +144,7 @@ def card_from_run(path: Path) -> ModelCard:
         raise InvalidModelError(f"{path}: a .keras model needs the config.json of its run folder beside it")
     config = TrainConfig.model_validate_json(config_path.read_text())
     return ModelCard(name=f"run:{path.parent.name}", version="0.0.0", backbone=config.backbone,
-                     input_size=config.input_size, preprocessing=config.resolved_preprocessing())
+                     input_size=config.input_size, preprocessing=config.resolved_preprocessing(), keras_sha256=None)
 
 
 __all__ = ["ModelFile", "Registry", "RegistryEntry", "file_sha256", "load_registry", "open_model", "resolve"]

@@ -30,5 +30,5 @@ class Prediction(BaseModel):
             bone_age_months=round(months, 2),
             bone_age_years=round(months / 12.0, 2),
             warnings=tuple(warnings),
-            **fields,  # type: ignore[arg-type]
+            **fields,
         )

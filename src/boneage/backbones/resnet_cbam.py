@@ -13,7 +13,7 @@ STAGES = ((64, 3), (128, 4), (256, 6), (512, 3))
 
 
 @keras.saving.register_keras_serializable(package="boneage")
-class ChannelPool(layers.Layer):
+class ChannelPool(layers.Layer):  # type: ignore[misc]
     """The channel-wise mean and max, stacked: the input of CBAM's spatial attention."""
 
     def call(self, x: Any) -> Any:

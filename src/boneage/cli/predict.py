@@ -82,7 +82,7 @@ def _batch(estimator: BoneAgeEstimator, jobs: list[Job]) -> list[dict[str, Any]]
     if prepared:
         keys = sorted(prepared)
         out = estimator.run(np.stack([prepared[i][0] for i in keys]), [bool(jobs[i].male) for i in keys])
-        months = dict(zip(keys, map(float, out)))
+        months = dict(zip(keys, map(float, out), strict=False))
     results = []
     for i, job in enumerate(jobs):
         if job.error is not None:
@@ -104,5 +104,5 @@ def table(results: list[dict[str, Any]]) -> str:
         model = f"{r['model_name']} {r['model_version']} ({r['runtime']})"
         rows.append((r["source"], "male" if r["male"] else "female", age, model, "; ".join(r["warnings"])))
     widths = [max(len(str(row[c])) for row in rows) for c in range(len(rows[0]) - 1)]
-    lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows]
+    lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1] for row in rows]
     return "\n".join(line.rstrip() for line in lines)

@@ -19,7 +19,7 @@ def keras_to_onnx(model: Any, input_size: int, opset: int = OPSET) -> Any:
         tf.TensorSpec((None, 1), tf.float32, name=SEX_INPUT),
     ]
 
-    @tf.function(input_signature=spec)
+    @tf.function(input_signature=spec)  # type: ignore[untyped-decorator]
     def forward(image: Any, male: Any) -> dict[str, Any]:
         return {OUTPUT: model({IMAGE_INPUT: image, SEX_INPUT: male}, training=False)}
 

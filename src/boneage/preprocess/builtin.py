@@ -41,8 +41,10 @@ def to_uint8_gray(image: np.ndarray) -> np.ndarray:
     if image.dtype == np.uint16:
         lo, hi = int(image.min()), int(image.max())
         scaled = (image.astype(np.float32) - lo) * (255.0 / max(hi - lo, 1))
-        return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-    return np.clip(np.rint(image.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
+    else:
+        scaled = image.astype(np.float32) * 255.0
+    out: np.ndarray = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return out
 
 
 def _grayscale(params: EmptyParams) -> Transform:
@@ -61,7 +63,7 @@ def resize(image: np.ndarray, params: ResizeParams) -> np.ndarray:
     if params.mode == "stretch":
         if image.shape[:2] == (size, size):
             return image
-        return cv2.resize(image, (size, size), interpolation=interp)
+        return np.asarray(cv2.resize(image, (size, size), interpolation=interp))
     h, w = image.shape[:2]
     scale = size / max(h, w)
     new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))

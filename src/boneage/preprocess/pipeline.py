@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from boneage import plugins
 from boneage.errors import ConfigError
@@ -23,7 +23,7 @@ class Notes:
         self.warnings.append(message)
 
 
-def validated(params_model: type, params: dict[str, object], what: str) -> object:
+def validated(params_model: type[BaseModel], params: dict[str, object], what: str) -> BaseModel:
     try:
         return params_model.model_validate(params)
     except ValidationError as exc:

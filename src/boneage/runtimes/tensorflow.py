@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from pathlib import Path
@@ -39,10 +40,8 @@ class TensorFlowRuntime:
         if threads:
             import tensorflow as tf
 
-            try:
+            with contextlib.suppress(RuntimeError):  # already initialized in this process
                 tf.config.threading.set_intra_op_parallelism_threads(threads)
-            except RuntimeError:  # already initialized in this process
-                pass
         self.model = keras.saving.load_model(path, compile=False)
         self._lock = threading.Lock()
 

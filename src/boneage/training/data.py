@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +45,8 @@ def is_validation(image_id: str, fraction: float, seed: int) -> bool:
 
 
 def split(records: Iterable[Record], fraction: float, seed: int) -> tuple[list[Record], list[Record]]:
-    train, val = [], []
+    train: list[Record] = []
+    val: list[Record] = []
     for r in records:
         (val if is_validation(r.id, fraction, seed) else train).append(r)
     return train, val
@@ -74,7 +76,7 @@ def preprocessed_dataset(records: list[Record], pipeline: Any) -> Any:
     size = pipeline.config.input_size
 
     def load(path: bytes) -> np.ndarray:
-        return pipeline(load_image(Path(path.decode())))
+        return np.asarray(pipeline(load_image(Path(path.decode()))), np.float32)
 
     paths = tf.constant([str(r.path) for r in records])
     male = tf.constant([[float(r.male)] for r in records], tf.float32)
