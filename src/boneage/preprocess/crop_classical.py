@@ -20,6 +20,24 @@ class ClassicalParams(BaseModel):
     margin: float = Field(0.05, ge=0, le=1)
     min_area: float = Field(0.03, gt=0, lt=1, description="smallest hand, as a share of the image")
     work_size: int = Field(256, ge=32, description="the mask is found at this size, for speed")
+    field_extent: float = Field(0.85, gt=0, le=1, description="a region filling this share of its box is an exposure field")
+
+
+def _largest_region(image: np.ndarray, within: np.ndarray) -> np.ndarray | None:
+    """The largest connected region above Otsu's threshold of the pixels ``within``."""
+    values = image[within]
+    if values.size == 0 or int(values.max()) - int(values.min()) < 16:
+        return None
+    threshold, _ = cv2.threshold(values.reshape(-1, 1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    mask = ((image > threshold) & within).astype(np.uint8) * 255
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    return max(contours, key=cv2.contourArea) if contours else None
+
+
+def _extent(contour: np.ndarray) -> float:
+    _, _, w, h = cv2.boundingRect(contour)
+    return float(cv2.contourArea(contour)) / max(w * h, 1)
 
 
 def find_hand(gray: np.ndarray, params: ClassicalParams) -> crop.Box | None:
@@ -30,14 +48,16 @@ def find_hand(gray: np.ndarray, params: ClassicalParams) -> crop.Box | None:
     if int(small.max()) - int(small.min()) < 16:
         return None  # blank or uniform
     small = cv2.GaussianBlur(small, (5, 5), 0)
-    _, mask = cv2.threshold(small, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    kernel = np.ones((5, 5), np.uint8)
-    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, kernel)
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    if not contours:
-        return None
-    largest = max(contours, key=cv2.contourArea)
-    if cv2.contourArea(largest) < params.min_area * small.shape[0] * small.shape[1]:
+    largest = _largest_region(small, np.ones(small.shape, bool))
+    if largest is not None and _extent(largest) > params.field_extent:
+        # A filled rectangle is the collimated exposure field, not a hand (fingers leave gaps):
+        # threshold again among the field's own pixels, where the hand is the brighter part.
+        field = np.zeros(small.shape, np.uint8)
+        cv2.drawContours(field, [largest], -1, 255, -1)
+        inner = _largest_region(small, field > 0)
+        if inner is not None and cv2.contourArea(inner) > 0.2 * cv2.contourArea(largest):
+            largest = inner
+    if largest is None or cv2.contourArea(largest) < params.min_area * small.shape[0] * small.shape[1]:
         return None
     x, y, bw, bh = cv2.boundingRect(largest)
     box = (int(x / scale), int(y / scale), int(np.ceil((x + bw) / scale)), int(np.ceil((y + bh) / scale)))

@@ -1,0 +1,57 @@
+"""boneage plugin: a MobileNetV3-Small backbone for edge boxes, and an unsharp-mask step.
+
+Registered through the ``boneage`` entry point; Keras is imported only when the backbone is built.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from boneage import hookimpl
+from boneage.specs import BackboneSpec, StepSpec, Trace, Transform
+
+__version__ = "0.1.0"
+
+
+def build_mobilenet_v3_small(input_size: int = 224, *, alpha: float = 1.0, dropout: float = 0.2, **head: Any) -> Any:
+    import keras
+
+    from boneage.backbones.head import build_model
+
+    def features(image: Any) -> Any:
+        net = keras.applications.MobileNetV3Small(
+            input_shape=(input_size, input_size, 1), alpha=alpha, include_top=False, weights=None,
+            include_preprocessing=False, pooling="avg",
+        )
+        return net(image)
+
+    return build_model("mobilenet_v3_small", input_size, features, dropout=dropout, head_units=128, **head)
+
+
+class UnsharpParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sigma: float = Field(2.0, gt=0, le=20)
+    amount: float = Field(0.5, ge=0, le=3)
+
+
+def _unsharp(params: UnsharpParams) -> Transform:
+    def apply(image: np.ndarray, trace: Trace) -> np.ndarray:
+        blurred = cv2.GaussianBlur(image, (0, 0), params.sigma)
+        return np.asarray(cv2.addWeighted(image, 1 + params.amount, blurred, -params.amount, 0))
+
+    return apply
+
+
+@hookimpl
+def boneage_register_backbones() -> list[BackboneSpec]:
+    return [BackboneSpec("mobilenet_v3_small", build_mobilenet_v3_small, 224, "MobileNetV3-Small (keras.applications, no weights)")]
+
+
+@hookimpl
+def boneage_register_preprocess_steps() -> list[StepSpec]:
+    return [StepSpec("unsharp", _unsharp, UnsharpParams, "unsharp mask: sharpen bone edges")]
