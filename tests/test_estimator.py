@@ -18,7 +18,7 @@ from boneage.export.onnxcard import attach_card
 from boneage.modelcard import file_sha256
 from boneage.models import Registry, RegistryEntry, save_registry
 from boneage.preprocess import build_pipeline
-from tests.helpers import expected_months, tiny_card, tiny_proto, write_tiny_model
+from tests.helpers import expected_months, synthetic_radiograph, tiny_card, tiny_proto, write_tiny_model
 
 
 def reference(estimator: BoneAgeEstimator, image: np.ndarray, male: bool) -> float:
@@ -82,13 +82,23 @@ def test_bad_sex(tiny_model: Path, radiograph: np.ndarray, bad: object) -> None:
 
 
 def test_shared_between_threads(tiny_model: Path) -> None:
-    rng = np.random.default_rng(1)
-    images = [rng.integers(0, 255, (80, 70), dtype=np.uint8) for _ in range(40)]
+    """One estimator, 8 threads, 1,000 predictions: exactly the sequential numbers."""
+    images = [synthetic_radiograph(90, 70, seed=k) for k in range(50)]
+    jobs = [(k % 50, k % 3 == 0) for k in range(1000)]
     est = BoneAgeEstimator(tiny_model)
-    sequential = [est.predict(i, k % 2 == 0).bone_age_months for k, i in enumerate(images)]
+    sequential = [est.predict(images[i], m).bone_age_months for i, m in jobs]
     with ThreadPoolExecutor(8) as pool:
-        parallel = list(pool.map(lambda k: est.predict(images[k], k % 2 == 0).bone_age_months, range(len(images))))
-    assert parallel == sequential
+        parallel = list(pool.map(lambda job: est.predict(images[job[0]], job[1]).bone_age_months, jobs))
+    assert parallel == sequential and len(set(sequential)) > 50
+
+
+def test_doubtful_inputs_are_flagged(tiny_model: Path, radiograph: np.ndarray) -> None:
+    est = BoneAgeEstimator(tiny_model)
+    assert est.predict(radiograph, True).warnings == ()
+    assert "blank" in est.predict(np.full((100, 100), 128, np.uint8), True).warnings[0]
+    assert any("inverted" in w for w in est.predict(255 - radiograph, True).warnings)
+    noise = np.random.default_rng(0).integers(0, 256, (120, 120), dtype=np.uint8)
+    assert any("no hand" in w for w in est.predict(noise, True).warnings)
 
 
 def test_missing_model(models_dir: Path, tmp_path: Path) -> None:

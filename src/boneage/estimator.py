@@ -19,9 +19,24 @@ from boneage.imageio import ImageInput, load_image
 from boneage.models import ModelFile, open_model
 from boneage.prediction import Prediction
 from boneage.preprocess import build_pipeline
+from boneage.preprocess.builtin import looks_inverted, to_uint8_gray
+from boneage.preprocess.crop_classical import ClassicalParams, find_hand
 from boneage.preprocess.pipeline import Notes
 from boneage.sex import check_male
 from boneage.specs import Runtime, RuntimeSpec
+
+
+def input_warnings(image: np.ndarray, crops: bool) -> list[str]:
+    """Cheap checks that flag an input the model will answer anyway but should not be trusted on."""
+    gray = to_uint8_gray(image)
+    if int(gray.max()) - int(gray.min()) < 16:
+        return ["the image is blank or nearly uniform: no radiograph to read"]
+    warnings = []
+    if looks_inverted(gray):
+        warnings.append("the image looks inverted (bright background); radiographs have a dark one")
+    if not crops and find_hand(gray, ClassicalParams()) is None:  # a cropping pipeline warns itself
+        warnings.append("no hand-sized bright region found: is this a hand radiograph?")
+    return warnings
 
 
 def _source(image: ImageInput) -> str | None:
@@ -41,6 +56,7 @@ class BoneAgeEstimator:
         self.model: ModelFile = open_model(model)
         self.card = self.model.card
         self.pipeline = build_pipeline(self.card.preprocessing)
+        self._crops = any(step.name == "hand_crop" for step in self.card.preprocessing.steps)
         self.runtime: Runtime = spec.load(self.model, threads)
         self.runtime_name = runtime
 
@@ -52,9 +68,11 @@ class BoneAgeEstimator:
         return self.model.path
 
     def preprocess(self, image: ImageInput) -> tuple[np.ndarray, list[str]]:
-        """The model input for one image, and any warnings the steps raised."""
+        """The model input for one image, and any warnings: the steps' own, and the input checks'."""
         notes = Notes()
-        return self.pipeline(load_image(image), notes), notes.warnings
+        loaded = load_image(image)
+        notes.warnings.extend(input_warnings(loaded, self._crops))
+        return self.pipeline(loaded, notes), notes.warnings
 
     def run(self, images: np.ndarray, male: Sequence[bool]) -> np.ndarray:
         """Months for a batch that is already preprocessed (N, H, W, 1)."""
