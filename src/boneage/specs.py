@@ -42,19 +42,23 @@ class EmptyParams(BaseModel):
 
 
 @dataclass(frozen=True)
-class StepSpec:
+class ConfiguredSpec:
+    """An item built from pydantic-validated parameters: ``build(params)``."""
+
     name: str
-    build: Callable[[Any], Transform]
+    build: Callable[[Any], Any]
     params: type[BaseModel] = EmptyParams
     doc: str = ""
 
 
 @dataclass(frozen=True)
-class CropperSpec:
-    name: str
-    build: Callable[[Any], Cropper]
-    params: type[BaseModel] = EmptyParams
-    doc: str = ""
+class StepSpec(ConfiguredSpec):
+    """A preprocessing step: ``build(params)`` returns a :data:`Transform`."""
+
+
+@dataclass(frozen=True)
+class CropperSpec(ConfiguredSpec):
+    """A hand cropper: ``build(params)`` returns a :class:`Cropper`."""
 
 
 @dataclass(frozen=True)
