@@ -29,10 +29,10 @@ def main() -> None:
 
     import keras
 
+    from boneage.preprocess import build_pipeline
     from boneage.training.config import TrainConfig
     from boneage.training.data import prepare_data, preprocessed_dataset, training_batches
     from boneage.training.train import build_and_compile
-    from boneage.preprocess import build_pipeline
 
     data = Path(args.data)
     print("| backbone | input | images/s, real pipeline | images/s, in memory | pipeline / memory |")

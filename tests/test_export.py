@@ -50,7 +50,8 @@ def test_registry_card_and_files(models: Path) -> None:
     registry = load_registry(models)
     assert registry.default == "boneage-tiny_cnn-0.1.0"
     fp32, int8 = registry.models
-    assert (fp32.file, int8.file) == ("boneage-tiny_cnn-0.1.0.onnx", "boneage-tiny_cnn-0.1.0-int8.onnx")
+    assert (fp32.file, int8.file) == ("boneage-tiny_cnn-0.1.0.onnx", "boneage-tiny_cnn-int8-0.1.0.onnx")
+    assert int8.ref == "boneage-tiny_cnn-int8-0.1.0" and not int8.keras_file
     assert int8.quantized == "int8" and (models / fp32.keras_file).is_file()
     card = read_card((models / fp32.file).read_bytes(), fp32.file)
     assert card.backbone == "tiny_cnn" and card.input_size == 64 and card.output_unit == "months"
@@ -75,7 +76,9 @@ def test_int8_runs_within_its_recorded_error(models: Path, data_dir: Path) -> No
     assert entry.recommended == (change <= 0.5)
     images = val_images(models, data_dir)
     fp32 = [p.bone_age_months for p in BoneAgeEstimator().predict_batch(images, [True] * 6)]
-    int8 = [p.bone_age_months for p in BoneAgeEstimator(entry.ref).predict_batch(images, [True] * 6)]
+    quantized = BoneAgeEstimator(entry.ref)
+    assert quantized.path.name == entry.file
+    int8 = [p.bone_age_months for p in quantized.predict_batch(images, [True] * 6)]
     assert np.all(np.isfinite(int8)) and max(abs(a - b) for a, b in zip(fp32, int8, strict=False)) < 10.0
 
 

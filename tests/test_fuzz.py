@@ -62,4 +62,4 @@ def test_arrays_through_the_pipeline(array: np.ndarray) -> None:
         return
     out = pipeline(image)
     assert out.shape == (64, 64, 1) and out.dtype == np.float32 and np.isfinite(out).all()
-    assert 0.0 <= float(out.min()) and float(out.max()) <= 1.0
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0

@@ -127,6 +127,19 @@ def test_builtins_register_through_the_hooks() -> None:
         assert names <= set(items) and all(items[n].source == plugins.BUILTIN for n in names)
 
 
+def test_a_hook_that_raises_is_a_plugin_error() -> None:
+    from boneage.errors import PluginError
+
+    class Broken:
+        @hookimpl
+        def boneage_register_runtimes(self) -> list[RuntimeSpec]:
+            raise RuntimeError("oops")
+
+    manager = register(Broken(), "broken 0.0.1")
+    with pytest.raises(PluginError, match=r"Broken \(broken 0.0.1\) failed in boneage_register_runtimes: oops"):
+        manager.registry("runtimes")
+
+
 def test_duplicate_name_names_both_sources() -> None:
     class Again:
         @hookimpl

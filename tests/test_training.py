@@ -44,6 +44,23 @@ def test_split_is_by_id_and_stable() -> None:
     assert is_validation("1377", 0.1, 42) == is_validation("1377", 0.1, 42)
 
 
+def test_bad_labels_are_a_config_error(tmp_path: Path) -> None:
+    from boneage.training.config import DataSource
+    from boneage.training.data import read_source
+
+    (tmp_path / "labels.csv").write_text("id,boneage,male\n1,100,yes\n")
+    with pytest.raises(ConfigError, match="labels.csv:2"):
+        read_source(DataSource(labels=tmp_path / "labels.csv", images=tmp_path))
+
+
+def test_age_bands_cover_the_whole_range() -> None:
+    from boneage.metrics import report
+
+    ages = np.array([0.0, 24.0, 100.0, 228.0])
+    bands = report(ages, ages + 1, np.array([True, False, True, False]))["by_age"]
+    assert sum(b["n"] for b in bands.values()) == 4
+
+
 def test_config_round_trips(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text('backbone = "resnet34_cbam"\nepochs = 4\n[[sources]]\nlabels = "l.csv"\nimages = "img"\n[augment]\nhflip = true\n')

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from boneage import plugins
-from boneage.errors import InputError
+from boneage.errors import BoneAgeError, InputError, InvalidModelError
 from boneage.imageio import ImageInput, load_image
 from boneage.models import ModelFile, open_model
 from boneage.prediction import Prediction
@@ -26,15 +26,16 @@ from boneage.sex import check_male
 from boneage.specs import Runtime, RuntimeSpec
 
 
-def input_warnings(image: np.ndarray, crops: bool) -> list[str]:
-    """Cheap checks that flag an input the model will answer anyway but should not be trusted on."""
+def input_warnings(image: np.ndarray, steps: set[str]) -> list[str]:
+    """Cheap checks that flag an input the model will answer anyway but should not be trusted on.
+    Checks that a pipeline step does itself (``invert``, ``hand_crop``) are left to it."""
     gray = to_uint8_gray(image)
     if int(gray.max()) - int(gray.min()) < 16:
         return ["the image is blank or nearly uniform: no radiograph to read"]
     warnings = []
-    if looks_inverted(gray):
+    if "invert" not in steps and looks_inverted(gray):
         warnings.append("the image looks inverted (bright background); radiographs have a dark one")
-    if not crops and find_hand(gray, ClassicalParams()) is None:  # a cropping pipeline warns itself
+    if "hand_crop" not in steps and find_hand(gray, ClassicalParams()) is None:
         warnings.append("no hand-sized bright region found: is this a hand radiograph?")
     return warnings
 
@@ -56,7 +57,7 @@ class BoneAgeEstimator:
         self.model: ModelFile = open_model(model)
         self.card = self.model.card
         self.pipeline = build_pipeline(self.card.preprocessing)
-        self._crops = any(step.name == "hand_crop" for step in self.card.preprocessing.steps)
+        self._steps = {step.name for step in self.card.preprocessing.steps}
         self.runtime: Runtime = spec.load(self.model, threads)
         self.runtime_name = runtime
 
@@ -71,8 +72,15 @@ class BoneAgeEstimator:
         """The model input for one image, and any warnings: the steps' own, and the input checks'."""
         notes = Notes()
         loaded = load_image(image)
-        notes.warnings.extend(input_warnings(loaded, self._crops))
-        return self.pipeline(loaded, notes), notes.warnings
+        notes.warnings.extend(input_warnings(loaded, self._steps))
+        prepared = self.pipeline(loaded, notes)
+        size = self.card.input_size
+        if prepared.shape != (size, size, 1) or not 0.0 <= float(prepared.min()) <= float(prepared.max()) <= 1.0:
+            raise InvalidModelError(
+                f"the preprocessing of {self.card.ref} gives {prepared.shape} in "
+                f"[{prepared.min():g}, {prepared.max():g}], not ({size}, {size}, 1) in [0, 1]: its card is inconsistent"
+            )
+        return prepared, notes.warnings
 
     def run(self, images: np.ndarray, male: Sequence[bool]) -> np.ndarray:
         """Months for a batch that is already preprocessed (N, H, W, 1)."""
@@ -91,20 +99,32 @@ class BoneAgeEstimator:
         )
 
     def predict(self, image: ImageInput, male: Any) -> Prediction:
-        """Bone age for one image: a path, encoded bytes, or an array (uint8/uint16, gray/RGB/RGBA)."""
+        """Bone age for one image: a path, encoded bytes, or an array (uint8/uint16, gray/RGB/RGBA,
+        or float in [0, 1])."""
         return self.predict_batch([image], [male])[0]
 
     def predict_batch(self, images: Sequence[ImageInput], male: Sequence[Any]) -> list[Prediction]:
-        """Many images in one model call. Raises on the first bad input; see the CLI for
-        a keep-going loop."""
+        """Many images in one model call; raises on the first bad input (see :meth:`predict_many`)."""
+        results = self.predict_many(images, male)
+        for result in results:
+            if isinstance(result, BoneAgeError):
+                raise result
+        return results  # type: ignore[return-value]
+
+    def predict_many(self, images: Sequence[ImageInput], male: Sequence[Any]) -> list[Prediction | BoneAgeError]:
+        """Like :meth:`predict_batch`, but keeps going: a bad input gets its error in its place."""
         if len(images) != len(male):
             raise InputError(f"{len(images)} images but {len(male)} sexes")
-        sexes = [check_male(m) for m in male]
-        if not images:
-            return []
-        prepared = [self.preprocess(image) for image in images]
-        months = self.run(np.stack([p[0] for p in prepared]), sexes)
-        return [
-            self.make_prediction(m, s, _source(image), w)
-            for m, s, image, (_, w) in zip(months, sexes, images, prepared, strict=False)
-        ]
+        results: list[Prediction | BoneAgeError | None] = [None] * len(images)
+        prepared: list[tuple[int, bool, np.ndarray, list[str]]] = []
+        for i, (image, m) in enumerate(zip(images, male, strict=True)):
+            try:
+                sex = check_male(m)
+                prepared.append((i, sex, *self.preprocess(image)))
+            except BoneAgeError as exc:
+                results[i] = exc
+        if prepared:
+            months = self.run(np.stack([p[2] for p in prepared]), [p[1] for p in prepared])
+            for (i, sex, _, warnings), value in zip(prepared, months, strict=True):
+                results[i] = self.make_prediction(value, sex, _source(images[i]), warnings)
+        return results  # type: ignore[return-value]

@@ -21,9 +21,12 @@ from boneage.training.data import Record, read_source
 
 def read_ids(path: Path) -> set[str]:
     """A run's data.json (its validation ids) or a text file with one id per line."""
-    text = path.read_text()
-    if path.suffix == ".json":
-        return set(json.loads(text)["val_id_list"])
+    try:
+        text = path.read_text()
+        if path.suffix == ".json":
+            return set(json.loads(text)["val_id_list"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"cannot read ids from {path} (a run's data.json or one id per line): {exc}") from exc
     return {line.strip() for line in text.splitlines() if line.strip()}
 
 
@@ -38,17 +41,14 @@ def predict_records(estimator: BoneAgeEstimator, records: list[Record], batch: i
     """Predictions for every readable record; the others are listed, not fatal."""
     kept, months, failures = [], [], []
     for start in range(0, len(records), batch):
-        images, chunk = [], []
-        for r in records[start : start + batch]:
-            try:
-                images.append(estimator.preprocess(r.path)[0])
-                chunk.append(r)
-            except BoneAgeError as exc:
-                failures.append(f"{r.path}: {exc}")
-        if chunk:
-            months.append(estimator.run(np.stack(images), [r.male for r in chunk]))
-            kept.extend(chunk)
-    return kept, (np.concatenate(months) if months else np.zeros(0)), failures
+        chunk = records[start : start + batch]
+        for r, outcome in zip(chunk, estimator.predict_many([r.path for r in chunk], [r.male for r in chunk]), strict=True):
+            if isinstance(outcome, BoneAgeError):
+                failures.append(f"{r.path}: {outcome}")
+            else:
+                kept.append(r)
+                months.append(outcome.bone_age_months)
+    return kept, np.array(months), failures
 
 
 def evaluate(model: str, sources: list[DataSource], output: Path, *, runtime: str = "onnx",
@@ -70,7 +70,7 @@ def evaluate(model: str, sources: list[DataSource], output: Path, *, runtime: st
     (output / "report.json").write_text(json.dumps(result, indent=2))
     with (output / "predictions.csv").open("w") as f:
         f.write("id,boneage,male,predicted\n")
-        f.writelines(f"{r.id},{r.boneage},{int(r.male)},{p:.2f}\n" for r, p in zip(kept, pred, strict=False))
+        f.writelines(f"{r.id},{r.boneage},{int(r.male)},{p:.2f}\n" for r, p in zip(kept, pred, strict=True))
     (output / "summary.md").write_text(summary_markdown(result))
     plot(true, pred, output, title=estimator.card.ref)
     return result

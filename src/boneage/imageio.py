@@ -1,7 +1,7 @@
 """Turn what a caller passes (path, bytes, array) into a checked numpy image.
 
-Sizes are read from the file header and checked before any pixel is decoded, so a hostile
-header cannot exhaust memory.
+Sizes are checked before any pixel is decoded (from the header for PNG and JPEG, by OpenCV's
+own pixel cap for other formats), so a hostile header cannot exhaust memory.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import os
 import struct
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from boneage.errors import (
@@ -25,6 +24,11 @@ ImageInput = str | os.PathLike[str] | bytes | bytearray | memoryview | np.ndarra
 MIN_SIDE = 32
 MAX_PIXELS = 64_000_000  # a large CR plate is ~4300x3500 = 15 MP
 MAX_BYTES = 512 * 1024 * 1024
+# PNG and JPEG sizes are checked from their headers below; for the other formats OpenCV enforces
+# this cap itself before decoding (it reads the variable once, at its first decode).
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
+
+import cv2  # noqa: E402
 
 
 def header_size(data: bytes) -> tuple[int, int] | None:
@@ -76,11 +80,11 @@ def decode(data: bytes, what: str = "image") -> np.ndarray:
 
 def read_path(path: Path) -> bytes:
     what = str(path)
-    if not path.exists():
-        raise ImageReadError(f"{what}: no such file")
-    if path.is_dir():
-        raise ImageReadError(f"{what} is a directory, not an image")
     try:
+        if not path.exists():
+            raise ImageReadError(f"{what}: no such file")
+        if path.is_dir():
+            raise ImageReadError(f"{what} is a directory, not an image")
         if path.stat().st_size > MAX_BYTES:
             raise ImageTooLargeError(f"{what} is larger than {MAX_BYTES // 2**20} MiB")
         return path.read_bytes()

@@ -26,7 +26,8 @@ def report(true: np.ndarray, pred: np.ndarray, male: np.ndarray) -> dict[str, An
     true, pred, male = np.asarray(true, float), np.asarray(pred, float), np.asarray(male, bool)
     bands = {}
     for lo, hi in AGE_BANDS_YEARS:
-        sel = (true >= lo * 12) & (true < hi * 12)
+        last = hi == AGE_BANDS_YEARS[-1][1]
+        sel = (true >= lo * 12) & ((true <= hi * 12) if last else (true < hi * 12))
         bands[f"{lo}-{hi}y"] = summary(true[sel], pred[sel])
     return {
         "overall": summary(true, pred),

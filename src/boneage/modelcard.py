@@ -24,6 +24,7 @@ CHECKSUM_KEY = "boneage.sha256"
 PLACEHOLDER = "0" * 64
 IMAGE_INPUT = "image"
 SEX_INPUT = "male"
+OUTPUT = "boneage_months"
 LICENCE = (
     "Trained on the RSNA Pediatric Bone Age Challenge data: research and education only, "
     "non-commercial, with attribution (Halabi et al., Radiology 2019;290(2):498-503)."

@@ -64,8 +64,8 @@ def load_registry(directory: Path | None = None) -> Registry:
         return Registry()
     try:
         return Registry.model_validate_json(path.read_text())
-    except (ValidationError, ValueError) as exc:
-        raise InvalidModelError(f"model registry {path} is invalid: {exc}") from exc
+    except (ValidationError, ValueError, OSError) as exc:
+        raise InvalidModelError(f"model registry {path} is unreadable or invalid: {exc}") from exc
 
 
 def save_registry(registry: Registry, directory: Path) -> None:
@@ -105,7 +105,7 @@ def resolve(model: str | os.PathLike[str] | None) -> tuple[Path, RegistryEntry |
     if entry is not None:
         return directory / entry.file, entry
     path = Path(model)
-    if not path.suffix and not path.exists():
+    if path.suffix not in (".onnx", ".keras") and not path.exists():
         known = ", ".join(e.ref for e in registry.models) or "none"
         raise ModelNotFoundError(f"no model named {str(model)!r} (registered: {known})")
     by_file = [e for e in registry.models if (directory / e.file).resolve() == path.resolve()]
@@ -120,18 +120,14 @@ def open_model(model: str | os.PathLike[str] | None) -> ModelFile:
         return ModelFile(path, b"", card_from_run(path), None)
     data = path.read_bytes()
     if entry is not None:
-        actual = file_sha256_bytes(data)
+        actual = hashlib.sha256(data).hexdigest()
         if actual != entry.sha256:
             raise ChecksumMismatchError(
                 f"{path} does not match the registry: expected sha256 {entry.sha256}, found {actual}"
             )
-    card = read_card(data, str(path))
+    card = read_card(data, str(path))  # first, so a foreign file is named as such
     verify_embedded(data, path)
     return ModelFile(path, data, card, entry)
-
-
-def file_sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def card_from_run(path: Path) -> ModelCard:
@@ -142,7 +138,10 @@ def card_from_run(path: Path) -> ModelCard:
     config_path = path.parent / "config.json"
     if not config_path.is_file():
         raise InvalidModelError(f"{path}: a .keras model needs the config.json of its run folder beside it")
-    config = TrainConfig.model_validate_json(config_path.read_text())
+    try:
+        config = TrainConfig.model_validate_json(config_path.read_text())
+    except (ValidationError, OSError) as exc:
+        raise InvalidModelError(f"{config_path} is not a valid run config: {exc}") from exc
     return ModelCard(name=f"run:{path.parent.name}", version="0.0.0", backbone=config.backbone,
                      input_size=config.input_size, preprocessing=config.resolved_preprocessing(), keras_sha256=None)
 

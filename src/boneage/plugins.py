@@ -18,7 +18,7 @@ from typing import Any, Literal
 import pluggy
 
 from boneage import hookspecs
-from boneage.errors import DuplicatePluginError, PluginNotFoundError
+from boneage.errors import DuplicatePluginError, PluginError, PluginNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +95,18 @@ class Plugins:
         hook = getattr(self.pm.hook, f"boneage_register_{kind}")
         for impl in hook.get_hookimpls():  # registration order
             source = self.sources.get(impl.plugin_name, impl.plugin_name)
-            for spec in impl.function() or []:
-                if spec.name in found:
-                    first = found[spec.name]
+            try:
+                named = [(spec.name, spec) for spec in impl.function() or []]
+            except Exception as exc:  # a third party's bug, reported with its source
+                raise PluginError(f"plugin {impl.plugin_name} ({source}) failed in boneage_register_{kind}: {exc}") from exc
+            for name, spec in named:
+                if name in found:
+                    first = found[name]
                     raise DuplicatePluginError(
-                        f"{_label(kind)} {spec.name!r} is registered twice: by {first.plugin} "
+                        f"{_label(kind)} {name!r} is registered twice: by {first.plugin} "
                         f"({first.source}) and by {impl.plugin_name} ({source})"
                     )
-                found[spec.name] = Registered(kind, spec.name, spec, source, impl.plugin_name)
+                found[name] = Registered(kind, name, spec, source, impl.plugin_name)
         return found
 
     def get(self, kind: Kind, name: str) -> Registered:

@@ -6,7 +6,7 @@ Builders are called only when the item is used, so registering never imports a h
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -70,7 +70,6 @@ class BackboneSpec:
     build: Callable[..., Any]
     default_input_size: int = 256
     doc: str = ""
-    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

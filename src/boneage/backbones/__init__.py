@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from boneage.hookspecs import hookimpl
@@ -18,6 +19,15 @@ def _resnet34_cbam(input_size: int, **options: Any) -> Any:
     from boneage.backbones.resnet_cbam import build_resnet34_cbam
 
     return build_resnet34_cbam(input_size, **options)
+
+
+def load_keras_model(path: Path, compile: bool = False) -> Any:
+    """Load a saved model with boneage's custom layers registered (Keras only auto-imports its own)."""
+    import keras
+
+    import boneage.backbones.resnet_cbam  # noqa: F401  (registers ChannelPool)
+
+    return keras.saving.load_model(path, compile=compile)
 
 
 @hookimpl

@@ -9,9 +9,7 @@ from typing import Any
 import keras
 from keras import layers
 
-IMAGE_INPUT = "image"
-SEX_INPUT = "male"
-OUTPUT = "boneage_months"
+from boneage.modelcard import IMAGE_INPUT, OUTPUT, SEX_INPUT
 
 # RSNA training-set statistics (../shared/data/README.md): the head predicts a standardized age
 # and the last layer maps it back, so every saved or exported model outputs months.

@@ -18,14 +18,21 @@ from boneage._version import __version__
 Configure = Callable[[argparse.ArgumentParser], None]
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="*", metavar="FILE", help="radiographs (PNG, JPEG, TIFF, BMP)")
     p.add_argument("--sex", choices=["male", "female", "m", "f"], help="the sex of every child in FILE...")
     p.add_argument("--csv", metavar="LIST", help="a CSV with columns path,sex for many files")
     p.add_argument("--model", help="a registered model name or an .onnx path (default: the shipped model)")
     p.add_argument("--runtime", default="onnx", help="onnx (default) or tensorflow, or a plugin's runtime")
-    p.add_argument("--threads", type=int, help="inference threads (default: OMP_NUM_THREADS or all cores)")
-    p.add_argument("--batch-size", type=int, default=16, help="images per model call (default 16)")
+    p.add_argument("--threads", type=_positive, help="inference threads (default: OMP_NUM_THREADS or all cores)")
+    p.add_argument("--batch-size", type=_positive, default=16, help="images per model call (default 16)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -109,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("boneage: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # no traceback reaches a user unless asked for
-        if os.environ.get("BONEAGE_DEBUG"):
+        if os.environ.get("BONEAGE_DEBUG", "0") not in ("", "0"):
             raise
         print(f"boneage: internal error: {type(exc).__name__}: {exc} (set BONEAGE_DEBUG=1 for a traceback)", file=sys.stderr)
         return 70

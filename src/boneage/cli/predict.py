@@ -12,6 +12,7 @@ from typing import Any
 
 from boneage.errors import BoneAgeError, InputError
 from boneage.estimator import BoneAgeEstimator
+from boneage.prediction import Prediction
 from boneage.sex import parse_sex
 
 
@@ -31,13 +32,14 @@ def read_jobs(args: argparse.Namespace) -> list[Job]:
     if args.csv:
         path = Path(args.csv)
         try:
-            rows = list(csv.DictReader(path.open(newline="", encoding="utf-8-sig")))
-        except (OSError, UnicodeDecodeError) as exc:
+            with path.open(newline="", encoding="utf-8-sig") as f:
+                rows = list(csv.DictReader(f))
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise InputError(f"cannot read {path}: {exc}") from exc
         if rows and not {"path", "sex"} <= set(rows[0]):
             raise InputError(f"{path} needs the columns path,sex (found: {', '.join(rows[0])})")
         for row in rows:
-            file = (path.parent / row["path"]).as_posix() if not Path(row["path"]).is_absolute() else row["path"]
+            file = (path.parent / (row["path"] or "")).as_posix()
             try:
                 jobs.append(Job(file, parse_sex(row["sex"] or "")))
             except BoneAgeError as exc:
@@ -58,9 +60,11 @@ def run(args: argparse.Namespace) -> int:
     estimator = BoneAgeEstimator(args.model, runtime=args.runtime, threads=args.threads)
     results: list[dict[str, Any]] = []
     with _progress(len(jobs)) as bar:
-        for start in range(0, len(jobs), max(1, args.batch_size)):
-            results.extend(_batch(estimator, jobs[start : start + args.batch_size]))
-            bar.update(min(args.batch_size, len(jobs) - start))
+        for start in range(0, len(jobs), args.batch_size):
+            chunk = jobs[start : start + args.batch_size]
+            outcomes = estimator.predict_many([j.path for j in chunk], [j.male for j in chunk])
+            results.extend(_entry(job, outcome) for job, outcome in zip(chunk, outcomes, strict=True))
+            bar.update(len(chunk))
     failures = [r for r in results if "error" in r]
     for r in failures:
         print(f"boneage: {r['source']}: {r['error']['message']}", file=sys.stderr)
@@ -68,29 +72,11 @@ def run(args: argparse.Namespace) -> int:
     return 2 if failures else 0
 
 
-def _batch(estimator: BoneAgeEstimator, jobs: list[Job]) -> list[dict[str, Any]]:
-    import numpy as np
-
-    prepared: dict[int, tuple[Any, list[str]]] = {}
-    for i, job in enumerate(jobs):
-        if job.error is None:
-            try:
-                prepared[i] = estimator.preprocess(job.path)
-            except BoneAgeError as exc:
-                job.error = exc
-    months: dict[int, float] = {}
-    if prepared:
-        keys = sorted(prepared)
-        out = estimator.run(np.stack([prepared[i][0] for i in keys]), [bool(jobs[i].male) for i in keys])
-        months = dict(zip(keys, map(float, out), strict=False))
-    results = []
-    for i, job in enumerate(jobs):
-        if job.error is not None:
-            results.append({"source": job.path, "error": {"type": type(job.error).__name__, "message": str(job.error)}})
-        else:
-            prediction = estimator.make_prediction(months[i], bool(job.male), job.path, prepared[i][1])
-            results.append(prediction.model_dump(mode="json"))
-    return results
+def _entry(job: Job, outcome: Prediction | BoneAgeError) -> dict[str, Any]:
+    error = job.error or (outcome if isinstance(outcome, BoneAgeError) else None)
+    if error is not None:
+        return {"source": job.path, "error": {"type": type(error).__name__, "message": str(error)}}
+    return outcome.model_dump(mode="json")  # type: ignore[union-attr]
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -104,5 +90,5 @@ def table(results: list[dict[str, Any]]) -> str:
         model = f"{r['model_name']} {r['model_version']} ({r['runtime']})"
         rows.append((r["source"], "male" if r["male"] else "female", age, model, "; ".join(r["warnings"])))
     widths = [max(len(str(row[c])) for row in rows) for c in range(len(rows[0]) - 1)]
-    lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1] for row in rows]
+    lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1] for row in rows]
     return "\n".join(line.rstrip() for line in lines)

@@ -40,7 +40,12 @@ def run(args: argparse.Namespace) -> int:
     from boneage.training.config import load_config
     from boneage.training.train import train
 
-    config = load_config(Path(args.config) if args.config else None, overrides(args))
+    path = Path(args.config) if args.config else None
+    if args.resume and path is None:
+        if not args.output:
+            raise ConfigError("--resume needs --output RUN_FOLDER")
+        path = Path(args.output) / "config.json"  # the run's own config, with any flags on top
+    config = load_config(path, overrides(args))
     run_dir = train(config, resume=args.resume)
     print(f"run saved in {run_dir} (best model: {run_dir / 'best.keras'})")
     return 0

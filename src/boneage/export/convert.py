@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from boneage.backbones.head import IMAGE_INPUT, OUTPUT, SEX_INPUT
+from boneage.modelcard import IMAGE_INPUT, OUTPUT, SEX_INPUT
 
 OPSET = 17
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from boneage._version import __version__
+from boneage.backbones import load_keras_model
 from boneage.errors import BoneAgeError, ConfigError, ModelNotFoundError
 from boneage.export.convert import OPSET, keras_to_onnx
 from boneage.export.onnxcard import attach_card
@@ -77,10 +78,6 @@ def export_run(
     quantize: str | None = None,
     parity_images: int = 32,
 ) -> list[RegistryEntry]:
-    import keras
-
-    import boneage.backbones.resnet_cbam  # noqa: F401  (custom layers)
-
     if not SEMVER.match(version):
         raise ConfigError(f"version {version!r} is not semantic (X.Y.Z)")
     run, keras_file = locate_run(source)
@@ -93,7 +90,7 @@ def export_run(
     if onnx_path.exists():
         log.warning("overwriting %s (--force)", onnx_path)
 
-    model = keras.saving.load_model(keras_file, compile=False)
+    model = load_keras_model(keras_file)
     _, val = prepare_data(config)
     images, male, ages = preprocessed(val, config)
     proto = keras_to_onnx(model, config.input_size)

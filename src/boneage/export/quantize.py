@@ -39,7 +39,7 @@ def quantize_int8(
 
     from boneage.export.export import _register, onnx_predict
 
-    out = out_dir / f"{card.name}-{card.version}-int8.onnx"
+    out = out_dir / f"{card.name}-int8-{card.version}.onnx"
     with tempfile.TemporaryDirectory() as tmp:
         prepared, quantized = Path(tmp) / "prep.onnx", Path(tmp) / "int8.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
@@ -63,6 +63,7 @@ def quantize_int8(
         log.warning("int8 model is %.2f months worse than fp32: exported, not recommended", metrics["mae_change_vs_fp32"])
     qcard = card.model_copy(
         update={
+            "name": f"{card.name}-int8",
             "metrics": {"validation": metrics, "fp32_validation": fp32},
             "keras_sha256": None,
             "notes": {**card.notes, "quantization": {"type": "int8 static QDQ, per-channel weights, MinMax",

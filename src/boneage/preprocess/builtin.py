@@ -68,7 +68,7 @@ def resize(image: np.ndarray, params: ResizeParams) -> np.ndarray:
     scale = size / max(h, w)
     new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
     resized = cv2.resize(image, (new_w, new_h), interpolation=interp) if (new_h, new_w) != (h, w) else image
-    out = np.zeros((size, size), dtype=image.dtype)
+    out = np.zeros((size, size, *image.shape[2:]), dtype=image.dtype)
     top, left = (size - new_h) // 2, (size - new_w) // 2
     out[top : top + new_h, left : left + new_w] = resized
     return out

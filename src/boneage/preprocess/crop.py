@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive)
+
+
+def downscale(gray: np.ndarray, work_size: int) -> tuple[np.ndarray, float]:
+    """The image shrunk so its longest side is at most ``work_size``, and the scale used."""
+    h, w = gray.shape[:2]
+    scale = min(1.0, work_size / max(h, w))
+    if scale == 1.0:
+        return gray, scale
+    small = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return small, scale
 
 
 def expand(box: Box, margin: float, shape: tuple[int, ...]) -> Box:

@@ -42,9 +42,7 @@ def _extent(contour: np.ndarray) -> float:
 
 def find_hand(gray: np.ndarray, params: ClassicalParams) -> crop.Box | None:
     """The bounding box of the largest bright region, or None when nothing hand-sized stands out."""
-    h, w = gray.shape[:2]
-    scale = min(1.0, params.work_size / max(h, w))
-    small = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    small, scale = crop.downscale(gray, params.work_size)
     if int(small.max()) - int(small.min()) < 16:
         return None  # blank or uniform
     small = cv2.GaussianBlur(small, (5, 5), 0)

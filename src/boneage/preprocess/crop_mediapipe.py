@@ -7,6 +7,7 @@ from the ``model_path`` option or the ``BONEAGE_MEDIAPIPE_MODEL`` environment va
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import threading
@@ -25,6 +26,7 @@ from boneage.specs import Cropper, CropperSpec, Trace
 
 log = logging.getLogger(__name__)
 MODEL_ENV = "BONEAGE_MEDIAPIPE_MODEL"
+_locks: dict[int, threading.Lock] = {}
 
 
 class MediaPipeParams(BaseModel):
@@ -37,7 +39,9 @@ class MediaPipeParams(BaseModel):
     fallback: ClassicalParams = Field(default_factory=ClassicalParams)
 
 
+@functools.lru_cache(maxsize=8)
 def _landmarker(model_path: Path, min_confidence: float) -> Any:
+    """One landmarker per model file and confidence, shared by every pipeline in the process."""
     from mediapipe.tasks.python import BaseOptions, vision
 
     options = vision.HandLandmarkerOptions(
@@ -58,8 +62,7 @@ def detect(landmarker: Any, gray: np.ndarray, work_size: int) -> crop.Box | None
     import mediapipe as mp
 
     h, w = gray.shape[:2]
-    scale = min(1.0, work_size / max(h, w))
-    small = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    small, _ = crop.downscale(gray, work_size)
     rgb = np.ascontiguousarray(cv2.cvtColor(small, cv2.COLOR_GRAY2RGB))
     result = landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb))
     if not result.hand_landmarks:
@@ -85,12 +88,22 @@ def build(params: MediaPipeParams) -> Cropper:
         reason = f"no hand model given (set model_path or {MODEL_ENV})"
     elif reason is None and not Path(str(path)).is_file():
         reason = f"hand model {path} not found"
+    if reason is None:
+        try:
+            landmarker = _landmarker(Path(str(path)), params.min_confidence)
+        except Exception as exc:  # a corrupt or foreign .task file
+            reason = f"hand model {path} could not be loaded: {exc}"
     if reason is not None:
         log.warning("MediaPipe cropper unavailable, using the classical cropper: %s", reason)
-        return fallback
+        message = f"MediaPipe cropper unavailable ({reason}); the classical cropper was used"
 
-    landmarker = _landmarker(Path(str(path)), params.min_confidence)
-    lock = threading.Lock()  # one landmarker, not safe to call from several threads at once
+        def degraded(image: np.ndarray, trace: Trace) -> np.ndarray:
+            trace.warn(message)  # the model may have been trained on MediaPipe crops
+            return fallback(image, trace)
+
+        return degraded
+
+    lock = _locks.setdefault(id(landmarker), threading.Lock())  # a landmarker is not thread-safe
 
     def cropper(image: np.ndarray, trace: Trace) -> np.ndarray:
         with lock:

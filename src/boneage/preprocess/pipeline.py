@@ -44,8 +44,7 @@ class Pipeline:
         notes = notes if notes is not None else Notes()
         for transform in self._transforms:
             image = transform(image, notes)
-        if image.dtype != np.float32:
-            image = image.astype(np.float32)
+        image = image.astype(np.float32, copy=False)
         return image[..., None] if image.ndim == 2 else image
 
 

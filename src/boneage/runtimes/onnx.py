@@ -51,5 +51,8 @@ class OnnxRuntime:
         self.output = self.session.get_outputs()[0].name
 
     def predict(self, images: np.ndarray, male: np.ndarray) -> np.ndarray:
-        (out,) = self.session.run([self.output], {IMAGE_INPUT: images, SEX_INPUT: male})
+        try:
+            (out,) = self.session.run([self.output], {IMAGE_INPUT: images, SEX_INPUT: male})
+        except Exception as exc:  # shape or type mismatch between the card and the graph
+            raise InvalidModelError(f"the model failed on a batch of shape {images.shape}: {exc}") from exc
         return np.asarray(out, dtype=np.float32).reshape(-1)

@@ -10,21 +10,26 @@ from typing import Any
 
 import numpy as np
 
-from boneage.errors import ChecksumMismatchError, MissingDependencyError, ModelNotFoundError
+from boneage.backbones import load_keras_model
+from boneage.errors import ChecksumMismatchError, InvalidModelError, MissingDependencyError, ModelNotFoundError
 from boneage.modelcard import IMAGE_INPUT, SEX_INPUT, ModelCard, file_sha256
 
 
-def _keras() -> Any:
+def _load(path: Path, threads: int | None) -> Any:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     try:
-        import keras
-
-        import boneage.backbones.resnet_cbam  # noqa: F401  (registers custom layers)
+        import tensorflow as tf
     except ImportError as exc:
         raise MissingDependencyError(
             f"the TensorFlow runtime needs TensorFlow and Keras: pip install 'boneage[train]' ({exc})"
         ) from exc
-    return keras
+    if threads:
+        with contextlib.suppress(RuntimeError):  # already initialized in this process
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+    try:
+        return load_keras_model(path)
+    except Exception as exc:  # Keras raises many untyped errors for a bad file
+        raise InvalidModelError(f"{path} is not a loadable Keras model: {exc}") from exc
 
 
 class TensorFlowRuntime:
@@ -36,13 +41,7 @@ class TensorFlowRuntime:
             raise ModelNotFoundError(f"{path} not found: this model can only run on the ONNX runtime")
         if card.keras_sha256 and file_sha256(path) != card.keras_sha256:
             raise ChecksumMismatchError(f"{path} does not match its card: expected sha256 {card.keras_sha256}")
-        keras = _keras()
-        if threads:
-            import tensorflow as tf
-
-            with contextlib.suppress(RuntimeError):  # already initialized in this process
-                tf.config.threading.set_intra_op_parallelism_threads(threads)
-        self.model = keras.saving.load_model(path, compile=False)
+        self.model = _load(path, threads)
         self._lock = threading.Lock()
 
     def predict(self, images: np.ndarray, male: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from boneage.errors import ConfigError
+from boneage.sex import parse_sex
 from boneage.training.config import Augment, DataSource, TrainConfig
 
 
@@ -28,10 +29,14 @@ def read_source(source: DataSource) -> list[Record]:
         raise ConfigError(f"labels file {source.labels} not found")
     records = []
     with source.labels.open(newline="") as f:
-        for row in csv.DictReader(f):
-            path = source.images / f"{row['id']}.png"
+        for line, row in enumerate(csv.DictReader(f), start=2):
+            try:
+                path = source.images / f"{row['id']}.png"
+                record = Record(row["id"], path, float(row["boneage"]), parse_sex(row["male"] or ""))
+            except (KeyError, TypeError, ValueError) as exc:  # SexError is a ValueError
+                raise ConfigError(f"{source.labels}:{line}: needs id,boneage,male ({exc})") from exc
             if path.is_file():
-                records.append(Record(row["id"], path, float(row["boneage"]), row["male"].strip() in ("1", "True", "true")))
+                records.append(record)
     if not records:
         raise ConfigError(f"no images of {source.labels} found in {source.images}")
     return records

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from boneage import plugins
+from boneage.backbones import load_keras_model
 from boneage.errors import BoneAgeError, ConfigError
 from boneage.preprocess import build_pipeline
 from boneage.training.config import TrainConfig
@@ -79,9 +80,7 @@ def _start_run(config: TrainConfig, resume: bool) -> tuple[TrainConfig, dict[str
     if resume:
         if not state_path.is_file():
             raise ConfigError(f"nothing to resume in {run} (no state.json)")
-        stored = TrainConfig.model_validate_json((run / "config.json").read_text())
-        stored.epochs = max(stored.epochs, config.epochs)  # resuming may extend a run
-        return stored, json.loads(state_path.read_text())
+        return config, json.loads(state_path.read_text())
     if state_path.exists():
         raise ConfigError(f"{run} already holds a run; pass --resume to continue it or choose another --output")
     run.mkdir(parents=True, exist_ok=True)
@@ -108,7 +107,7 @@ def train(config: TrainConfig, resume: bool = False, verbose: int | str = "auto"
 
     checkpoint = run / "checkpoint.keras"
     if resume and checkpoint.is_file():
-        model = keras.saving.load_model(checkpoint)
+        model = load_keras_model(checkpoint, compile=True)
         compile_model(model, config, model.optimizer)
     else:
         keras.utils.set_random_seed(config.seed)
