@@ -122,7 +122,7 @@ def train(config: TrainConfig, resume: bool = False, verbose: int | str = "auto"
                 batches = batches.repeat().take(config.steps_per_epoch)
             started = time.monotonic()
             result = model.fit(batches, validation_data=val, initial_epoch=epoch, epochs=epoch + 1,
-                               callbacks=[history], verbose=verbose)
+                               callbacks=[history], verbose=verbose, shuffle=False)  # shuffled per epoch above
             state["seconds"] += time.monotonic() - started
             val_mae = float(result.history["val_mae"][-1])
             if state["best_val_mae"] is None or val_mae < state["best_val_mae"]:
