@@ -69,6 +69,9 @@ def test_config_round_trips(tmp_path: Path) -> None:
     assert again == config and again.batch_size == 8 and again.augment.hflip and again.augment.rotation_deg == 5
     (tmp_path / "c.json").write_text(config.model_dump_json())
     assert load_config(tmp_path / "c.json") == config
+    yaml = pytest.importorskip("yaml", reason="PyYAML is in the train extra")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(json.loads(config.model_dump_json())))
+    assert load_config(tmp_path / "c.yaml") == config
 
 
 def test_invalid_config_is_a_clear_error(tmp_path: Path) -> None:
