@@ -20,16 +20,19 @@ from boneage.models import ModelFile, open_model
 from boneage.prediction import Prediction
 from boneage.preprocess import build_pipeline
 from boneage.preprocess.builtin import looks_inverted, to_uint8_gray
+from boneage.preprocess.crop import downscale
 from boneage.preprocess.crop_classical import ClassicalParams, find_hand
 from boneage.preprocess.pipeline import Notes
 from boneage.sex import check_male
 from boneage.specs import Runtime, RuntimeSpec
 
+CHECK_SIZE = 256
+
 
 def input_warnings(image: np.ndarray, steps: set[str]) -> list[str]:
     """Cheap checks that flag an input the model will answer anyway but should not be trusted on.
     Checks that a pipeline step does itself (``invert``, ``hand_crop``) are left to it."""
-    gray = to_uint8_gray(image)
+    gray, _ = downscale(to_uint8_gray(image), CHECK_SIZE)  # cheap on the hot path
     if int(gray.max()) - int(gray.min()) < 16:
         return ["the image is blank or nearly uniform: no radiograph to read"]
     warnings = []
