@@ -8,7 +8,8 @@ import numpy as np
 
 from boneage.errors import SexError
 
-_TEXT = {"male": True, "m": True, "1": True, "female": False, "f": False, "0": False}
+# "true"/"false": the male column of the original RSNA label files.
+_TEXT = {"male": True, "m": True, "1": True, "true": True, "female": False, "f": False, "0": False, "false": False}
 
 
 def check_male(male: Any) -> bool:
@@ -23,7 +24,7 @@ def check_male(male: Any) -> bool:
 
 
 def parse_sex(text: str) -> bool:
-    """``male``/``female`` (also m/f, 1/0) from the CLI or a CSV; True for male."""
+    """``male``/``female`` (also m/f, 1/0, true/false) from the CLI or a CSV; True for male."""
     value = _TEXT.get(str(text).strip().lower())
     if value is None:
         raise SexError(f"sex must be male or female, not {text!r}")

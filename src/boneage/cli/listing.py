@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from boneage.cli.table import format_table
 from boneage.models import load_registry, models_dir
 from boneage.plugins import KINDS, get_plugins
 
 
 def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
-    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=False)).rstrip())
+    print(format_table(rows))
 
 
 def plugins(args: argparse.Namespace) -> int:

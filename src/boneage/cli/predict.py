@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from boneage.cli.table import format_table
 from boneage.errors import BoneAgeError, InputError
 from boneage.estimator import BoneAgeEstimator
 from boneage.prediction import Prediction
@@ -89,6 +90,4 @@ def table(results: list[dict[str, Any]]) -> str:
         age = f"{months:.1f} mo ({int(months // 12)}y {months % 12:.0f}m)"
         model = f"{r['model_name']} {r['model_version']} ({r['runtime']})"
         rows.append((r["source"], "male" if r["male"] else "female", age, model, "; ".join(r["warnings"])))
-    widths = [max(len(str(row[c])) for row in rows) for c in range(len(rows[0]) - 1)]
-    lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1] for row in rows]
-    return "\n".join(line.rstrip() for line in lines)
+    return format_table(rows)

@@ -1,0 +1,11 @@
+"""The plain-text tables every command prints."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def format_table(rows: Sequence[Sequence[str]]) -> str:
+    """Columns padded to their widest cell, trailing blanks trimmed."""
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows)
