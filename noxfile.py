@@ -32,8 +32,9 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=FULL_PYTHON)
 def tests_full(session: nox.Session) -> None:
-    """Everything, with TensorFlow and MediaPipe: training, export, parity, int8."""
-    session.install("-e", ".[all]")
+    """Everything, with TensorFlow and MediaPipe: training, export, parity, int8; and JAX, to
+    show that a model trained on another Keras backend exports and serves here."""
+    session.install("-e", ".[all]", "jax")
     session.run("pytest", *session.posargs, env=_env())
 
 

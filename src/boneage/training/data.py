@@ -113,7 +113,8 @@ def augmenter(aug: Augment, seed: int) -> Any:
         steps.append(keras.layers.RandomBrightness(aug.brightness, value_range=(0, 1), seed=seed + 4))
     if aug.contrast:
         steps.append(keras.layers.RandomContrast(aug.contrast, value_range=(0, 1), seed=seed + 5))
-    return keras.Sequential(steps) if steps else None
+    # Pipeline, not Sequential: it stays in tf.data on every Keras backend (JAX, PyTorch too).
+    return keras.layers.Pipeline(steps) if steps else None
 
 
 def training_batches(cached: Any, count: int, batch_size: int, aug: Augment, seed: int) -> Any:
