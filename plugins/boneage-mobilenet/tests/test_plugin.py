@@ -32,3 +32,11 @@ def test_backbone_builds_and_outputs_months() -> None:
     model = plugins.get("backbones", "mobilenet_v3_small").build(64)
     out = np.asarray(model({"image": np.zeros((2, 64, 64, 1), np.float32), "male": np.ones((2, 1), np.float32)}))
     assert out.shape == (2, 1) and np.isfinite(out).all()
+
+
+def test_batch_norm_follows_short_runs() -> None:
+    keras = pytest.importorskip("keras")
+    model = plugins.get("backbones", "mobilenet_v3_small").build(64)
+    found = [layer.momentum for layer in model.get_layer("MobileNetV3Small").layers
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    assert found and set(found) == {0.99}
