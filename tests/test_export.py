@@ -74,6 +74,8 @@ def test_int8_runs_within_its_recorded_error(models: Path, data_dir: Path) -> No
     card = read_card((models / entry.file).read_bytes(), entry.file)
     change = card.metrics["validation"]["mae_change_vs_fp32"]
     assert entry.recommended == (change <= 0.5)
+    quantization = card.notes["quantization"]
+    assert quantization["calibration_data"] == "training split" and len(quantization["float_nodes"]) == 1
     images = val_images(models, data_dir)
     fp32 = [p.bone_age_months for p in BoneAgeEstimator().predict_batch(images, [True] * 6)]
     quantized = BoneAgeEstimator(entry.ref)

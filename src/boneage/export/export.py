@@ -22,7 +22,7 @@ from boneage.modelcard import ModelCard, TrainingData, file_sha256
 from boneage.models import Registry, RegistryEntry, load_registry, save_registry
 from boneage.preprocess import build_pipeline
 from boneage.training.config import TrainConfig
-from boneage.training.data import Record, prepare_data
+from boneage.training.data import Record, prepare_data, thin
 
 log = logging.getLogger(__name__)
 SEMVER = re.compile(r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
@@ -91,7 +91,7 @@ def export_run(
         log.warning("overwriting %s (--force)", onnx_path)
 
     model = load_keras_model(keras_file)
-    _, val = prepare_data(config)
+    train_records, val = prepare_data(config)
     images, male, ages = preprocessed(val, config)
     proto = keras_to_onnx(model, config.input_size)
     unsealed = proto.SerializeToString()
@@ -129,9 +129,11 @@ def export_run(
     onnx_path.write_bytes(attach_card(proto, card))
     entries = [_register(out_dir, onnx_path, card, make_default, keras_path)]
     if quantize == "int8":
-        from boneage.export.quantize import quantize_int8
+        from boneage.export.quantize import CALIBRATION_IMAGES, quantize_int8
 
-        entries.append(quantize_int8(onnx_path, card, images, male, ages, out_dir))
+        calibration = thin(train_records, CALIBRATION_IMAGES, config.seed)
+        cal_images, cal_male, _ = preprocessed(calibration, config)
+        entries.append(quantize_int8(onnx_path, card, (cal_images, cal_male), (images, male, ages), out_dir))
     return entries
 
 
