@@ -14,24 +14,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
-from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-from onnxruntime.quantization.shape_inference import quant_pre_process
+from onnxruntime.quantization import CalibrationMethod, QuantType
 
 from boneage.export.export import onnx_predict, preprocessed
+from boneage.export.quantize import prepare, static_int8
 from boneage.metrics import summary
 from boneage.training.config import load_config
 from boneage.training.data import prepare_data, thin
-
-
-class Reader:
-    def __init__(self, images: np.ndarray, male: np.ndarray, batch: int = 16) -> None:
-        self.batches = iter([{"image": images[i : i + batch], "male": male[i : i + batch]}
-                             for i in range(0, len(images), batch)])
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self.batches, None)
 
 
 def main() -> None:
@@ -44,10 +34,8 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp())
     prepared = tmp / "prep.onnx"
-    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-    nodes = onnx.load(str(prepared)).graph.node
-    stem = [n.name for n in nodes if n.op_type == "Conv"][:1]
-    head = [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")]
+    stem = prepare(fp32, prepared)
+    head = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type in ("Gemm", "MatMul")]
     variants: dict[str, dict[str, Any]] = {
         "minmax-val128": {"calibration": (images[:128], male[:128])},
         "minmax-train512": {},
@@ -61,10 +49,8 @@ def main() -> None:
     for name in only or variants:
         options = dict(variants[name])
         calibration = options.pop("calibration", (cal_images, cal_male))
-        args: dict[str, Any] = {"quant_format": QuantFormat.QDQ, "per_channel": True, "weight_type": QuantType.QInt8,
-                                "activation_type": QuantType.QUInt8, "calibrate_method": CalibrationMethod.MinMax}
         started, out = time.time(), tmp / f"{name}.onnx"
-        quantize_static(str(prepared), str(out), Reader(*calibration), **{**args, **options})
+        static_int8(prepared, out, calibration, **options)  # the export recipe, all int8, unless overridden
         s = summary(ages, onnx_predict(out.read_bytes(), images, male))
         print(f"{name}: MAE {s['mae']:.2f} bias {s['bias']:+.2f} ({time.time() - started:.0f} s)", flush=True)
 

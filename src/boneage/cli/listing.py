@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
 
 from boneage.cli.table import format_table
 from boneage.models import load_registry, models_dir
 from boneage.plugins import KINDS, get_plugins
-
-
-def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
-    print(format_table(rows))
 
 
 def plugins(args: argparse.Namespace) -> int:
@@ -20,7 +15,7 @@ def plugins(args: argparse.Namespace) -> int:
     for kind in KINDS:
         for item in manager.registry(kind).values():
             rows.append((kind, item.name, item.source, item.plugin, item.spec.doc))
-    _print_table(rows)
+    print(format_table(rows))
     for failure in manager.failures:
         print(f"\nfailed to load: {failure.entry_point} ({failure.source}): {failure.error}")
     return 1 if manager.failures else 0
@@ -35,7 +30,7 @@ def backbones(args: argparse.Namespace) -> int:
         except ImportError:
             params = "(needs boneage[train])"
         rows.append((item.name, str(spec.default_input_size), params, item.source, spec.doc))
-    _print_table(rows)
+    print(format_table(rows))
     return 0
 
 
@@ -50,6 +45,6 @@ def models(args: argparse.Namespace) -> int:
         mae = e.metrics.get("mae")
         rows.append((e.ref, e.backbone, e.file, f"{e.size / 1e6:.1f}", f"{mae:.2f}" if mae is not None else "-",
                      "*" if e.ref == registry.default else "", "yes" if e.recommended else "no"))
-    _print_table(rows)
+    print(format_table(rows))
     print(f"\n({directory})")
     return 0

@@ -74,10 +74,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _entry(job: Job, outcome: Prediction | BoneAgeError) -> dict[str, Any]:
-    error = job.error or (outcome if isinstance(outcome, BoneAgeError) else None)
-    if error is not None:
-        return {"source": job.path, "error": {"type": type(error).__name__, "message": str(error)}}
-    return outcome.model_dump(mode="json")  # type: ignore[union-attr]
+    if isinstance(outcome, Prediction):
+        return outcome.model_dump(mode="json")
+    error = job.error or outcome  # the CSV's own message for a bad sex, not the facade's
+    return {"source": job.path, "error": {"type": type(error).__name__, "message": str(error)}}
 
 
 def table(results: list[dict[str, Any]]) -> str:

@@ -35,6 +35,31 @@ class _Reader:
         return next(self._batches, None)
 
 
+def prepare(fp32_path: Path, prepared: Path) -> list[str]:
+    """ONNX Runtime's pre-processing (shape inference, fusions); returns the stem: the name of the
+    first convolution, to keep in float."""
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+    return [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "Conv"][:1]
+
+
+def static_int8(prepared: Path, out: Path, calibration: tuple[np.ndarray, np.ndarray], **options: Any) -> None:
+    """The recipe: static QDQ, per-channel int8 weights, uint8 activations, MinMax calibration on
+    (image, male); ``options`` override any of it (benchmarks/int8_variants.py compares them)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    recipe: dict[str, Any] = {
+        "quant_format": QuantFormat.QDQ,
+        "per_channel": True,
+        "weight_type": QuantType.QInt8,
+        "activation_type": QuantType.QUInt8,
+        "calibrate_method": CalibrationMethod.MinMax,
+    }
+    quantize_static(str(prepared), str(out), _Reader(*calibration), **{**recipe, **options})
+
+
 def quantize_int8(
     fp32_path: Path,
     card: ModelCard,
@@ -45,27 +70,14 @@ def quantize_int8(
     """Calibrate on training images (image, male), measure on the validation ones (image, male,
     age); return the registered entry."""
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from boneage.export.export import _register, onnx_predict
 
     out = out_dir / f"{card.name}-int8-{card.version}.onnx"
     with tempfile.TemporaryDirectory() as tmp:
         prepared, quantized = Path(tmp) / "prep.onnx", Path(tmp) / "int8.onnx"
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-        stem = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "Conv"][:1]
-        quantize_static(
-            str(prepared),
-            str(quantized),
-            _Reader(*calibration),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            weight_type=QuantType.QInt8,
-            activation_type=QuantType.QUInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-            nodes_to_exclude=stem,
-        )
+        stem = prepare(fp32_path, prepared)
+        static_int8(prepared, quantized, calibration, nodes_to_exclude=stem)
         proto: Any = onnx.load(str(quantized))
     images, male, ages = validation
     fp32 = card.metrics["validation"]
