@@ -103,3 +103,13 @@ def test_models_lists_registry(models_dir: Path, capsys: pytest.CaptureFixture[s
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "tiny-1.0.0" in out and "*" in out
+    sha = json.loads((models_dir / "registry.json").read_text())["models"][0]["sha256"]
+    assert sha[:12] in out
+
+
+def test_table_rounds_months_into_whole_years() -> None:
+    from boneage.cli.predict import table
+
+    row = {"source": "a.png", "male": True, "bone_age_months": 167.7, "model_name": "m", "model_version": "1",
+           "runtime": "onnx", "warnings": []}
+    assert "167.7 mo (14y 0m)" in table([row])

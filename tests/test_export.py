@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from boneage import BoneAgeEstimator
-from boneage.errors import ChecksumMismatchError, InvalidModelError
+from boneage.errors import ChecksumMismatchError, ConfigError, InvalidModelError
 from boneage.modelcard import read_card
 from boneage.models import load_registry
 
@@ -103,6 +103,21 @@ def test_export_never_overwrites(models: Path, exported: Path) -> None:
         export_run(run, "0.1.0", exported)
 
 
+def test_export_checks_the_run_before_writing(exported: Path, tmp_path: Path) -> None:
+    from boneage.export.export import export_run
+
+    run = tmp_path / "run"
+    shutil.copytree(exported.parent / "run", run)
+    (run / "data.json").unlink()
+    with pytest.raises(ConfigError, match="data.json"):
+        export_run(run, "0.2.0", tmp_path / "out")
+    (run / "data.json").write_text("{}")
+    (run / "config.json").write_text('{"backbone": "tiny_cnn"}')
+    with pytest.raises(ConfigError, match="sources"):
+        export_run(run, "0.2.0", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_evaluate_keras_and_onnx(models: Path, data_dir: Path, tmp_path: Path) -> None:
     from boneage.evaluation import evaluate, read_ids
     from boneage.training.config import DataSource
@@ -111,9 +126,13 @@ def test_evaluate_keras_and_onnx(models: Path, data_dir: Path, tmp_path: Path) -
     source = [DataSource(labels=data_dir / "rsna-100/labels.csv", images=data_dir / "rsna-100")]
     ids = read_ids(run / "data.json")
     onnx = evaluate("boneage-tiny_cnn", source, tmp_path / "onnx", ids=ids)
-    keras = evaluate(str(run / "best.keras"), source, tmp_path / "keras", runtime="tensorflow", ids=ids)
+    keras = evaluate(str(run / "best.keras"), source, tmp_path / "keras", ids=ids)  # TensorFlow: a .keras model
+    assert keras["runtime"] == "tensorflow" and onnx["runtime"] == "onnx"
     assert onnx["images"] == keras["images"] == 48
     assert abs(onnx["overall"]["mae"] - keras["overall"]["mae"]) < 0.05
     for name in ("report.json", "summary.md", "plots.png", "predictions.csv"):
         assert (tmp_path / "onnx" / name).is_file()
     assert set(onnx["by_age"]) == {"0-2y", "2-6y", "6-10y", "10-14y", "14-19y"}
+    with pytest.raises(ConfigError, match="--force"):
+        evaluate("boneage-tiny_cnn", source, tmp_path / "onnx", ids=ids)  # never overwrites reports unasked
+    assert evaluate("boneage-tiny_cnn", source, tmp_path / "onnx", ids=ids, force=True)["overall"] == onnx["overall"]

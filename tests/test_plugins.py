@@ -14,7 +14,7 @@ import pytest
 from pydantic import BaseModel
 
 from boneage import BoneAgeEstimator, hookimpl, hookspecs, plugins
-from boneage.errors import DuplicatePluginError
+from boneage.errors import DuplicatePluginError, PreprocessError
 from boneage.preprocess import PreprocessConfig, StepConfig, build_pipeline
 from boneage.specs import BackboneSpec, CropperSpec, RuntimeSpec, StepSpec
 
@@ -67,6 +67,22 @@ def hook_preprocess_steps(radiograph: np.ndarray, tiny_model: Path) -> None:
     assert manager.registry("preprocess_steps")["flip"].source == "thirdparty 1.0"
     out = build_pipeline(PreprocessConfig(steps=(StepConfig(name="flip", params={"axis": 1}),)))(radiograph)
     assert np.array_equal(out[..., 0], np.flip(radiograph, 1).astype(np.float32))
+
+
+class BrokenStepPlugin:
+    @hookimpl
+    def boneage_register_preprocess_steps(self) -> list[StepSpec]:
+        def broken(image: np.ndarray, trace: object) -> np.ndarray:
+            raise RuntimeError("division by zero somewhere in a plugin")
+
+        return [StepSpec("broken", lambda p: broken, FlipParams, "always fails")]
+
+
+def test_a_failing_plugin_step_is_a_typed_error(radiograph: np.ndarray) -> None:
+    register(BrokenStepPlugin())
+    run = build_pipeline(PreprocessConfig(steps=(StepConfig(name="broken"),)))
+    with pytest.raises(PreprocessError, match="'broken' failed on this image: division by zero"):
+        run(radiograph)
 
 
 def hook_croppers(radiograph: np.ndarray, tiny_model: Path) -> None:

@@ -69,6 +69,8 @@ def test_inverted_radiograph_detected_and_restored(radiograph: np.ndarray) -> No
     notes = Notes()
     out = pipeline(StepConfig(name="invert"))(inverted, notes)
     assert np.array_equal(out[..., 0].astype(np.uint8), radiograph) and "inverted" in notes.warnings[0]
+    as_float = pipeline(StepConfig(name="invert"))(inverted.astype(np.float32) / 255)  # float input, same answer
+    assert np.array_equal(as_float[..., 0].astype(np.uint8), radiograph)
 
 
 def test_classical_cropper_finds_the_hand(radiograph: np.ndarray) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,16 @@ def test_bad_labels_are_a_config_error(tmp_path: Path) -> None:
         read_source(DataSource(labels=tmp_path / "labels.csv", images=tmp_path))
 
 
+def test_labels_without_an_image_are_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from boneage.training.config import DataSource
+    from boneage.training.data import read_source
+
+    (tmp_path / "labels.csv").write_text("id,boneage,male\n1,100,true\n2,120,false\n")
+    (tmp_path / "1.png").write_bytes(b"")
+    records = read_source(DataSource(labels=tmp_path / "labels.csv", images=tmp_path))
+    assert [r.id for r in records] == ["1"] and "1 of the 2 ids" in caplog.text
+
+
 def test_age_bands_cover_the_whole_range() -> None:
     from boneage.metrics import report
 
@@ -79,6 +90,32 @@ def test_invalid_config_is_a_clear_error(tmp_path: Path) -> None:
         load_config(None, {"epochs": 2})
     with pytest.raises(ConfigError, match="batch_size"):
         load_config(None, {"sources": [{"labels": "a", "images": "b"}], "batch_size": 0})
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(tmp_path / "list.json")
+    with pytest.raises(ConfigError, match="augment is a value"):
+        load_config(None, {"augment": 1, "augment.hflip": True})
+    if importlib.util.find_spec("yaml"):
+        (tmp_path / "bad.yaml").write_text("epochs: [1,\n")
+        with pytest.raises(ConfigError, match="cannot read config"):
+            load_config(tmp_path / "bad.yaml")
+
+
+def test_a_new_run_never_writes_into_a_used_folder(tmp_path: Path) -> None:
+    from boneage.training.train import _start_run
+
+    sources = [{"labels": "l.csv", "images": "img"}]
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not empty"):
+        _start_run(TrainConfig.model_validate({"sources": sources, "output_dir": str(used)}), resume=False)
+    assert [f.name for f in used.iterdir()] == ["notes.txt"]
+    # state.json exists from the start, so a run stopped inside its first epoch can be resumed
+    fresh = TrainConfig.model_validate({"sources": sources, "output_dir": str(tmp_path / "fresh")})
+    _start_run(fresh, resume=False)
+    assert json.loads((tmp_path / "fresh/state.json").read_text())["epoch"] == 0
+    assert _start_run(fresh, resume=True)[1]["epoch"] == 0
 
 
 @pytest.fixture

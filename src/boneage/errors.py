@@ -31,6 +31,10 @@ class ImageTooLargeError(InputError):
     """Refused before decoding, so a hostile header cannot exhaust memory."""
 
 
+class PreprocessError(InputError):
+    """A preprocessing step failed on this image (the message names the step)."""
+
+
 class SexError(InputError):
     """The sex is missing or not one of the accepted spellings."""
 

@@ -53,11 +53,13 @@ class BoneAgeEstimator:
     def __init__(
         self,
         model: str | os.PathLike[str] | None = None,
-        runtime: str = "onnx",
+        runtime: str | None = None,
         threads: int | None = None,
     ) -> None:
-        spec: RuntimeSpec = plugins.get("runtimes", runtime)
+        """``runtime`` defaults to ONNX Runtime, or TensorFlow for a ``.keras`` model."""
         self.model: ModelFile = open_model(model)
+        runtime = runtime or ("tensorflow" if self.model.path.suffix == ".keras" else "onnx")
+        spec: RuntimeSpec = plugins.get("runtimes", runtime)
         self.card = self.model.card
         self.pipeline = build_pipeline(self.card.preprocessing)
         self._steps = {step.name for step in self.card.preprocessing.steps}
@@ -114,10 +116,21 @@ class BoneAgeEstimator:
                 raise result
         return results  # type: ignore[return-value]
 
-    def predict_many(self, images: Sequence[ImageInput], male: Sequence[Any]) -> list[Prediction | BoneAgeError]:
-        """Like :meth:`predict_batch`, but keeps going: a bad input gets its error in its place."""
+    def predict_many(self, images: Sequence[ImageInput], male: Sequence[Any],
+                     batch_size: int = 64) -> list[Prediction | BoneAgeError]:
+        """Like :meth:`predict_batch`, but keeps going: a bad input gets its error in its place.
+        Runs the model ``batch_size`` images at a time, so memory stays bounded for any number."""
         if len(images) != len(male):
             raise InputError(f"{len(images)} images but {len(male)} sexes")
+        if batch_size < 1:
+            raise InputError(f"batch_size must be at least 1, not {batch_size}")
+        results: list[Prediction | BoneAgeError] = []
+        for start in range(0, len(images), batch_size):
+            end = start + batch_size
+            results += self._predict_chunk(images[start:end], male[start:end])
+        return results
+
+    def _predict_chunk(self, images: Sequence[ImageInput], male: Sequence[Any]) -> list[Prediction | BoneAgeError]:
         results: list[Prediction | BoneAgeError | None] = [None] * len(images)
         prepared: list[tuple[int, bool, np.ndarray, list[str]]] = []
         for i, (image, m) in enumerate(zip(images, male, strict=True)):

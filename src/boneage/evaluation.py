@@ -7,6 +7,7 @@ matplotlib) and a markdown summary.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from boneage.estimator import BoneAgeEstimator
 from boneage.metrics import report
 from boneage.training.config import DataSource
 from boneage.training.data import Record, read_source
+
+log = logging.getLogger(__name__)
 
 
 def read_ids(path: Path) -> set[str]:
@@ -37,22 +40,26 @@ def select(sources: list[DataSource], ids: set[str] | None, limit: int | None) -
     return records[:limit] if limit else records
 
 
-def predict_records(estimator: BoneAgeEstimator, records: list[Record], batch: int = 64) -> tuple[list[Record], np.ndarray, list[str]]:
+def predict_records(estimator: BoneAgeEstimator, records: list[Record]) -> tuple[list[Record], np.ndarray, list[str]]:
     """Predictions for every readable record; the others are listed, not fatal."""
     kept, months, failures = [], [], []
-    for start in range(0, len(records), batch):
-        chunk = records[start : start + batch]
-        for r, outcome in zip(chunk, estimator.predict_many([r.path for r in chunk], [r.male for r in chunk]), strict=True):
-            if isinstance(outcome, BoneAgeError):
-                failures.append(f"{r.path}: {outcome}")
-            else:
-                kept.append(r)
-                months.append(outcome.bone_age_months)
+    for r, outcome in zip(records, estimator.predict_many([r.path for r in records], [r.male for r in records]), strict=True):
+        if isinstance(outcome, BoneAgeError):
+            failures.append(f"{r.path}: {outcome}")
+        else:
+            kept.append(r)
+            months.append(outcome.bone_age_months)
     return kept, np.array(months), failures
 
 
-def evaluate(model: str, sources: list[DataSource], output: Path, *, runtime: str = "onnx",
-             ids: set[str] | None = None, limit: int | None = None) -> dict[str, Any]:
+REPORT_FILES = ("report.json", "predictions.csv", "summary.md", "plots.png")
+
+
+def evaluate(model: str, sources: list[DataSource], output: Path, *, runtime: str | None = None,
+             ids: set[str] | None = None, limit: int | None = None, force: bool = False) -> dict[str, Any]:
+    existing = [name for name in REPORT_FILES if (output / name).exists()]
+    if existing and not force:
+        raise ConfigError(f"{output} already holds {', '.join(existing)}: choose another --output, or --force")
     estimator = BoneAgeEstimator(model, runtime=runtime)
     records = select(sources, ids, limit)
     kept, pred, failures = predict_records(estimator, records)
@@ -60,7 +67,7 @@ def evaluate(model: str, sources: list[DataSource], output: Path, *, runtime: st
     male = np.array([r.male for r in kept])
     result = {
         "model": estimator.card.ref,
-        "runtime": runtime,
+        "runtime": estimator.runtime_name,
         "data": [str(s.images) for s in sources],
         "images": len(kept),
         "failures": failures,
@@ -72,7 +79,10 @@ def evaluate(model: str, sources: list[DataSource], output: Path, *, runtime: st
         f.write("id,boneage,male,predicted\n")
         f.writelines(f"{r.id},{r.boneage},{int(r.male)},{p:.2f}\n" for r, p in zip(kept, pred, strict=True))
     (output / "summary.md").write_text(summary_markdown(result))
-    plot(true, pred, output, title=estimator.card.ref)
+    try:
+        plot(true, pred, output, title=estimator.card.ref)
+    except ImportError:
+        log.warning("no plots: they need matplotlib (pip install 'boneage[train]')")
     return result
 
 

@@ -12,8 +12,8 @@ def run(args: argparse.Namespace) -> int:
     from boneage.evaluation import evaluate, read_ids
     from boneage.training.config import DataSource
 
-    runtime = "tensorflow" if args.model.endswith(".keras") and args.runtime == "onnx" else args.runtime
     result = evaluate(args.model, [DataSource.model_validate(source(d)) for d in args.data], Path(args.output),
-                      runtime=runtime, ids=read_ids(Path(args.ids)) if args.ids else None, limit=args.limit)
+                      runtime=args.runtime, ids=read_ids(Path(args.ids)) if args.ids else None, limit=args.limit,
+                      force=args.force)
     print((Path(args.output) / "summary.md").read_text())
     return 0 if not result["failures"] else 2

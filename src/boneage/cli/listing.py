@@ -40,10 +40,10 @@ def models(args: argparse.Namespace) -> int:
     if not registry.models:
         print(f"no models registered in {directory}")
         return 0
-    rows = [("model", "backbone", "file", "MB", "val MAE", "default", "recommended")]
+    rows = [("model", "backbone", "file", "MB", "sha256", "val MAE", "default", "recommended")]
     for e in registry.models:
         mae = e.metrics.get("mae")
-        rows.append((e.ref, e.backbone, e.file, f"{e.size / 1e6:.1f}", f"{mae:.2f}" if mae is not None else "-",
+        rows.append((e.ref, e.backbone, e.file, f"{e.size / 1e6:.1f}", e.sha256[:12], f"{mae:.2f}" if mae is not None else "-",
                      "*" if e.ref == registry.default else "", "yes" if e.recommended else "no"))
     print(format_table(rows))
     print(f"\n({directory})")

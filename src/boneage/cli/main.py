@@ -25,12 +25,15 @@ def _positive(text: str) -> int:
     return value
 
 
+RUNTIME_HELP = "onnx or tensorflow, or a plugin's runtime (default: onnx; tensorflow for a .keras model)"
+
+
 def _predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="*", metavar="FILE", help="radiographs (PNG, JPEG, TIFF, BMP)")
     p.add_argument("--sex", choices=["male", "female", "m", "f"], help="the sex of every child in FILE...")
     p.add_argument("--csv", metavar="LIST", help="a CSV with columns path,sex for many files")
     p.add_argument("--model", help="a registered model name or an .onnx path (default: the shipped model)")
-    p.add_argument("--runtime", default="onnx", help="onnx (default) or tensorflow, or a plugin's runtime")
+    p.add_argument("--runtime", help=RUNTIME_HELP)
     p.add_argument("--threads", type=_positive, help="inference threads (default: OMP_NUM_THREADS or all cores)")
     p.add_argument("--batch-size", type=_positive, default=16, help="images per model call (default 16)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -58,8 +61,9 @@ def _evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", action="append", required=True, metavar="LABELS.csv:IMAGES_DIR")
     p.add_argument("--ids", help="evaluate only these ids: a run's data.json (its validation ids) or a text file")
     p.add_argument("--output", required=True, help="folder for report.json, summary.md and plots")
-    p.add_argument("--runtime", default="onnx")
+    p.add_argument("--runtime", help=RUNTIME_HELP)
     p.add_argument("--limit", type=int)
+    p.add_argument("--force", action="store_true", help="overwrite the reports already in --output")
 
 
 def _export(p: argparse.ArgumentParser) -> None:

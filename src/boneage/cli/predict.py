@@ -87,7 +87,8 @@ def table(results: list[dict[str, Any]]) -> str:
             rows.append((r["source"], "", "ERROR", "", r["error"]["message"]))
             continue
         months = r["bone_age_months"]
-        age = f"{months:.1f} mo ({int(months // 12)}y {months % 12:.0f}m)"
+        years, rest = divmod(round(months), 12)
+        age = f"{months:.1f} mo ({years}y {rest}m)"
         model = f"{r['model_name']} {r['model_version']} ({r['runtime']})"
         rows.append((r["source"], "male" if r["male"] else "female", age, model, "; ".join(r["warnings"])))
     return format_table(rows)

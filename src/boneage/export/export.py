@@ -21,7 +21,7 @@ from boneage.metrics import summary
 from boneage.modelcard import ModelCard, TrainingData, file_sha256
 from boneage.models import Registry, RegistryEntry, load_registry, save_registry
 from boneage.preprocess import build_pipeline
-from boneage.training.config import TrainConfig
+from boneage.training.config import TrainConfig, load_config
 from boneage.training.data import Record, prepare_data, thin
 
 log = logging.getLogger(__name__)
@@ -46,8 +46,9 @@ def locate_run(source: Path) -> tuple[Path, Path]:
     run, keras_file = (source, source / "best.keras") if source.is_dir() else (source.parent, source)
     if not keras_file.is_file():
         raise ModelNotFoundError(f"{keras_file} not found")
-    if not (run / "config.json").is_file():
-        raise ConfigError(f"{run} has no config.json: export needs the run folder the model was trained in")
+    for needed in ("config.json", "data.json"):
+        if not (run / needed).is_file():
+            raise ConfigError(f"{run} has no {needed}: export needs the run folder the model was trained in")
     return run, keras_file
 
 
@@ -81,7 +82,12 @@ def export_run(
     if not SEMVER.match(version):
         raise ConfigError(f"version {version!r} is not semantic (X.Y.Z)")
     run, keras_file = locate_run(source)
-    config = TrainConfig.model_validate_json((run / "config.json").read_text())
+    config = load_config(run / "config.json")
+    try:
+        data_info = json.loads((run / "data.json").read_text())
+        counts = {"train_images": int(data_info["train_images"]), "val_images": int(data_info["val_images"])}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{run / 'data.json'} is not a run's data summary: {exc}") from exc
     name = name or f"boneage-{config.backbone}"
     stem = f"{name}-{version}"
     onnx_path = out_dir / f"{stem}.onnx"
@@ -105,7 +111,6 @@ def export_run(
     out_dir.mkdir(parents=True, exist_ok=True)
     keras_path = onnx_path.with_suffix(".keras")
     model.save(keras_path)
-    data_info = json.loads((run / "data.json").read_text())
     card = ModelCard(
         name=name,
         version=version,
@@ -114,8 +119,7 @@ def export_run(
         preprocessing=config.resolved_preprocessing(),
         training_data=TrainingData(
             sources=[str(s.images) for s in config.sources],
-            train_images=data_info["train_images"],
-            val_images=data_info["val_images"],
+            **counts,
             split_seed=config.split_seed,
             val_fraction=config.val_fraction,
         ),

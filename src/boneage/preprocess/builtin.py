@@ -116,10 +116,11 @@ def looks_inverted(image: np.ndarray) -> bool:
 
 def _invert(params: InvertParams) -> Transform:
     def apply(image: np.ndarray, trace: Trace) -> np.ndarray:
+        image = to_uint8_gray(image)  # the test and the flip below are on the 8-bit scale
         if params.mode == "always" or looks_inverted(image):
             if params.mode == "auto":
                 trace.warn("the image looked inverted (bright background) and was inverted back")
-            return np.iinfo(image.dtype).max - image
+            return 255 - image
         return image
 
     return apply

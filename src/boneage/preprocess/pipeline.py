@@ -8,7 +8,7 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from boneage import plugins
-from boneage.errors import ConfigError
+from boneage.errors import BoneAgeError, ConfigError, PreprocessError
 from boneage.preprocess.config import PreprocessConfig
 from boneage.specs import StepSpec, Transform
 
@@ -35,15 +35,20 @@ class Pipeline:
 
     def __init__(self, config: PreprocessConfig) -> None:
         self.config = config
-        self._transforms: list[Transform] = []
+        self._transforms: list[tuple[str, Transform]] = []
         for step in config.steps:
             spec: StepSpec = plugins.get("preprocess_steps", step.name)
-            self._transforms.append(spec.build(validated(spec.params, step.params, f"step {step.name!r}")))
+            self._transforms.append((step.name, spec.build(validated(spec.params, step.params, f"step {step.name!r}"))))
 
     def __call__(self, image: np.ndarray, notes: Notes | None = None) -> np.ndarray:
         notes = notes if notes is not None else Notes()
-        for transform in self._transforms:
-            image = transform(image, notes)
+        for name, transform in self._transforms:
+            try:
+                image = transform(image, notes)
+            except BoneAgeError:
+                raise
+            except Exception as exc:  # a step (perhaps a plugin's) failed on this image: typed, not a traceback
+                raise PreprocessError(f"preprocessing step {name!r} failed on this image: {exc}") from exc
         image = image.astype(np.float32, copy=False)
         return image[..., None] if image.ndim == 2 else image
 

@@ -66,7 +66,13 @@ class TrainConfig(BaseModel):
 
 
 def _read(path: Path) -> dict[str, Any]:
-    text = path.read_text()
+    data = _parse(path, path.read_text())
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of settings, not a {type(data).__name__}")
+    return data
+
+
+def _parse(path: Path, text: str) -> Any:
     if path.suffix == ".toml":
         if sys.version_info >= (3, 11):
             import tomllib
@@ -78,14 +84,19 @@ def _read(path: Path) -> dict[str, Any]:
             import yaml
         except ImportError as exc:
             raise ConfigError("YAML configs need PyYAML (pip install pyyaml)") from exc
-        return dict(yaml.safe_load(text) or {})
-    return dict(json.loads(text))
+        try:
+            return yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    return json.loads(text)
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     *parents, last = key.split(".")
     for part in parents:
         data = data.setdefault(part, {})
+        if not isinstance(data, dict):
+            raise ConfigError(f"cannot set {key}: {part} is a value, not a group of settings")
     data[last] = value
 
 
@@ -93,6 +104,8 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> T
     """A config file (TOML, YAML or JSON) with ``dotted.key=value`` overrides on top."""
     try:
         data = _read(path) if path else {}
+    except ConfigError:
+        raise
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read config {path}: {exc}") from exc
     for key, value in (overrides or {}).items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ import numpy as np
 from boneage.errors import ConfigError
 from boneage.sex import parse_sex
 from boneage.training.config import Augment, DataSource, TrainConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -27,7 +30,7 @@ class Record:
 def read_source(source: DataSource) -> list[Record]:
     if not source.labels.is_file():
         raise ConfigError(f"labels file {source.labels} not found")
-    records = []
+    records, missing = [], 0
     with source.labels.open(newline="") as f:
         for line, row in enumerate(csv.DictReader(f), start=2):
             try:
@@ -37,8 +40,13 @@ def read_source(source: DataSource) -> list[Record]:
                 raise ConfigError(f"{source.labels}:{line}: needs id,boneage,male ({exc})") from exc
             if path.is_file():
                 records.append(record)
+            else:
+                missing += 1
     if not records:
         raise ConfigError(f"no images of {source.labels} found in {source.images}")
+    if missing:
+        log.warning("%d of the %d ids in %s have no image in %s: skipped", missing, missing + len(records),
+                    source.labels, source.images)
     return records
 
 

@@ -83,10 +83,14 @@ def _start_run(config: TrainConfig, resume: bool) -> tuple[TrainConfig, dict[str
         return config, json.loads(state_path.read_text())
     if state_path.exists():
         raise ConfigError(f"{run} already holds a run; pass --resume to continue it or choose another --output")
+    if run.is_dir() and any(run.iterdir()):
+        raise ConfigError(f"{run} is not empty; choose another --output (nothing in it was changed)")
     run.mkdir(parents=True, exist_ok=True)
     config = config.model_copy(update={"preprocessing": config.resolved_preprocessing()})
     (run / "config.json").write_text(config.model_dump_json(indent=2))
-    return config, {"epoch": 0, "best_val_mae": None, "best_epoch": None, "wait": 0, "seconds": 0.0}
+    state = {"epoch": 0, "best_val_mae": None, "best_epoch": None, "wait": 0, "seconds": 0.0}
+    state_path.write_text(json.dumps(state, indent=1))  # so that --resume works even before epoch 1 ends
+    return config, state
 
 
 def train(config: TrainConfig, resume: bool = False, verbose: int | str = "auto") -> Path:
