@@ -20,7 +20,7 @@ from boneage.models import ModelFile, open_model
 from boneage.prediction import Prediction
 from boneage.preprocess import build_pipeline
 from boneage.preprocess.builtin import looks_inverted, to_uint8_gray
-from boneage.preprocess.crop import downscale
+from boneage.preprocess.crop import downscale, is_uniform
 from boneage.preprocess.crop_classical import ClassicalParams, find_hand
 from boneage.preprocess.pipeline import Notes
 from boneage.sex import check_male
@@ -33,7 +33,7 @@ def input_warnings(image: np.ndarray, steps: set[str]) -> list[str]:
     """Cheap checks that flag an input the model will answer anyway but should not be trusted on.
     Checks that a pipeline step does itself (``invert``, ``hand_crop``) are left to it."""
     gray, _ = downscale(to_uint8_gray(image), CHECK_SIZE)  # cheap on the hot path
-    if int(gray.max()) - int(gray.min()) < 16:
+    if is_uniform(gray):
         return ["the image is blank or nearly uniform: no radiograph to read"]
     warnings = []
     if "invert" not in steps and looks_inverted(gray):

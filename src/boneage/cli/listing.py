@@ -22,7 +22,7 @@ def plugins(args: argparse.Namespace) -> int:
 
 
 def backbones(args: argparse.Namespace) -> int:
-    rows = [("name", "input", "parameters", "source", "about")]
+    rows = [("name", "counted at (px)", "parameters", "source", "about")]
     for item in get_plugins().registry("backbones").values():
         spec = item.spec
         try:

@@ -8,6 +8,11 @@ import numpy as np
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive)
 
 
+def is_uniform(values: np.ndarray) -> bool:
+    """Under 16 grey levels of range: blank, or nothing that stands out from its background."""
+    return values.size == 0 or int(values.max()) - int(values.min()) < 16
+
+
 def downscale(gray: np.ndarray, work_size: int) -> tuple[np.ndarray, float]:
     """The image shrunk so its longest side is at most ``work_size``, and the scale used."""
     h, w = gray.shape[:2]

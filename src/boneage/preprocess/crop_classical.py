@@ -26,7 +26,7 @@ class ClassicalParams(BaseModel):
 def _largest_region(image: np.ndarray, within: np.ndarray) -> np.ndarray | None:
     """The largest connected region above Otsu's threshold of the pixels ``within``."""
     values = image[within]
-    if values.size == 0 or int(values.max()) - int(values.min()) < 16:
+    if crop.is_uniform(values):
         return None
     threshold, _ = cv2.threshold(values.reshape(-1, 1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     mask = ((image > threshold) & within).astype(np.uint8) * 255
@@ -43,8 +43,8 @@ def _extent(contour: np.ndarray) -> float:
 def find_hand(gray: np.ndarray, params: ClassicalParams) -> crop.Box | None:
     """The bounding box of the largest bright region, or None when nothing hand-sized stands out."""
     small, scale = crop.downscale(gray, params.work_size)
-    if int(small.max()) - int(small.min()) < 16:
-        return None  # blank or uniform
+    if crop.is_uniform(small):
+        return None
     small = cv2.GaussianBlur(small, (5, 5), 0)
     largest = _largest_region(small, np.ones(small.shape, bool))
     if largest is not None and _extent(largest) > params.field_extent:
