@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 
 from boneage import BoneAgeEstimator, Prediction
-from boneage.errors import ChecksumMismatchError, InputError, InvalidModelError, ModelNotFoundError, SexError
+from boneage.errors import (
+    ChecksumMismatchError,
+    ImageReadError,
+    InputError,
+    InvalidModelError,
+    ModelNotFoundError,
+    SexError,
+)
 from boneage.export.onnxcard import attach_card
 from boneage.modelcard import file_sha256
 from boneage.models import Registry, RegistryEntry, save_registry
@@ -58,7 +65,7 @@ def test_prediction_is_json(tiny_model: Path, radiograph_png: Path) -> None:
     assert Prediction.model_validate(data) == p
 
 
-def test_batch_is_one_call_and_matches_single(tiny_model: Path, radiograph: np.ndarray) -> None:
+def test_batch_calls_and_matches_single(tiny_model: Path, radiograph: np.ndarray) -> None:
     est = BoneAgeEstimator(tiny_model)
     images = [radiograph, np.flipud(radiograph), radiograph[:200]]
     sexes = [True, False, True]
@@ -68,6 +75,10 @@ def test_batch_is_one_call_and_matches_single(tiny_model: Path, radiograph: np.n
     batch = est.predict_batch(images, sexes)
     assert calls == [3]
     assert [b.bone_age_months for b in batch] == [est.predict(i, s).bone_age_months for i, s in zip(images, sexes, strict=False)]
+    calls.clear()
+    chunked = est.predict_many(images + ["missing.png"], sexes + [True], batch_size=2)  # bounded memory
+    assert calls == [2, 1] and isinstance(chunked[3], ImageReadError)
+    assert [c.bone_age_months for c in chunked[:3]] == [b.bone_age_months for b in batch]  # type: ignore[union-attr]
 
 
 def test_batch_length_mismatch(tiny_model: Path, radiograph: np.ndarray) -> None:

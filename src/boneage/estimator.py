@@ -108,9 +108,9 @@ class BoneAgeEstimator:
         or float in [0, 1])."""
         return self.predict_batch([image], [male])[0]
 
-    def predict_batch(self, images: Sequence[ImageInput], male: Sequence[Any]) -> list[Prediction]:
-        """Many images in one model call; raises on the first bad input (see :meth:`predict_many`)."""
-        results = self.predict_many(images, male)
+    def predict_batch(self, images: Sequence[ImageInput], male: Sequence[Any], batch_size: int = 64) -> list[Prediction]:
+        """Many images, ``batch_size`` per model call; raises on the first bad input (see :meth:`predict_many`)."""
+        results = self.predict_many(images, male, batch_size)
         for result in results:
             if isinstance(result, BoneAgeError):
                 raise result
