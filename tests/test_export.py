@@ -112,6 +112,8 @@ def test_export_checks_the_run_before_writing(exported: Path, tmp_path: Path) ->
     with pytest.raises(ConfigError, match="data.json"):
         export_run(run, "0.2.0", tmp_path / "out")
     (run / "data.json").write_text("{}")
+    with pytest.raises(ConfigError, match="data summary"):
+        export_run(run, "0.2.0", tmp_path / "out")
     (run / "config.json").write_text('{"backbone": "tiny_cnn"}')
     with pytest.raises(ConfigError, match="sources"):
         export_run(run, "0.2.0", tmp_path / "out")

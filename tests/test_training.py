@@ -102,20 +102,22 @@ def test_invalid_config_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_a_new_run_never_writes_into_a_used_folder(tmp_path: Path) -> None:
-    from boneage.training.train import _start_run
+    from boneage.training.train import _begin_run, _check_run, train
 
-    sources = [{"labels": "l.csv", "images": "img"}]
+    sources = [{"labels": str(tmp_path / "missing.csv"), "images": str(tmp_path)}]
     used = tmp_path / "used"
     used.mkdir()
     (used / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match="not empty"):
-        _start_run(TrainConfig.model_validate({"sources": sources, "output_dir": str(used)}), resume=False)
+        train(TrainConfig.model_validate({"sources": sources, "output_dir": str(used)}))
     assert [f.name for f in used.iterdir()] == ["notes.txt"]
-    # state.json exists from the start, so a run stopped inside its first epoch can be resumed
     fresh = TrainConfig.model_validate({"sources": sources, "output_dir": str(tmp_path / "fresh")})
-    _start_run(fresh, resume=False)
-    assert json.loads((tmp_path / "fresh/state.json").read_text())["epoch"] == 0
-    assert _start_run(fresh, resume=True)[1]["epoch"] == 0
+    with pytest.raises(ConfigError, match="missing.csv"):
+        train(fresh)  # bad data: refused before the run folder exists, so the fixed command can rerun
+    assert not (tmp_path / "fresh").exists()
+    # state.json exists from the start, so a run stopped inside its first epoch can be resumed
+    _begin_run(fresh)
+    assert _check_run(fresh, resume=True) == {"epoch": 0, "best_val_mae": None, "best_epoch": None, "wait": 0, "seconds": 0.0}
 
 
 @pytest.fixture

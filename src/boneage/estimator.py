@@ -109,7 +109,7 @@ class BoneAgeEstimator:
         return self.predict_batch([image], [male])[0]
 
     def predict_batch(self, images: Sequence[ImageInput], male: Sequence[Any], batch_size: int = 64) -> list[Prediction]:
-        """Many images, ``batch_size`` per model call; raises on the first bad input (see :meth:`predict_many`)."""
+        """Many images, ``batch_size`` per model call; raises the first bad input's error (see :meth:`predict_many`)."""
         results = self.predict_many(images, male, batch_size)
         for result in results:
             if isinstance(result, BoneAgeError):

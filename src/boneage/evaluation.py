@@ -57,9 +57,9 @@ REPORT_FILES = ("report.json", "predictions.csv", "summary.md", "plots.png")
 
 def evaluate(model: str, sources: list[DataSource], output: Path, *, runtime: str | None = None,
              ids: set[str] | None = None, limit: int | None = None, force: bool = False) -> dict[str, Any]:
-    existing = [name for name in REPORT_FILES if (output / name).exists()]
+    existing = [output / name for name in REPORT_FILES if (output / name).exists()]
     if existing and not force:
-        raise ConfigError(f"{output} already holds {', '.join(existing)}: choose another --output, or --force")
+        raise ConfigError(f"{output} already holds {', '.join(p.name for p in existing)}: choose another --output, or --force")
     estimator = BoneAgeEstimator(model, runtime=runtime)
     records = select(sources, ids, limit)
     kept, pred, failures = predict_records(estimator, records)
@@ -74,6 +74,8 @@ def evaluate(model: str, sources: list[DataSource], output: Path, *, runtime: st
         **report(true, pred, male),
     }
     output.mkdir(parents=True, exist_ok=True)
+    for stale in existing:  # --force: no report of another run may stay behind
+        stale.unlink()
     (output / "report.json").write_text(json.dumps(result, indent=2))
     with (output / "predictions.csv").open("w") as f:
         f.write("id,boneage,male,predicted\n")

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     with _progress(len(jobs)) as bar:
         for start in range(0, len(jobs), args.batch_size):
             chunk = jobs[start : start + args.batch_size]
-            outcomes = estimator.predict_many([j.path for j in chunk], [j.male for j in chunk])
+            outcomes = estimator.predict_many([j.path for j in chunk], [j.male for j in chunk], args.batch_size)
             results.extend(_entry(job, outcome) for job, outcome in zip(chunk, outcomes, strict=True))
             bar.update(len(chunk))
     failures = [r for r in results if "error" in r]

@@ -45,7 +45,7 @@ class Pipeline:
         for name, transform in self._transforms:
             try:
                 image = transform(image, notes)
-            except BoneAgeError:
+            except (BoneAgeError, MemoryError):
                 raise
             except Exception as exc:  # a step (perhaps a plugin's) failed on this image: typed, not a traceback
                 raise PreprocessError(f"preprocessing step {name!r} failed on this image: {exc}") from exc

@@ -24,5 +24,5 @@ def _tensorflow(model: ModelFile, threads: int | None) -> Runtime:
 def boneage_register_runtimes() -> list[RuntimeSpec]:
     return [
         RuntimeSpec("onnx", _onnx, "ONNX Runtime on the CPU (default)"),
-        RuntimeSpec("tensorflow", _tensorflow, "Keras on TensorFlow, from the .keras file beside the ONNX model"),
+        RuntimeSpec("tensorflow", _tensorflow, "Keras on TensorFlow: a .keras model, or the .keras exported beside an ONNX model"),
     ]

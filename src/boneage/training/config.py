@@ -104,7 +104,7 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> T
     """A config file (TOML, YAML or JSON) with ``dotted.key=value`` overrides on top."""
     try:
         data = _read(path) if path else {}
-    except ConfigError:
+    except ConfigError:  # already clear; it is a ValueError too, so it must not be wrapped below
         raise
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read config {path}: {exc}") from exc

@@ -74,22 +74,29 @@ def compile_model(model: Any, config: TrainConfig, optimizer: Any) -> Any:
     return model
 
 
-def _start_run(config: TrainConfig, resume: bool) -> tuple[TrainConfig, dict[str, Any]]:
+def _check_run(config: TrainConfig, resume: bool) -> dict[str, Any] | None:
+    """The saved state to resume from, or None for a new run in a free folder; writes nothing."""
     run = config.output_dir
     state_path = run / "state.json"
     if resume:
         if not state_path.is_file():
             raise ConfigError(f"nothing to resume in {run} (no state.json)")
-        return config, json.loads(state_path.read_text())
+        return dict(json.loads(state_path.read_text()))
     if state_path.exists():
         raise ConfigError(f"{run} already holds a run; pass --resume to continue it or choose another --output")
     if run.is_dir() and any(run.iterdir()):
         raise ConfigError(f"{run} is not empty; choose another --output (nothing in it was changed)")
+    return None
+
+
+def _begin_run(config: TrainConfig) -> tuple[TrainConfig, dict[str, Any]]:
+    """Write the resolved config and an epoch-0 state, so --resume works even inside epoch 1."""
+    run = config.output_dir
     run.mkdir(parents=True, exist_ok=True)
     config = config.model_copy(update={"preprocessing": config.resolved_preprocessing()})
     (run / "config.json").write_text(config.model_dump_json(indent=2))
-    state = {"epoch": 0, "best_val_mae": None, "best_epoch": None, "wait": 0, "seconds": 0.0}
-    state_path.write_text(json.dumps(state, indent=1))  # so that --resume works even before epoch 1 ends
+    state: dict[str, Any] = {"epoch": 0, "best_val_mae": None, "best_epoch": None, "wait": 0, "seconds": 0.0}
+    (run / "state.json").write_text(json.dumps(state, indent=1))
     return config, state
 
 
@@ -97,11 +104,13 @@ def train(config: TrainConfig, resume: bool = False, verbose: int | str = "auto"
     """Train and return the run folder. Interrupting (Ctrl-C) keeps the last finished epoch."""
     import keras
 
-    config, state = _start_run(config, resume)
-    run = config.output_dir
-    train_records, val_records = prepare_data(config)
+    state = _check_run(config, resume)
+    train_records, val_records = prepare_data(config)  # bad data fails here, before the folder is touched
     if not val_records:
         raise ConfigError("the validation split is empty: raise val_fraction or add data")
+    if state is None:
+        config, state = _begin_run(config)
+    run = config.output_dir
     (run / "data.json").write_text(json.dumps(data_summary(config, train_records, val_records), indent=1))
 
     pipeline = build_pipeline(config.resolved_preprocessing())
