@@ -157,6 +157,27 @@ def test_training_beats_the_mean(data_dir: Path, tmp_path: Path, tiny_backbone: 
     assert data["val_images"] == 128 and not set(data["val_id_list"]) & {r.id for r in train_records}
 
 
+def test_unreadable_images_are_skipped_with_a_warning(data_dir: Path, tmp_path: Path, tiny_backbone: None,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    import shutil
+
+    from boneage.training.train import train
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rows = (data_dir / "rsna-100/labels.csv").read_text().splitlines()[:97]
+    (images / "labels.csv").write_text("\n".join(rows) + "\n")
+    for row in rows[1:]:
+        shutil.copy(data_dir / "rsna-100" / f"{row.split(',')[0]}.png", images)
+    broken = images / f"{rows[1].split(',')[0]}.png"
+    broken.write_bytes(broken.read_bytes()[:40])  # truncated
+    sources = [{"labels": str(images / "labels.csv"), "images": str(images)}]
+    run = train(small_config(data_dir, tmp_path / "run", sources=sources, epochs=1, limit=None, val_limit=None,
+                             val_fraction=0.3), verbose=0)
+    assert (run / "best.keras").is_file()
+    assert f"skipped {broken}" in caplog.text
+
+
 # Largest difference of any validation prediction, in months. With augmentation and dropout off
 # a resumed run repeats the uninterrupted one (same data order, weights, optimizer state);
 # with them on, it draws other random numbers after the resume: as good, not identical.

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from boneage.errors import ConfigError
+from boneage.errors import BoneAgeError, ConfigError
 from boneage.sex import parse_sex
 from boneage.training.config import Augment, DataSource, TrainConfig
 
@@ -81,7 +81,8 @@ def prepare_data(config: TrainConfig) -> tuple[list[Record], list[Record]]:
 
 def preprocessed_dataset(records: list[Record], pipeline: Any) -> Any:
     """Decode and preprocess with the library's own pipeline (so training and inference cannot
-    drift), cached after the first pass."""
+    drift), cached after the first pass. An unreadable image is skipped with a warning naming
+    it, not a TensorFlow error half-way through an epoch."""
     import tensorflow as tf
 
     from boneage.imageio import load_image
@@ -89,7 +90,11 @@ def preprocessed_dataset(records: list[Record], pipeline: Any) -> Any:
     size = pipeline.config.input_size
 
     def load(path: bytes) -> np.ndarray:
-        return np.asarray(pipeline(load_image(Path(path.decode()))), np.float32)
+        try:
+            return np.asarray(pipeline(load_image(Path(path.decode()))), np.float32)
+        except BoneAgeError as exc:
+            log.warning("skipped %s: %s", path.decode(), exc)
+            return np.full((size, size, 1), np.nan, np.float32)
 
     paths = tf.constant([str(r.path) for r in records])
     male = tf.constant([[float(r.male)] for r in records], tf.float32)
@@ -101,7 +106,13 @@ def preprocessed_dataset(records: list[Record], pipeline: Any) -> Any:
         return {"image": image, "male": m}, y
 
     ds = tf.data.Dataset.from_tensor_slices((paths, male, ages))
-    return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).cache()
+    readable = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).filter(
+        lambda x, y: tf.reduce_all(tf.math.is_finite(x["image"]))
+    ).cache()
+    # One pass fills the cache and counts what was readable: Keras needs a known length to
+    # run an epoch without "ran out of data" warnings, and the filter made it unknown.
+    count = int(readable.reduce(np.int64(0), lambda n, *_: n + 1))
+    return readable.apply(tf.data.experimental.assert_cardinality(count))
 
 
 def augmenter(aug: Augment, seed: int) -> Any:

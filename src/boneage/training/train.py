@@ -116,7 +116,8 @@ def train(config: TrainConfig, resume: bool = False, verbose: int | str = "auto"
     pipeline = build_pipeline(config.resolved_preprocessing())
     cached = preprocessed_dataset(train_records, pipeline)
     val = preprocessed_dataset(val_records, pipeline).batch(config.batch_size)
-    steps = config.steps_per_epoch or math.ceil(len(train_records) / config.batch_size)
+    count = int(cached.cardinality())  # the readable training images
+    steps = config.steps_per_epoch or math.ceil(count / config.batch_size)
 
     checkpoint = run / "checkpoint.keras"
     if resume and checkpoint.is_file():
@@ -130,7 +131,7 @@ def train(config: TrainConfig, resume: bool = False, verbose: int | str = "auto"
     try:
         for epoch in range(state["epoch"], config.epochs):
             keras.utils.set_random_seed(config.seed + epoch)
-            batches = training_batches(cached, len(train_records), config.batch_size, config.augment, config.seed + epoch)
+            batches = training_batches(cached, count, config.batch_size, config.augment, config.seed + epoch)
             if config.steps_per_epoch:
                 batches = batches.repeat().take(config.steps_per_epoch)
             started = time.monotonic()
