@@ -89,6 +89,10 @@ def _check_run(config: TrainConfig, resume: bool) -> dict[str, Any] | None:
     return None
 
 
+def _save_state(run: Path, state: dict[str, Any]) -> None:
+    (run / "state.json").write_text(json.dumps(state, indent=1))
+
+
 def _begin_run(config: TrainConfig) -> tuple[TrainConfig, dict[str, Any]]:
     """Write the resolved config and an epoch-0 state, so --resume works even inside epoch 1."""
     run = config.output_dir
@@ -96,7 +100,7 @@ def _begin_run(config: TrainConfig) -> tuple[TrainConfig, dict[str, Any]]:
     config = config.model_copy(update={"preprocessing": config.resolved_preprocessing()})
     (run / "config.json").write_text(config.model_dump_json(indent=2))
     state: dict[str, Any] = {"epoch": 0, "best_val_mae": None, "best_epoch": None, "wait": 0, "seconds": 0.0}
-    (run / "state.json").write_text(json.dumps(state, indent=1))
+    _save_state(run, state)
     return config, state
 
 
@@ -146,7 +150,7 @@ def train(config: TrainConfig, resume: bool = False, verbose: int | str = "auto"
                 state["wait"] += 1
             state["epoch"] = epoch + 1
             model.save(checkpoint)
-            (run / "state.json").write_text(json.dumps(state, indent=1))
+            _save_state(run, state)
             log.info("epoch %d/%d val MAE %.2f (best %.2f at %d)", epoch + 1, config.epochs, val_mae,
                      state["best_val_mae"], state["best_epoch"])
             if state["wait"] >= config.patience:
