@@ -215,3 +215,32 @@ def test_resume_matches_uninterrupted(data_dir: Path, tmp_path: Path, tiny_backb
     a, _ = val_predictions(whole, config)
     b, _ = val_predictions(resumed, config)
     assert np.abs(a - b).max() < RESUME_TOLERANCE
+
+
+def test_fine_tuning_starts_from_the_given_weights(data_dir: Path, tmp_path: Path, tiny_backbone: None,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import keras
+
+    from boneage.backbones import load_keras_model
+    from boneage.training.train import train
+
+    changes = {"epochs": 1, "limit": 64, "val_limit": 32}
+    first = train(small_config(data_dir, tmp_path / "first", **changes), verbose=0) / "best.keras"
+    started: list[list[np.ndarray]] = []
+    fit = keras.Model.fit
+
+    def recording_fit(self: Any, *args: Any, **kwargs: Any) -> Any:
+        started.append(self.get_weights())
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", recording_fit)
+    train(small_config(data_dir, tmp_path / "tuned", init_weights=str(first), seed=1, **changes), verbose=0)
+    expected = load_keras_model(first).get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(started[0], expected, strict=True))
+
+    (tmp_path / "notes.keras").write_text("not a model")
+    for init, backbone in ((tmp_path / "notes.keras", "tiny_cnn"), (first, "densenet121")):
+        config = small_config(data_dir, tmp_path / "wrong", init_weights=str(init), backbone=backbone, **changes)
+        with pytest.raises(ConfigError, match="cannot start from"):
+            train(config, verbose=0)
+        assert not (tmp_path / "wrong").exists()  # nothing written for a bad start

@@ -51,6 +51,8 @@ def _train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, help="train on only this many images")
     p.add_argument("--val-limit", type=int)
     p.add_argument("--seed", type=int)
+    p.add_argument("--init-weights", metavar="MODEL.keras",
+                   help="fine-tune: start from a trained model's weights (same backbone)")
     p.add_argument("--output", help="the run folder: new or empty, or a run to continue with --resume")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key, dotted; JSON values")
     p.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")

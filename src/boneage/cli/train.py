@@ -22,7 +22,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         "backbone": args.backbone, "input_size": args.input_size, "epochs": args.epochs,
         "batch_size": args.batch_size, "learning_rate": args.learning_rate,
         "steps_per_epoch": args.steps_per_epoch, "limit": args.limit, "val_limit": args.val_limit,
-        "seed": args.seed, "output_dir": args.output,
+        "seed": args.seed, "output_dir": args.output, "init_weights": args.init_weights,
         "sources": [source(d) for d in args.data] if args.data else None,
     }
     for item in args.set:

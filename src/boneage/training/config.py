@@ -59,6 +59,9 @@ class TrainConfig(BaseModel):
     patience: int = Field(6, ge=1)
     augment: Augment = Field(default_factory=Augment)
     seed: int = 0
+    init_weights: Path | None = Field(
+        None, description="start from this trained .keras model (fine-tuning); optimizer and schedule start fresh"
+    )
     output_dir: Path = Path("runs/run")
 
     def resolved_preprocessing(self) -> PreprocessConfig:

@@ -86,6 +86,8 @@ def _check_run(config: TrainConfig, resume: bool) -> dict[str, Any] | None:
         raise ConfigError(f"{run} already holds a run; pass --resume to continue it or choose another --output")
     if run.is_dir() and any(run.iterdir()):
         raise ConfigError(f"{run} is not empty; choose another --output (nothing in it was changed)")
+    if config.init_weights and not config.init_weights.is_file():
+        raise ConfigError(f"init_weights: no model file {config.init_weights}")
     return None
 
 
@@ -104,32 +106,44 @@ def _begin_run(config: TrainConfig) -> tuple[TrainConfig, dict[str, Any]]:
     return config, state
 
 
+def warm_start(model: Any, path: Path) -> None:
+    """Fine-tuning: a trained model's weights, not its optimizer state. The input size may differ
+    (the backbones are convolutional with global pooling), so a small-image run can seed a larger one."""
+    try:
+        model.set_weights(load_keras_model(path).get_weights())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot start from {path}: not a trained model of this backbone ({exc})") from exc
+
+
 def train(config: TrainConfig, resume: bool = False, verbose: int | str = "auto") -> Path:
     """Train and return the run folder. Interrupting (Ctrl-C) keeps the last finished epoch."""
     import keras
 
     state = _check_run(config, resume)
-    train_records, val_records = prepare_data(config)  # bad data fails here, before the folder is touched
+    # Data and model are checked before the run folder is touched: a bad --data or
+    # init_weights leaves nothing behind.
+    train_records, val_records = prepare_data(config)
     if not val_records:
         raise ConfigError("the validation split is empty: raise val_fraction or add data")
-    if state is None:
-        config, state = _begin_run(config)
-    run = config.output_dir
-    (run / "data.json").write_text(json.dumps(data_summary(config, train_records, val_records), indent=1))
-
     pipeline = build_pipeline(config.resolved_preprocessing())
     cached = preprocessed_dataset(train_records, pipeline)
     val = preprocessed_dataset(val_records, pipeline).batch(config.batch_size)
     count = int(cached.cardinality())  # the readable training images
     steps = config.steps_per_epoch or math.ceil(count / config.batch_size)
 
-    checkpoint = run / "checkpoint.keras"
+    checkpoint = config.output_dir / "checkpoint.keras"
     if resume and checkpoint.is_file():
         model = load_keras_model(checkpoint, compile=True)
         compile_model(model, config, model.optimizer)
     else:
         keras.utils.set_random_seed(config.seed)
         model = build_and_compile(config, train_records, steps)
+        if config.init_weights:
+            warm_start(model, config.init_weights)
+    if state is None:
+        config, state = _begin_run(config)
+    run = config.output_dir
+    (run / "data.json").write_text(json.dumps(data_summary(config, train_records, val_records), indent=1))
     # One fit() per epoch: the logger must append, or each epoch would overwrite the last.
     history = keras.callbacks.CSVLogger(str(run / "history.csv"), append=True)
     try:
