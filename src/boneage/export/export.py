@@ -145,7 +145,7 @@ def _training_notes(run: Path, config: TrainConfig) -> dict[str, Any]:
     state = json.loads((run / "state.json").read_text()) if (run / "state.json").is_file() else {}
     warm = config.init_weights
     return {
-        "init_weights": {"file": warm.name, "sha256": file_sha256(warm)} if warm and warm.is_file() else None,
+        "init_weights": {"file": f"{warm.parent.name}/{warm.name}", "sha256": file_sha256(warm)} if warm and warm.is_file() else None,
         "epochs_run": state.get("epoch"),
         "best_epoch": state.get("best_epoch"),
         "train_seconds": round(state.get("seconds", 0.0)),
