@@ -143,9 +143,11 @@ def export_run(
 
 def _training_notes(run: Path, config: TrainConfig) -> dict[str, Any]:
     state = json.loads((run / "state.json").read_text()) if (run / "state.json").is_file() else {}
-    warm = config.init_weights
+    warm = config.init_weights  # a fine-tune names the model it started from (sha256 while it exists)
     return {
-        "init_weights": {"file": f"{warm.parent.name}/{warm.name}", "sha256": file_sha256(warm)} if warm and warm.is_file() else None,
+        "init_weights": None if warm is None else {
+            "file": f"{warm.parent.name}/{warm.name}", "sha256": file_sha256(warm) if warm.is_file() else None
+        },
         "epochs_run": state.get("epoch"),
         "best_epoch": state.get("best_epoch"),
         "train_seconds": round(state.get("seconds", 0.0)),
