@@ -120,6 +120,26 @@ def test_export_checks_the_run_before_writing(exported: Path, tmp_path: Path) ->
     assert not (tmp_path / "out").exists()
 
 
+def test_a_fine_tune_names_the_model_it_started_from(exported: Path, data_dir: Path, tmp_path: Path) -> None:
+    from boneage import plugins
+    from boneage.export.export import export_run
+    from boneage.modelcard import file_sha256
+    from boneage.training.train import train
+    from tests import tiny_backbone
+    from tests.test_training import small_config
+
+    start = exported.parent / "run" / "best.keras"
+    tiny_backbone.register()
+    try:
+        run = train(small_config(data_dir, tmp_path / "tuned", epochs=1, limit=64, val_limit=32, init_weights=str(start)),
+                    verbose=0)
+    finally:
+        plugins.reset_plugins()
+    (entry,) = export_run(run, "0.1.1", tmp_path / "models")
+    card = read_card((tmp_path / "models" / entry.file).read_bytes(), entry.file)
+    assert card.notes["training"]["init_weights"] == {"file": "run/best.keras", "sha256": file_sha256(start)}
+
+
 def test_evaluate_keras_and_onnx(models: Path, data_dir: Path, tmp_path: Path) -> None:
     from boneage.evaluation import evaluate, read_ids
     from boneage.training.config import DataSource
