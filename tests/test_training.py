@@ -239,8 +239,11 @@ def test_fine_tuning_starts_from_the_given_weights(data_dir: Path, tmp_path: Pat
     assert all(np.array_equal(a, b) for a, b in zip(started[0], expected, strict=True))
 
     (tmp_path / "notes.keras").write_text("not a model")
-    for init, backbone in ((tmp_path / "notes.keras", "tiny_cnn"), (first, "densenet121")):
-        config = small_config(data_dir, tmp_path / "wrong", init_weights=str(init), backbone=backbone, **changes)
-        with pytest.raises(ConfigError, match="cannot start from"):
+    wrong = ((tmp_path / "absent.keras", "tiny_cnn", "no model file"),
+             (tmp_path / "notes.keras", "tiny_cnn", "cannot start from"), (first, "densenet121", "cannot start from"))
+    for init, backbone, message in wrong:
+        config = small_config(data_dir, tmp_path / "wrong", init_weights=str(init), backbone=backbone,
+                              **changes)
+        with pytest.raises(ConfigError, match=message):
             train(config, verbose=0)
         assert not (tmp_path / "wrong").exists()  # nothing written for a bad start
