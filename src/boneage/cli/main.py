@@ -54,6 +54,10 @@ def _train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init-weights", metavar="MODEL.keras",
                    help="fine-tune: start from a trained model's weights (same backbone)")
     p.add_argument("--output", help="the run folder: new or empty, or a run to continue with --resume")
+    p.add_argument("--time-limit", metavar="DURATION",
+                   help="stop cleanly (resumable) before this much training time: 90s, 45m, 2h or seconds")
+    p.add_argument("--fit-epochs-to-time", action="store_true", default=None,
+                   help="with --time-limit: fit the whole schedule into it (--epochs is then the most)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key, dotted; JSON values")
     p.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
 

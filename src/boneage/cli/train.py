@@ -17,12 +17,27 @@ def source(text: str) -> dict[str, str]:
     return {"labels": labels, "images": images}
 
 
+def duration(text: str) -> float:
+    """Seconds from ``90``, ``90s``, ``45m`` or ``2h``."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (text[:-1], units[text[-1]]) if text[-1:] in units else (text, 1)
+    try:
+        seconds = float(number) * unit
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise ConfigError(f"--time-limit wants a duration such as 90s, 45m or 2h, not {text!r}")
+    return seconds
+
+
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {
         "backbone": args.backbone, "input_size": args.input_size, "epochs": args.epochs,
         "batch_size": args.batch_size, "learning_rate": args.learning_rate,
         "steps_per_epoch": args.steps_per_epoch, "limit": args.limit, "val_limit": args.val_limit,
         "seed": args.seed, "output_dir": args.output, "init_weights": args.init_weights,
+        "time_limit": duration(args.time_limit) if args.time_limit else None,
+        "fit_epochs_to_time": args.fit_epochs_to_time,
         "sources": [source(d) for d in args.data] if args.data else None,
     }
     for item in args.set:

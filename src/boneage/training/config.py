@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -59,6 +59,17 @@ class TrainConfig(BaseModel):
     patience: int = Field(6, ge=1)
     augment: Augment = Field(default_factory=Augment)
     seed: int = 0
+    data_pipeline: Literal["auto", "tf.data", "arrays"] = Field(
+        "auto", description="tf.data on the TensorFlow backend, else in-memory arrays (no TensorFlow needed)"
+    )
+    workers: int = Field(4, ge=1, description="threads that decode and augment images")
+    time_limit: float | None = Field(
+        None, gt=0, description="seconds of training in this process; stops cleanly (resumable) before it"
+    )
+    fit_epochs_to_time: bool = Field(
+        False, description="with time_limit: set epochs from the measured epoch time so the whole schedule fits "
+        "(epochs is then the most it may be)"
+    )
     init_weights: Path | None = Field(
         None, description="start from this trained .keras model (fine-tuning); optimizer and schedule start fresh"
     )

@@ -21,7 +21,8 @@ from boneage.backbones import load_keras_model
 from boneage.errors import BoneAgeError, ConfigError
 from boneage.preprocess import build_pipeline
 from boneage.training.config import TrainConfig
-from boneage.training.data import Record, prepare_data, preprocessed_dataset, training_batches
+from boneage.training.data import Record, prepare_data
+from boneage.training.schedule import WarmupCosine
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +50,8 @@ def build_and_compile(config: TrainConfig, train: list[Record], steps_per_epoch:
     spec = plugins.get("backbones", config.backbone)
     options = {"age_mean": float(ages.mean()), "age_std": float(ages.std() or 1.0), **config.backbone_options}
     model = spec.build(config.input_size, **options)
-    total = steps_per_epoch * config.epochs
-    warmup = int(steps_per_epoch * config.warmup_epochs)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=config.learning_rate / 100 if warmup else config.learning_rate,
-        decay_steps=max(total - warmup, 1),
-        warmup_target=config.learning_rate if warmup else None,
-        warmup_steps=warmup,
-        alpha=0.01,
-    )
+    schedule = WarmupCosine(config.learning_rate, int(steps_per_epoch * config.warmup_epochs),
+                            steps_per_epoch * config.epochs)
     return compile_model(model, config, keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay))
 
 
@@ -115,20 +109,86 @@ def warm_start(model: Any, path: Path) -> None:
         raise ConfigError(f"cannot start from {path}: not a trained model of this backbone ({exc})") from exc
 
 
+def uses_arrays(config: TrainConfig) -> bool:
+    """tf.data where it is native (the TensorFlow backend); in-memory arrays elsewhere, so that
+    PyTorch and JAX train without TensorFlow installed."""
+    if config.data_pipeline != "auto":
+        return config.data_pipeline == "arrays"
+    import keras
+
+    return keras.backend.backend() != "tensorflow"
+
+
+def datasets(config: TrainConfig, train_records: list[Record], val_records: list[Record]) -> tuple[int, Any, Any]:
+    """(readable training images, epoch -> training batches, validation batches)."""
+    pipeline = build_pipeline(config.resolved_preprocessing())
+    if uses_arrays(config):
+        from boneage.training.arrays import ArrayBatches, load_arrays
+
+        arrays = load_arrays(train_records, pipeline, config.workers)
+        val = ArrayBatches(load_arrays(val_records, pipeline, config.workers), config.batch_size, workers=config.workers)
+
+        def array_batches(epoch: int) -> Any:
+            return ArrayBatches(arrays, config.batch_size, aug=config.augment, seed=config.seed, epoch=epoch,
+                                steps=config.steps_per_epoch, workers=config.workers)
+
+        return len(arrays), array_batches, val
+
+    from boneage.training.data import preprocessed_dataset, training_batches
+
+    cached = preprocessed_dataset(train_records, pipeline)
+    count = int(cached.cardinality())  # the readable training images
+
+    def tf_batches(epoch: int) -> Any:
+        batches = training_batches(cached, count, config.batch_size, config.augment, config.seed + epoch)
+        return batches.repeat().take(config.steps_per_epoch) if config.steps_per_epoch else batches
+
+    return count, tf_batches, preprocessed_dataset(val_records, pipeline).batch(config.batch_size)
+
+
+def fit_epochs_to_time(config: TrainConfig, model: Any, state: dict[str, Any], steps: int, used: float,
+                       epoch_seconds: float) -> TrainConfig:
+    """Stretch or shrink the schedule so that it ends inside the time limit, measured on the
+    epoch just done (the second corrects the first, whose time includes compiling)."""
+    schedule = model.optimizer._learning_rate
+    assert config.time_limit is not None
+    if not isinstance(schedule, WarmupCosine):
+        log.warning("fit_epochs_to_time needs the WarmupCosine schedule; this checkpoint has another: not fitted")
+        return config
+    most = state.setdefault("max_epochs", config.epochs)
+    fits = state["epoch"] + int((config.time_limit - used) // max(epoch_seconds, 1e-9))
+    epochs = min(most, max(state["epoch"] + 1, fits))
+    if epochs != config.epochs:
+        schedule.total_steps = steps * epochs
+        model.make_train_function(force=True)  # the schedule may be traced into the step (JAX, TensorFlow)
+        config = config.model_copy(update={"epochs": epochs})
+        (config.output_dir / "config.json").write_text(config.model_dump_json(indent=2))
+        log.info("%.0f s per epoch: the schedule now ends after epoch %d", epoch_seconds, epochs)
+    return config
+
+
+def _tune_backend() -> None:
+    """cuDNN picks the fastest convolution for each input shape (PyTorch leaves this off)."""
+    import keras
+
+    if keras.backend.backend() == "torch":
+        import torch
+
+        torch.backends.cudnn.benchmark = True
+
+
 def train(config: TrainConfig, resume: bool = False, verbose: int | str = "auto") -> Path:
     """Train and return the run folder. Interrupting (Ctrl-C) keeps the last finished epoch."""
     import keras
 
+    _tune_backend()
     state = _check_run(config, resume)
     # Data and model are checked before the run folder is touched: a bad --data or
     # init_weights leaves nothing behind.
     train_records, val_records = prepare_data(config)
     if not val_records:
         raise ConfigError("the validation split is empty: raise val_fraction or add data")
-    pipeline = build_pipeline(config.resolved_preprocessing())
-    cached = preprocessed_dataset(train_records, pipeline)
-    val = preprocessed_dataset(val_records, pipeline).batch(config.batch_size)
-    count = int(cached.cardinality())  # the readable training images
+    count, epoch_batches, val = datasets(config, train_records, val_records)
     steps = config.steps_per_epoch or math.ceil(count / config.batch_size)
 
     checkpoint = config.output_dir / "checkpoint.keras"
@@ -146,16 +206,14 @@ def train(config: TrainConfig, resume: bool = False, verbose: int | str = "auto"
     (run / "data.json").write_text(json.dumps(data_summary(config, train_records, val_records), indent=1))
     # One fit() per epoch: the logger must append, or each epoch would overwrite the last.
     history = keras.callbacks.CSVLogger(str(run / "history.csv"), append=True)
+    process_start = time.monotonic()
     try:
-        for epoch in range(state["epoch"], config.epochs):
+        while state["epoch"] < config.epochs:
+            epoch = state["epoch"]
             keras.utils.set_random_seed(config.seed + epoch)
-            batches = training_batches(cached, count, config.batch_size, config.augment, config.seed + epoch)
-            if config.steps_per_epoch:
-                batches = batches.repeat().take(config.steps_per_epoch)
             started = time.monotonic()
-            result = model.fit(batches, validation_data=val, initial_epoch=epoch, epochs=epoch + 1,
-                               callbacks=[history], verbose=verbose, shuffle=False)  # shuffled per epoch above
-            state["seconds"] += time.monotonic() - started
+            result = model.fit(epoch_batches(epoch), validation_data=val, initial_epoch=epoch, epochs=epoch + 1,
+                               callbacks=[history], verbose=verbose, shuffle=False)  # shuffled per epoch already
             val_mae = float(result.history["val_mae"][-1])
             if state["best_val_mae"] is None or val_mae < state["best_val_mae"]:
                 model.save(run / "best.keras")
@@ -164,11 +222,20 @@ def train(config: TrainConfig, resume: bool = False, verbose: int | str = "auto"
                 state["wait"] += 1
             state["epoch"] = epoch + 1
             model.save(checkpoint)
+            epoch_seconds = time.monotonic() - started
+            state["seconds"] += epoch_seconds
+            used = time.monotonic() - process_start
+            if config.time_limit and config.fit_epochs_to_time and state["epoch"] <= 2:
+                config = fit_epochs_to_time(config, model, state, steps, used, epoch_seconds)
             _save_state(run, state)
             log.info("epoch %d/%d val MAE %.2f (best %.2f at %d)", epoch + 1, config.epochs, val_mae,
                      state["best_val_mae"], state["best_epoch"])
             if state["wait"] >= config.patience:
                 log.info("early stopping: no better validation MAE for %d epochs", config.patience)
+                break
+            if config.time_limit and state["epoch"] < config.epochs and used + epoch_seconds > config.time_limit:
+                log.info("time limit: stopped after epoch %d of %d; continue with --resume", state["epoch"],
+                         config.epochs)
                 break
     except KeyboardInterrupt as exc:
         raise TrainingInterrupted(

@@ -1,0 +1,109 @@
+"""A data path without TensorFlow: decoded images held in memory, batches from a Keras PyDataset.
+
+Any Keras backend (PyTorch and JAX on a GPU box with no TensorFlow) trains from it. Augmentation
+is done here in NumPy/OpenCV, one affine warp per image, with a random stream fixed by
+(seed, epoch, batch): the same run draws the same batches whatever the worker count, and a
+resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import keras
+import numpy as np
+
+from boneage.errors import BoneAgeError
+from boneage.training.config import Augment
+from boneage.training.data import Record
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Arrays:
+    images: np.ndarray  # (n, size, size, 1) float32 in [0, 1], the pipeline's output
+    male: np.ndarray  # (n, 1) float32
+    ages: np.ndarray  # (n, 1) float32, months
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def load_arrays(records: list[Record], pipeline: Any, workers: int = 8) -> Arrays:
+    """Decode and preprocess once with the library's own pipeline (OpenCV releases the GIL, so
+    threads scale). An unreadable image is skipped with a warning naming it."""
+    from boneage.imageio import load_image
+
+    def one(record: Record) -> np.ndarray | None:
+        try:
+            return np.asarray(pipeline(load_image(record.path)), np.float32)
+        except BoneAgeError as exc:
+            log.warning("skipped %s: %s", record.path, exc)
+            return None
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        images = list(pool.map(one, records))
+    keep = [i for i, image in enumerate(images) if image is not None]
+    if not keep:
+        raise BoneAgeError("no readable image in the data")
+    return Arrays(
+        images=np.stack([images[i] for i in keep]),
+        male=np.array([[float(records[i].male)] for i in keep], np.float32),
+        ages=np.array([[records[i].boneage] for i in keep], np.float32),
+    )
+
+
+def augment_image(image: np.ndarray, aug: Augment, rng: np.random.Generator) -> np.ndarray:
+    """One random affine warp (rotation, shift, zoom, flip) and a brightness/contrast change,
+    drawn from the ranges of the Keras layers the tf.data path uses."""
+    h, w = image.shape[:2]
+    angle = rng.uniform(-aug.rotation_deg, aug.rotation_deg) if aug.rotation_deg else 0.0
+    scale = 1.0 / (1.0 + rng.uniform(-aug.zoom, aug.zoom)) if aug.zoom else 1.0  # Keras: +zoom = zoom out
+    matrix = cv2.getRotationMatrix2D((w / 2 - 0.5, h / 2 - 0.5), angle, scale)
+    if aug.shift:
+        matrix[:, 2] += rng.uniform(-aug.shift, aug.shift, 2) * (w, h)
+    if aug.hflip and rng.random() < 0.5:
+        matrix[0] = -matrix[0]
+        matrix[0, 2] += w - 1
+    plane = cv2.warpAffine(image[..., 0], matrix, (w, h), flags=cv2.INTER_LINEAR, borderValue=0.0)
+    if aug.contrast:
+        mean = plane.mean()
+        plane = (plane - mean) * rng.uniform(1 - aug.contrast, 1 + aug.contrast) + mean
+    if aug.brightness:
+        plane = plane + rng.uniform(-aug.brightness, aug.brightness)
+    return np.clip(plane, 0.0, 1.0)[..., None].astype(np.float32, copy=False)
+
+
+class ArrayBatches(keras.utils.PyDataset):
+    """Batches of in-memory arrays: shuffled per epoch (seed + epoch) and augmented when ``aug``
+    is given, or in order and untouched (validation)."""
+
+    def __init__(self, data: Arrays, batch_size: int, *, aug: Augment | None = None, seed: int = 0,
+                 epoch: int = 0, steps: int | None = None, workers: int = 4) -> None:
+        super().__init__(workers=workers, use_multiprocessing=False)
+        self.data, self.batch_size, self.aug, self.seed, self.epoch = data, batch_size, aug, seed, epoch
+        n = len(data)
+        self.steps = steps or math.ceil(n / batch_size)
+        if aug is None:
+            self.order = np.arange(n)
+        else:  # enough shuffled passes to fill `steps` batches (steps_per_epoch may exceed one pass)
+            passes = math.ceil(self.steps * batch_size / n)
+            rng = np.random.default_rng([seed, epoch])
+            self.order = np.concatenate([rng.permutation(n) for _ in range(passes)])
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, index: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        idx = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        images = self.data.images[idx]
+        if self.aug is not None and self.aug.enabled:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            images = np.stack([augment_image(image, self.aug, rng) for image in images])
+        return {"image": images, "male": self.data.male[idx]}, self.data.ages[idx]
