@@ -27,7 +27,7 @@ def _env() -> dict[str, str]:
 def tests(session: nox.Session) -> None:
     """The core suite: inference, plugins, preprocessing, CLI. TensorFlow tests skip."""
     session.install("-e", ".[dev]")
-    session.run("pytest", "-m", "not tensorflow", *session.posargs, env=_env())
+    session.run("pytest", "-m", "not tensorflow and not keras", *session.posargs, env=_env())
 
 
 @nox.session(python=FULL_PYTHON)
@@ -39,9 +39,19 @@ def tests_full(session: nox.Session) -> None:
 
 
 @nox.session(python=FULL_PYTHON)
+def tests_torch(session: nox.Session) -> None:
+    """Training on PyTorch with no TensorFlow installed, as on a GPU box (extra: train-torch).
+    torch==2.13.0 first: the CPU build that this machine keeps on disk, not a CUDA download."""
+    session.install("torch==2.13.0")
+    session.install("-e", ".[train-torch,dev]")
+    session.run("python", "-c", "import importlib.util as u, sys; sys.exit(u.find_spec('tensorflow') is not None)")
+    session.run("pytest", "-m", "keras", *session.posargs, env={**_env(), "KERAS_BACKEND": "torch"})
+
+
+@nox.session(python=FULL_PYTHON)
 def lint(session: nox.Session) -> None:
     session.install("ruff>=0.5")
-    session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "tools", "noxfile.py")
 
 
 @nox.session(python=FULL_PYTHON)

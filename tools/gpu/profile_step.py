@@ -10,8 +10,6 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
-
 
 def rate(fn, n: int, images: int) -> float:  # type: ignore[no-untyped-def]
     t = time.perf_counter()
@@ -48,7 +46,7 @@ def main() -> None:
             cv2.setNumThreads(threads)
         data = ArrayBatches(arrays, 64, aug=config.augment, steps=args.steps)
         print(f"  augment only, one thread, cv2 threads {cv2.getNumThreads()}: "
-              f"{rate(lambda i: data[i], args.steps, 64):.0f} images/s", flush=True)
+              f"{rate(data.__getitem__, args.steps, 64):.0f} images/s", flush=True)
     for batch in args.batches:
         config = config.model_copy(update={"batch_size": batch})
         model = build_and_compile(config, train, 100)
@@ -58,11 +56,11 @@ def main() -> None:
         for _ in range(2):
             model.train_on_batch(x, y)
         warm = time.perf_counter() - t
-        step = rate(lambda i: model.train_on_batch(x, y), args.steps, batch)
+        step = rate(lambda i, m=model, x=x, y=y: m.train_on_batch(x, y), args.steps, batch)
         t = time.perf_counter()
         model.fit(data, epochs=1, verbose=0)
         fit = args.steps * batch / (time.perf_counter() - t)
-        pred = rate(lambda i: model.predict_on_batch(x), args.steps, batch)
+        pred = rate(lambda i, m=model, x=x: m.predict_on_batch(x), args.steps, batch)
         print(f"  batch {batch}: first 2 steps {warm:.1f} s; train_on_batch {step:.0f} images/s; "
               f"fit() with augmentation {fit:.0f} images/s; predict {pred:.0f} images/s", flush=True)
         keras.backend.clear_session()

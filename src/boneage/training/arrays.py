@@ -53,7 +53,7 @@ def load_arrays(records: list[Record], pipeline: Any, workers: int = 8) -> Array
     if not keep:
         raise BoneAgeError("no readable image in the data")
     return Arrays(
-        images=np.stack([images[i] for i in keep]),
+        images=np.stack([image for image in images if image is not None]),
         male=np.array([[float(records[i].male)] for i in keep], np.float32),
         ages=np.array([[records[i].boneage] for i in keep], np.float32),
     )
@@ -65,9 +65,9 @@ def augment_image(image: np.ndarray, aug: Augment, rng: np.random.Generator) -> 
     h, w = image.shape[:2]
     angle = rng.uniform(-aug.rotation_deg, aug.rotation_deg) if aug.rotation_deg else 0.0
     scale = 1.0 / (1.0 + rng.uniform(-aug.zoom, aug.zoom)) if aug.zoom else 1.0  # Keras: +zoom = zoom out
-    matrix = cv2.getRotationMatrix2D((w / 2 - 0.5, h / 2 - 0.5), angle, scale)
+    matrix = np.asarray(cv2.getRotationMatrix2D((w / 2 - 0.5, h / 2 - 0.5), angle, scale), np.float64)
     if aug.shift:
-        matrix[:, 2] += rng.uniform(-aug.shift, aug.shift, 2) * (w, h)
+        matrix[:, 2] += rng.uniform(-aug.shift, aug.shift, 2) * np.array([w, h])
     if aug.hflip and rng.random() < 0.5:
         matrix[0] = -matrix[0]
         matrix[0, 2] += w - 1
@@ -80,27 +80,29 @@ def augment_image(image: np.ndarray, aug: Augment, rng: np.random.Generator) -> 
     return np.clip(plane, 0.0, 1.0)[..., None].astype(np.float32, copy=False)
 
 
-class ArrayBatches(keras.utils.PyDataset):
+class ArrayBatches(keras.utils.PyDataset):  # type: ignore[misc]
     """Batches of in-memory arrays: shuffled per epoch (seed + epoch) and augmented when ``aug``
     is given, or in order and untouched (validation)."""
 
     def __init__(self, data: Arrays, batch_size: int, *, aug: Augment | None = None, seed: int = 0,
-                 epoch: int = 0, steps: int | None = None, workers: int = 4) -> None:
+                 epoch: int = 0, steps: int | None = None, first: int = 0, workers: int = 4) -> None:
         super().__init__(workers=workers, use_multiprocessing=False)
         self.data, self.batch_size, self.aug, self.seed, self.epoch = data, batch_size, aug, seed, epoch
+        self.first = first  # batches of this epoch already trained (a run resumed inside an epoch)
         n = len(data)
-        self.steps = steps or math.ceil(n / batch_size)
+        self.steps = steps or math.ceil(n / batch_size)  # one pass, the last batch short, unless steps is set
         if aug is None:
             self.order = np.arange(n)
         else:  # enough shuffled passes to fill `steps` batches (steps_per_epoch may exceed one pass)
-            passes = math.ceil(self.steps * batch_size / n)
+            passes = math.ceil(self.steps * batch_size / n) if steps else 1
             rng = np.random.default_rng([seed, epoch])
             self.order = np.concatenate([rng.permutation(n) for _ in range(passes)])
 
     def __len__(self) -> int:
-        return self.steps
+        return self.steps - self.first
 
     def __getitem__(self, index: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        index += self.first
         idx = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         images = self.data.images[idx]
         if self.aug is not None and self.aug.enabled:

@@ -63,6 +63,9 @@ class TrainConfig(BaseModel):
         "auto", description="tf.data on the TensorFlow backend, else in-memory arrays (no TensorFlow needed)"
     )
     workers: int = Field(4, ge=1, description="threads that decode and augment images")
+    checkpoint_minutes: float = Field(
+        10.0, ge=0, description="also checkpoint inside an epoch this often, so a kill loses at most this much (0: off)"
+    )
     time_limit: float | None = Field(
         None, gt=0, description="seconds of training in this process; stops cleanly (resumable) before it"
     )

@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 
 from boneage import plugins
@@ -86,7 +88,41 @@ def _check_run(config: TrainConfig, resume: bool) -> dict[str, Any] | None:
 
 
 def _save_state(run: Path, state: dict[str, Any]) -> None:
-    (run / "state.json").write_text(json.dumps(state, indent=1))
+    tmp = run / "state.json.tmp"
+    tmp.write_text(json.dumps(state, indent=1))
+    os.replace(tmp, run / "state.json")  # atomic: a kill never leaves half a state
+
+
+def save_model(model: Any, path: Path) -> None:
+    """Save through a temporary file, so a kill during the write keeps the previous file whole."""
+    if hasattr(model, "jax_state_sync"):
+        model.jax_state_sync()  # JAX keeps the live weights outside the variables during fit()
+    tmp = path.with_name(f".{path.stem}.tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+class _TimeUp(Exception):
+    """Raised inside fit() at the deadline, after a checkpoint: no validation of half an epoch."""
+
+
+class StepCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]
+    """Inside an epoch: save the checkpoint every ``every`` seconds and at the deadline, so a kill
+    loses minutes, not an epoch (a CPU epoch of DenseNet121 takes 10-25 minutes)."""
+
+    def __init__(self, save: Any, every: float, deadline: float | None, first_batch: int) -> None:
+        super().__init__()
+        self.save, self.every, self.deadline, self.first_batch = save, every, deadline, first_batch
+        self.last = time.monotonic()
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        now = time.monotonic()
+        if self.deadline is not None and now >= self.deadline:
+            self.save(self.first_batch + batch + 1)
+            raise _TimeUp
+        if self.every and now - self.last >= self.every:
+            self.save(self.first_batch + batch + 1)
+            self.last = time.monotonic()
 
 
 def _begin_run(config: TrainConfig) -> tuple[TrainConfig, dict[str, Any]]:
@@ -116,11 +152,11 @@ def uses_arrays(config: TrainConfig) -> bool:
         return config.data_pipeline == "arrays"
     import keras
 
-    return keras.backend.backend() != "tensorflow"
+    return str(keras.backend.backend()) != "tensorflow"
 
 
 def datasets(config: TrainConfig, train_records: list[Record], val_records: list[Record]) -> tuple[int, Any, Any]:
-    """(readable training images, epoch -> training batches, validation batches)."""
+    """(readable training images, (epoch, first batch) -> training batches, validation batches)."""
     pipeline = build_pipeline(config.resolved_preprocessing())
     if uses_arrays(config):
         from boneage.training.arrays import ArrayBatches, load_arrays
@@ -128,9 +164,9 @@ def datasets(config: TrainConfig, train_records: list[Record], val_records: list
         arrays = load_arrays(train_records, pipeline, config.workers)
         val = ArrayBatches(load_arrays(val_records, pipeline, config.workers), config.batch_size, workers=config.workers)
 
-        def array_batches(epoch: int) -> Any:
+        def array_batches(epoch: int, first: int = 0) -> Any:
             return ArrayBatches(arrays, config.batch_size, aug=config.augment, seed=config.seed, epoch=epoch,
-                                steps=config.steps_per_epoch, workers=config.workers)
+                                steps=config.steps_per_epoch, first=first, workers=config.workers)
 
         return len(arrays), array_batches, val
 
@@ -139,9 +175,10 @@ def datasets(config: TrainConfig, train_records: list[Record], val_records: list
     cached = preprocessed_dataset(train_records, pipeline)
     count = int(cached.cardinality())  # the readable training images
 
-    def tf_batches(epoch: int) -> Any:
+    def tf_batches(epoch: int, first: int = 0) -> Any:
         batches = training_batches(cached, count, config.batch_size, config.augment, config.seed + epoch)
-        return batches.repeat().take(config.steps_per_epoch) if config.steps_per_epoch else batches
+        batches = batches.repeat().take(config.steps_per_epoch) if config.steps_per_epoch else batches
+        return batches.skip(first)  # a run resumed inside an epoch goes on from the next batch
 
     return count, tf_batches, preprocessed_dataset(val_records, pipeline).batch(config.batch_size)
 
@@ -156,7 +193,7 @@ def fit_epochs_to_time(config: TrainConfig, model: Any, state: dict[str, Any], s
         log.warning("fit_epochs_to_time needs the WarmupCosine schedule; this checkpoint has another: not fitted")
         return config
     most = state.setdefault("max_epochs", config.epochs)
-    fits = state["epoch"] + int((config.time_limit - used) // max(epoch_seconds, 1e-9))
+    fits = state["epoch"] + int((config.time_limit - used) // max(1.05 * epoch_seconds, 1e-9))  # 5% to spare
     epochs = min(most, max(state["epoch"] + 1, fits))
     if epochs != config.epochs:
         schedule.total_steps = steps * epochs
@@ -207,25 +244,40 @@ def train(config: TrainConfig, resume: bool = False, verbose: int | str = "auto"
     # One fit() per epoch: the logger must append, or each epoch would overwrite the last.
     history = keras.callbacks.CSVLogger(str(run / "history.csv"), append=True)
     process_start = time.monotonic()
+    deadline = process_start + config.time_limit if config.time_limit else None
+
+    def save_inside_epoch(batches_done: int) -> None:
+        save_model(model, checkpoint)
+        state["batch"] = batches_done
+        _save_state(run, state)
+
     try:
         while state["epoch"] < config.epochs:
-            epoch = state["epoch"]
+            epoch, first = state["epoch"], state.get("batch", 0)
             keras.utils.set_random_seed(config.seed + epoch)
+            steps_left = StepCheckpoint(save_inside_epoch, config.checkpoint_minutes * 60, deadline, first)
             started = time.monotonic()
-            result = model.fit(epoch_batches(epoch), validation_data=val, initial_epoch=epoch, epochs=epoch + 1,
-                               callbacks=[history], verbose=verbose, shuffle=False)  # shuffled per epoch already
+            try:
+                result = model.fit(epoch_batches(epoch, first), validation_data=val, initial_epoch=epoch,
+                                   epochs=epoch + 1, callbacks=[history, steps_left], verbose=verbose,
+                                   shuffle=False)  # shuffled per epoch already
+            except _TimeUp:
+                state["seconds"] += time.monotonic() - started
+                _save_state(run, state)
+                log.info("time limit: stopped inside epoch %d; continue with --resume", epoch + 1)
+                break
             val_mae = float(result.history["val_mae"][-1])
             if state["best_val_mae"] is None or val_mae < state["best_val_mae"]:
-                model.save(run / "best.keras")
+                save_model(model, run / "best.keras")
                 state.update(best_val_mae=val_mae, best_epoch=epoch + 1, wait=0)
             else:
                 state["wait"] += 1
-            state["epoch"] = epoch + 1
-            model.save(checkpoint)
+            state["epoch"], state["batch"] = epoch + 1, 0
+            save_model(model, checkpoint)
             epoch_seconds = time.monotonic() - started
             state["seconds"] += epoch_seconds
             used = time.monotonic() - process_start
-            if config.time_limit and config.fit_epochs_to_time and state["epoch"] <= 2:
+            if config.time_limit and config.fit_epochs_to_time and state["epoch"] <= 2 and not first:
                 config = fit_epochs_to_time(config, model, state, steps, used, epoch_seconds)
             _save_state(run, state)
             log.info("epoch %d/%d val MAE %.2f (best %.2f at %d)", epoch + 1, config.epochs, val_mae,
