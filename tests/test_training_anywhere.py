@@ -188,3 +188,25 @@ def test_time_limit_stops_inside_an_epoch_and_resumes(data_dir: Path, tmp_path: 
     no_limit = json.loads(config) | {"time_limit": None}
     finish(start(json.dumps(no_limit), resume=True))
     assert json.loads((tmp_path / "run" / "state.json").read_text())["epoch"] == 2
+
+
+def test_data_parallel_over_two_devices(data_dir: Path, tmp_path: Path) -> None:
+    """Two logical CPU devices stand in for two GPUs. Short batches are padded with copies that
+    weigh nothing, so the validation MAE is the one a single device computes."""
+    pytest.importorskip("jax", reason="data-parallel training is shown on JAX (pip install jax)")
+    config = config_json(data_dir, tmp_path / "run", epochs=1, limit=100, val_limit=37, data_parallel=True)
+    env = {**os.environ, "KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    code = "import logging; logging.basicConfig(level=logging.INFO)\n" + TRAIN
+    out = subprocess.run([sys.executable, "-c", code, config, "new"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "data-parallel over 2 devices" in out.stderr
+    with (tmp_path / "run" / "history.csv").open() as f:
+        logged = float(list(csv.DictReader(f))[-1]["val_mae"])
+    from boneage.training.config import TrainConfig
+    from boneage.training.data import prepare_data
+
+    _, val = prepare_data(TrainConfig.model_validate_json(config))
+    ages = np.array([r.boneage for r in val])
+    assert len(ages) == 37
+    assert np.abs(predictions(tmp_path / "run", data_dir, config) - ages).mean() == pytest.approx(logged, abs=0.01)

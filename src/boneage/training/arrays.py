@@ -85,10 +85,12 @@ class ArrayBatches(keras.utils.PyDataset):  # type: ignore[misc]
     is given, or in order and untouched (validation)."""
 
     def __init__(self, data: Arrays, batch_size: int, *, aug: Augment | None = None, seed: int = 0,
-                 epoch: int = 0, steps: int | None = None, first: int = 0, workers: int = 4) -> None:
+                 epoch: int = 0, steps: int | None = None, first: int = 0, multiple: int = 1,
+                 workers: int = 4) -> None:
         super().__init__(workers=workers, use_multiprocessing=False)
         self.data, self.batch_size, self.aug, self.seed, self.epoch = data, batch_size, aug, seed, epoch
         self.first = first  # batches of this epoch already trained (a run resumed inside an epoch)
+        self.multiple = multiple  # batches padded to a multiple of this (the devices of a data-parallel run)
         n = len(data)
         self.steps = steps or math.ceil(n / batch_size)  # one pass, the last batch short, unless steps is set
         if aug is None:
@@ -101,11 +103,18 @@ class ArrayBatches(keras.utils.PyDataset):  # type: ignore[misc]
     def __len__(self) -> int:
         return self.steps - self.first
 
-    def __getitem__(self, index: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
         index += self.first
         idx = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         images = self.data.images[idx]
         if self.aug is not None and self.aug.enabled:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             images = np.stack([augment_image(image, self.aug, rng) for image in images])
-        return {"image": images, "male": self.data.male[idx]}, self.data.ages[idx]
+        x, y = {"image": images, "male": self.data.male[idx]}, self.data.ages[idx]
+        if self.multiple == 1:
+            return x, y
+        # Every device needs an equal share: pad a short batch with copies that weigh nothing.
+        pad = -len(idx) % self.multiple
+        weights = np.concatenate([np.ones(len(idx), np.float32), np.zeros(pad, np.float32)])
+        padded = [np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]) for a in (images, x["male"], y)]
+        return {"image": padded[0], "male": padded[1]}, padded[2], weights

@@ -62,6 +62,11 @@ class TrainConfig(BaseModel):
     data_pipeline: Literal["auto", "tf.data", "arrays"] = Field(
         "auto", description="tf.data on the TensorFlow backend, else in-memory arrays (no TensorFlow needed)"
     )
+    jit_compile: bool | Literal["auto"] = Field("auto", description="XLA (TensorFlow, JAX) or torch.compile; Keras decides by default")
+    data_parallel: bool = Field(
+        False, description="split each batch over every visible device (JAX: keras.distribution.DataParallel; "
+        "TensorFlow: MirroredStrategy)"
+    )
     workers: int = Field(4, ge=1, description="threads that decode and augment images")
     checkpoint_minutes: float = Field(
         10.0, ge=0, description="also checkpoint inside an epoch this often, so a kill loses at most this much (0: off)"

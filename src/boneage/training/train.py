@@ -7,6 +7,7 @@ learning_curve.png.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -46,8 +47,6 @@ def data_summary(config: TrainConfig, train: list[Record], val: list[Record]) ->
 
 
 def build_and_compile(config: TrainConfig, train: list[Record], steps_per_epoch: int) -> Any:
-    import keras
-
     ages = np.array([r.boneage for r in train])
     spec = plugins.get("backbones", config.backbone)
     options = {"age_mean": float(ages.mean()), "age_std": float(ages.std() or 1.0), **config.backbone_options}
@@ -60,12 +59,11 @@ def build_and_compile(config: TrainConfig, train: list[Record], steps_per_epoch:
 def compile_model(model: Any, config: TrainConfig, optimizer: Any) -> Any:
     """Compile with the run's loss. Also after loading a checkpoint: Keras restores the optimizer
     state but deserializes ``Huber(delta=15)`` as the default ``delta=1``."""
-    import keras
-
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.Huber(delta=config.huber_delta),
         metrics=[keras.metrics.MeanAbsoluteError(name="mae"), keras.metrics.RootMeanSquaredError(name="rmse")],
+        jit_compile=config.jit_compile,
     )
     return model
 
@@ -150,9 +148,11 @@ def uses_arrays(config: TrainConfig) -> bool:
     PyTorch and JAX train without TensorFlow installed."""
     if config.data_pipeline != "auto":
         return config.data_pipeline == "arrays"
-    import keras
+    return _backend() != "tensorflow"
 
-    return str(keras.backend.backend()) != "tensorflow"
+
+def _backend() -> str:
+    return str(keras.backend.backend())
 
 
 def datasets(config: TrainConfig, train_records: list[Record], val_records: list[Record]) -> tuple[int, Any, Any]:
@@ -162,11 +162,14 @@ def datasets(config: TrainConfig, train_records: list[Record], val_records: list
         from boneage.training.arrays import ArrayBatches, load_arrays
 
         arrays = load_arrays(train_records, pipeline, config.workers)
-        val = ArrayBatches(load_arrays(val_records, pipeline, config.workers), config.batch_size, workers=config.workers)
+        # JAX shards each batch evenly over the devices (tf.distribute splits uneven batches itself)
+        multiple = len(keras.distribution.list_devices()) if config.data_parallel and _backend() == "jax" else 1
+        val = ArrayBatches(load_arrays(val_records, pipeline, config.workers), config.batch_size, multiple=multiple,
+                           workers=config.workers)
 
         def array_batches(epoch: int, first: int = 0) -> Any:
             return ArrayBatches(arrays, config.batch_size, aug=config.augment, seed=config.seed, epoch=epoch,
-                                steps=config.steps_per_epoch, first=first, workers=config.workers)
+                                steps=config.steps_per_epoch, first=first, multiple=multiple, workers=config.workers)
 
         return len(arrays), array_batches, val
 
@@ -206,18 +209,33 @@ def fit_epochs_to_time(config: TrainConfig, model: Any, state: dict[str, Any], s
 
 def _tune_backend() -> None:
     """cuDNN picks the fastest convolution for each input shape (PyTorch leaves this off)."""
-    import keras
-
-    if keras.backend.backend() == "torch":
+    if _backend() == "torch":
         import torch
 
         torch.backends.cudnn.benchmark = True
 
 
+def distribution_scope(config: TrainConfig) -> Any:
+    """Where the model is built and loaded: data-parallel over every visible device when asked,
+    on the engines Keras already has (a no-op context otherwise)."""
+    if not config.data_parallel:
+        return contextlib.nullcontext()
+    backend = _backend()
+    if backend == "jax":
+        keras.distribution.set_distribution(keras.distribution.DataParallel())
+        log.info("data-parallel over %d devices", len(keras.distribution.list_devices()))
+        return contextlib.nullcontext()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        strategy = tf.distribute.MirroredStrategy()
+        log.info("data-parallel over %d devices", strategy.num_replicas_in_sync)
+        return strategy.scope()
+    raise ConfigError(f"data_parallel needs the JAX or TensorFlow backend, not {backend}")
+
+
 def train(config: TrainConfig, resume: bool = False, verbose: int | str = "auto") -> Path:
     """Train and return the run folder. Interrupting (Ctrl-C) keeps the last finished epoch."""
-    import keras
-
     _tune_backend()
     state = _check_run(config, resume)
     # Data and model are checked before the run folder is touched: a bad --data or
@@ -229,14 +247,15 @@ def train(config: TrainConfig, resume: bool = False, verbose: int | str = "auto"
     steps = config.steps_per_epoch or math.ceil(count / config.batch_size)
 
     checkpoint = config.output_dir / "checkpoint.keras"
-    if resume and checkpoint.is_file():
-        model = load_keras_model(checkpoint, compile=True)
-        compile_model(model, config, model.optimizer)
-    else:
-        keras.utils.set_random_seed(config.seed)
-        model = build_and_compile(config, train_records, steps)
-        if config.init_weights:
-            warm_start(model, config.init_weights)
+    with distribution_scope(config):
+        if resume and checkpoint.is_file():
+            model = load_keras_model(checkpoint, compile=True)
+            compile_model(model, config, model.optimizer)
+        else:
+            keras.utils.set_random_seed(config.seed)
+            model = build_and_compile(config, train_records, steps)
+            if config.init_weights:
+                warm_start(model, config.init_weights)
     if state is None:
         config, state = _begin_run(config)
     run = config.output_dir
