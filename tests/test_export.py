@@ -56,6 +56,7 @@ def test_registry_card_and_files(models: Path) -> None:
     card = read_card((models / fp32.file).read_bytes(), fp32.file)
     assert card.backbone == "tiny_cnn" and card.input_size == 64 and card.output_unit == "months"
     assert card.preprocessing.input_size == 64 and card.training_data.train_images == 128
+    assert card.training_data.sources == ["rsna-100"] and "/" not in card.training_data.model_dump_json()
     assert card.metrics["validation"]["parity_max_abs_months"] <= 0.05
     assert card.git_commit is not None and card.created and "non-commercial" in card.licence
     assert type(card).model_validate_json(card.model_dump_json()) == card

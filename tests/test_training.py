@@ -155,6 +155,8 @@ def test_training_beats_the_mean(data_dir: Path, tmp_path: Path, tiny_backbone: 
     assert model_mae < 0.95 * mean_mae, f"model {model_mae:.1f} vs predict-the-mean {mean_mae:.1f} months"
     data = json.loads((run / "data.json").read_text())
     assert data["val_images"] == 128 and not set(data["val_id_list"]) & {r.id for r in train_records}
+    (source,) = data["sources"]  # by name and checksum, never a local path
+    assert source["name"] == "rsna-100" and len(source["pixels_sha256"]) == 64 and str(data_dir) not in str(source)
 
 
 def test_unreadable_images_are_skipped_with_a_warning(data_dir: Path, tmp_path: Path, tiny_backbone: None,

@@ -13,7 +13,6 @@ the RSNA data: never commit it.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,13 +20,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from boneage.training.data import pixels_sha256
 
-def pixels_sha256(images: list[np.ndarray], ids: list[str]) -> str:
-    """A checksum of the content (ids and pixels), the same for the folder and the archive."""
-    h = hashlib.sha256()
-    for image_id, image in zip(ids, images, strict=True):
-        h.update(image_id.encode() + b"\0" + image.tobytes())
-    return h.hexdigest()
+
+def checksum(images: list[np.ndarray], ids: list[str]) -> str:
+    """The training data's content checksum (as in data.json and the model card), the same for
+    the folder and the archive."""
+    by_id = dict(zip(ids, images, strict=True))
+    return pixels_sha256(sorted(ids), by_id.__getitem__)
 
 
 def pack(folder: Path, out: Path) -> None:
@@ -50,7 +50,7 @@ def pack(folder: Path, out: Path) -> None:
     np.savez(out, ids=np.array(ids), labels=np.frombuffer(labels, np.uint8),
              offsets=np.cumsum([0] + [len(b) for b in blobs]), blob=np.frombuffer(b"".join(blobs), np.uint8))
     print(f"{len(ids)} images, {out.stat().st_size / 2**20:.1f} MiB, pixels sha256 "
-          f"{pixels_sha256([i for i, _ in done], ids)}")
+          f"{checksum([i for i, _ in done], ids)}")
 
 
 def unpack(archive: Path, dest: Path) -> None:
@@ -67,7 +67,7 @@ def unpack(archive: Path, dest: Path) -> None:
 
     with ThreadPoolExecutor(16) as pool:
         images = list(pool.map(write, range(len(ids))))
-    print(f"{len(ids)} images in {dest}, pixels sha256 {pixels_sha256(images, [str(i) for i in ids])}")
+    print(f"{len(ids)} images in {dest}, pixels sha256 {checksum(images, [str(i) for i in ids])}")
 
 
 def main(argv: list[str] | None = None) -> None:

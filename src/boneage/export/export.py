@@ -86,6 +86,8 @@ def export_run(
     try:
         data_info = json.loads((run / "data.json").read_text())
         counts = {"train_images": int(data_info["train_images"]), "val_images": int(data_info["val_images"])}
+        # by name and checksum (runs from before the checksums named their folders only)
+        sources = [s if "pixels_sha256" in s else {"name": Path(s["images"]).name} for s in data_info["sources"]]
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{run / 'data.json'} is not a run's data summary: {exc}") from exc
     name = name or f"boneage-{config.backbone}"
@@ -118,7 +120,8 @@ def export_run(
         input_size=config.input_size,
         preprocessing=config.resolved_preprocessing(),
         training_data=TrainingData(
-            sources=[str(s.images) for s in config.sources],
+            sources=[str(s["name"]) for s in sources],
+            checksums=sources,
             **counts,
             split_seed=config.split_seed,
             val_fraction=config.val_fraction,

@@ -50,6 +50,28 @@ def read_source(source: DataSource) -> list[Record]:
     return records
 
 
+def pixels_sha256(ids: Iterable[str], load: Any) -> str:
+    """A checksum of the content, ids and decoded pixels, so the same images re-encoded (PNG to
+    lossless WebP and back, as for a GPU box) keep it. ``load(id)`` gives the pixel array."""
+    h = hashlib.sha256()
+    for image_id in ids:
+        h.update(image_id.encode() + b"\0" + np.ascontiguousarray(load(image_id)).tobytes())
+    return h.hexdigest()
+
+
+def fingerprint(source: DataSource, records: list[Record]) -> dict[str, Any]:
+    """What a model card says of a data source: its folder's name and checksums, never a local path."""
+    import cv2
+
+    paths = {r.id: r.path for r in records}
+    return {
+        "name": source.images.name,
+        "images": len(paths),
+        "labels_sha256": hashlib.sha256(source.labels.read_bytes()).hexdigest(),
+        "pixels_sha256": pixels_sha256(sorted(paths), lambda i: cv2.imread(str(paths[i]), cv2.IMREAD_UNCHANGED)),
+    }
+
+
 def is_validation(image_id: str, fraction: float, seed: int) -> bool:
     """Stable for an id whatever else is in the data set, so every resolution of one id
     lands on the same side."""

@@ -24,7 +24,7 @@ from boneage.backbones import load_keras_model
 from boneage.errors import BoneAgeError, ConfigError
 from boneage.preprocess import build_pipeline
 from boneage.training.config import TrainConfig
-from boneage.training.data import Record, prepare_data
+from boneage.training.data import Record, fingerprint, prepare_data, read_source
 from boneage.training.schedule import WarmupCosine
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class TrainingInterrupted(BoneAgeError):
 
 def data_summary(config: TrainConfig, train: list[Record], val: list[Record]) -> dict[str, Any]:
     return {
-        "sources": [{"labels": str(s.labels), "images": str(s.images)} for s in config.sources],
+        "sources": [fingerprint(s, read_source(s)) for s in config.sources],
         "train_images": len(train),
         "val_images": len(val),
         "train_ids": len({r.id for r in train}),
@@ -274,11 +274,11 @@ def train(config: TrainConfig, resume: bool = False, verbose: int | str = "auto"
         while state["epoch"] < config.epochs:
             epoch, first = state["epoch"], state.get("batch", 0)
             keras.utils.set_random_seed(config.seed + epoch)
-            steps_left = StepCheckpoint(save_inside_epoch, config.checkpoint_minutes * 60, deadline, first)
+            inside = StepCheckpoint(save_inside_epoch, config.checkpoint_minutes * 60, deadline, first)
             started = time.monotonic()
             try:
                 result = model.fit(epoch_batches(epoch, first), validation_data=val, initial_epoch=epoch,
-                                   epochs=epoch + 1, callbacks=[history, steps_left], verbose=verbose,
+                                   epochs=epoch + 1, callbacks=[history, inside], verbose=verbose,
                                    shuffle=False)  # shuffled per epoch already
             except _TimeUp:
                 state["seconds"] += time.monotonic() - started
