@@ -27,6 +27,7 @@ OPTIONS: dict[str, tuple[str, dict[str, Any], dict[str, str]]] = {
     "tf-arrays-32": ("tensorflow", {"data_pipeline": "arrays", "batch_size": 32}, {}),
     "tf-data-64": ("tensorflow", {"data_pipeline": "tf.data", "batch_size": 64}, {}),
     "tf-arrays-64": ("tensorflow", {"data_pipeline": "arrays", "batch_size": 64}, {}),
+    "tf-arrays-64-no-xla": ("tensorflow", {"data_pipeline": "arrays", "batch_size": 64, "jit_compile": False}, {}),
     "tf-data-32-no-xla": ("tensorflow", {"data_pipeline": "tf.data", "batch_size": 32, "jit_compile": False}, {}),
     "tf-data-32-xla": ("tensorflow", {"data_pipeline": "tf.data", "batch_size": 32, "jit_compile": True}, {}),
     "tf-data-32-threads-2-1": ("tensorflow", {"data_pipeline": "tf.data", "batch_size": 32},
