@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from boneage.cli.main import COMMANDS, main
+from boneage.errors import ConfigError
 from tests.helpers import synthetic_radiograph, write_png
 
 
@@ -113,3 +114,12 @@ def test_table_rounds_months_into_whole_years() -> None:
     row = {"source": "a.png", "male": True, "bone_age_months": 167.7, "model_name": "m", "model_version": "1",
            "runtime": "onnx", "warnings": []}
     assert "167.7 mo (14y 0m)" in table([row])
+
+
+def test_time_limit_durations() -> None:
+    from boneage.cli.train import duration
+
+    assert [duration(t) for t in ("90", "90s", "45m", "2h", "0.5h")] == [90, 90, 2700, 7200, 1800]
+    for bad in ("", "m", "-5m", "ten", "2h50m", "inf"):
+        with pytest.raises(ConfigError, match="--time-limit"):
+            duration(bad)
