@@ -62,5 +62,6 @@ def run(args: argparse.Namespace) -> int:
         path = Path(args.output) / "config.json"  # the run's own config, with any flags on top
     config = load_config(path, overrides(args))
     run_dir = train(config, resume=args.resume)
-    print(f"run saved in {run_dir} (best model: {run_dir / 'best.keras'})")
+    best = run_dir / "best.keras"
+    print(f"run saved in {run_dir} " + (f"(best model: {best})" if best.is_file() else "(no finished epoch yet)"))
     return 0
