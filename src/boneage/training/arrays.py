@@ -48,14 +48,13 @@ def load_arrays(records: list[Record], pipeline: Any, workers: int = 8) -> Array
             return None
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        images = list(pool.map(one, records))
-    keep = [i for i, image in enumerate(images) if image is not None]
-    if not keep:
+        read = [(r, image) for r, image in zip(records, pool.map(one, records), strict=True) if image is not None]
+    if not read:
         raise BoneAgeError("no readable image in the data")
     return Arrays(
-        images=np.stack([image for image in images if image is not None]),
-        male=np.array([[float(records[i].male)] for i in keep], np.float32),
-        ages=np.array([[records[i].boneage] for i in keep], np.float32),
+        images=np.stack([image for _, image in read]),
+        male=np.array([[float(r.male)] for r, _ in read], np.float32),
+        ages=np.array([[r.boneage] for r, _ in read], np.float32),
     )
 
 

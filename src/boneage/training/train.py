@@ -257,10 +257,11 @@ def train(config: TrainConfig, resume: bool = False, verbose: int | str = "auto"
             model = build_and_compile(config, train_records, steps)
             if config.init_weights:
                 warm_start(model, config.init_weights)
+    run = config.output_dir
     if state is None:
         config, state = _begin_run(config)
-    run = config.output_dir
-    (run / "data.json").write_text(json.dumps(data_summary(config, train_records, val_records), indent=1))
+        # once per run: the checksums decode every image of every source, and a resume has the same data
+        (run / "data.json").write_text(json.dumps(data_summary(config, train_records, val_records), indent=1))
     # One fit() per epoch: the logger must append, or each epoch would overwrite the last.
     history = keras.callbacks.CSVLogger(str(run / "history.csv"), append=True)
     process_start = time.monotonic()
