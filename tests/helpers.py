@@ -69,6 +69,24 @@ def write_tiny_model(path: Path, size: int = 64, card: ModelCard | None = None, 
     return path
 
 
+def register(path: Path, models_dir: Path) -> Path:
+    """Make the model at ``path`` a known release: a copy in ``models_dir`` and its sha256 in the
+    registry there, as the shipped models are. Returns the registered copy."""
+    from boneage.modelcard import file_sha256, read_card
+    from boneage.models import RegistryEntry, load_registry, save_registry
+
+    data = path.read_bytes()
+    card = read_card(data, str(path))
+    copy = models_dir / f"{card.ref}.onnx"
+    copy.write_bytes(data)
+    registry = load_registry(models_dir)
+    entry = RegistryEntry(name=card.name, version=card.version, file=copy.name, sha256=file_sha256(copy),
+                          size=len(data), backbone=card.backbone)
+    registry.models = [e for e in registry.models if e.file != copy.name] + [entry]
+    save_registry(registry, models_dir)
+    return copy
+
+
 def expected_months(image01: np.ndarray, male: bool) -> float:
     return OFFSET + SCALE * float(image01.mean()) + MALE_BONUS * male
 

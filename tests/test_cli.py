@@ -119,7 +119,8 @@ def test_table_rounds_months_into_whole_years() -> None:
 def test_time_limit_durations() -> None:
     from boneage.cli.train import duration
 
-    assert [duration(t) for t in ("90", "90s", "45m", "2h", "0.5h")] == [90, 90, 2700, 7200, 1800]
-    for bad in ("", "m", "-5m", "ten", "2h50m", "inf"):
+    assert [duration(t) for t in ("90", "90s", "45m", "2h", "0.5h", "2h25m", "1h0m30s")] == [
+        90, 90, 2700, 7200, 1800, 8700, 3630]
+    for bad in ("", "m", "-5m", "ten", "25m2h", "inf", "0s", "h"):
         with pytest.raises(ConfigError, match="--time-limit"):
             duration(bad)

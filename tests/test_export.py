@@ -121,6 +121,33 @@ def test_export_checks_the_run_before_writing(exported: Path, tmp_path: Path) ->
     assert not (tmp_path / "out").exists()
 
 
+def test_lean_release_with_another_resize(exported: Path, tmp_path: Path, data_dir: Path) -> None:
+    """A release can ship another resize than its run's (same size) and leave the .keras out."""
+    from boneage.export.export import export_run
+    from boneage.modelcard import file_sha256
+    from boneage.preprocess import PreprocessConfig, StepConfig
+
+    run = exported.parent / "run"
+    config = json.loads((run / "config.json").read_text())
+    size = config["input_size"]
+    area = PreprocessConfig(steps=tuple(
+        StepConfig(name=s["name"], params={**s.get("params", {}), "interpolation": "area"} if s["name"] == "resize"
+                   else s.get("params", {})) for s in config["preprocessing"]["steps"]))
+    (entry,) = export_run(run, "0.2.0", tmp_path / "lean", preprocessing=area, with_keras=False)
+    assert sorted(p.name for p in (tmp_path / "lean").iterdir()) == [entry.file, "registry.json"]
+    card = read_card((tmp_path / "lean" / entry.file).read_bytes(), entry.file)
+    assert card.preprocessing == area and card.keras_sha256 is None and entry.keras_file is None
+    assert card.notes["weights_sha256"] == file_sha256(run / "best.keras")
+    estimator = BoneAgeEstimator(tmp_path / "lean" / entry.file)
+    assert estimator.predict(sorted((data_dir / "rsna-512").glob("*.png"))[0], male=True).bone_age_months > 0
+    with pytest.raises(Exception, match="only run on the ONNX runtime"):
+        BoneAgeEstimator(tmp_path / "lean" / entry.file, runtime="tensorflow")
+    other_size = area.with_size(size * 2)
+    with pytest.raises(ConfigError, match="resizes to"):
+        export_run(run, "0.2.1", tmp_path / "refused", preprocessing=other_size)
+    assert not (tmp_path / "refused").exists()
+
+
 def test_a_fine_tune_names_the_model_it_started_from(exported: Path, data_dir: Path, tmp_path: Path) -> None:
     from boneage import plugins
     from boneage.export.export import export_run

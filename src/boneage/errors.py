@@ -57,6 +57,11 @@ class ChecksumMismatchError(InvalidModelError):
     """The model file differs from the one that was registered or exported."""
 
 
+class ModelOutputError(InvalidModelError):
+    """The model answered something that cannot be months: NaN, infinite, or of the wrong shape
+    or type. A fault of the model, not of the image, so no answer is given at all."""
+
+
 class PluginError(BoneAgeError):
     """A plugin is missing, broken or clashes with another."""
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from boneage import plugins
 from boneage.errors import BoneAgeError, InputError, InvalidModelError
-from boneage.imageio import ImageInput, load_image
+from boneage.imageio import ImageInput, read_image
 from boneage.models import ModelFile, open_model
 from boneage.prediction import Prediction
 from boneage.preprocess import build_pipeline
@@ -23,6 +23,7 @@ from boneage.preprocess.builtin import looks_inverted, to_uint8_gray
 from boneage.preprocess.crop import downscale, is_uniform
 from boneage.preprocess.crop_classical import ClassicalParams, find_hand
 from boneage.preprocess.pipeline import Notes
+from boneage.runtimes import checked_months
 from boneage.sex import check_male
 from boneage.specs import Runtime, RuntimeSpec
 
@@ -73,26 +74,28 @@ class BoneAgeEstimator:
     def path(self) -> Path:
         return self.model.path
 
-    def preprocess(self, image: ImageInput) -> tuple[np.ndarray, list[str]]:
-        """The model input for one image, and any warnings: the steps' own, and the input checks'."""
-        notes = Notes()
-        loaded = load_image(image)
-        notes.warnings.extend(input_warnings(loaded, self._steps))
-        prepared = self.pipeline(loaded, notes)
+    def preprocess(self, image: ImageInput) -> tuple[np.ndarray, Notes]:
+        """The model input for one image, and notes on it: warnings (the steps' own, and the input
+        checks') and what was applied on the way (e.g. an EXIF rotation)."""
+        loaded = read_image(image)
+        notes = Notes(applied=list(loaded.notes))
+        notes.warnings.extend(input_warnings(loaded.image, self._steps))
+        prepared = self.pipeline(loaded.image, notes)
         size = self.card.input_size
         if prepared.shape != (size, size, 1) or not 0.0 <= float(prepared.min()) <= float(prepared.max()) <= 1.0:
             raise InvalidModelError(
                 f"the preprocessing of {self.card.ref} gives {prepared.shape} in "
                 f"[{prepared.min():g}, {prepared.max():g}], not ({size}, {size}, 1) in [0, 1]: its card is inconsistent"
             )
-        return prepared, notes.warnings
+        return prepared, notes
 
     def run(self, images: np.ndarray, male: Sequence[bool]) -> np.ndarray:
         """Months for a batch that is already preprocessed (N, H, W, 1)."""
         sexes = np.array([[float(check_male(m))] for m in male], dtype=np.float32)
-        return self.runtime.predict(np.ascontiguousarray(images, dtype=np.float32), sexes)
+        out = self.runtime.predict(np.ascontiguousarray(images, dtype=np.float32), sexes)
+        return checked_months(out, len(sexes))  # NaN or a wrong shape is the model's fault: exit 3
 
-    def make_prediction(self, months: float, male: bool, source: str | None, warnings: list[str]) -> Prediction:
+    def make_prediction(self, months: float, male: bool, source: str | None, notes: Notes) -> Prediction:
         return Prediction.make(
             float(months),
             male=male,
@@ -100,7 +103,8 @@ class BoneAgeEstimator:
             model_version=self.card.version,
             runtime=self.runtime_name,
             source=source,
-            warnings=warnings,
+            warnings=[*self.model.warnings, *notes.warnings],  # e.g. not a known release
+            notes=tuple(notes.applied),
         )
 
     def predict(self, image: ImageInput, male: Any) -> Prediction:
@@ -132,15 +136,15 @@ class BoneAgeEstimator:
 
     def _predict_chunk(self, images: Sequence[ImageInput], male: Sequence[Any]) -> list[Prediction | BoneAgeError]:
         results: list[Prediction | BoneAgeError | None] = [None] * len(images)
-        prepared: list[tuple[int, bool, np.ndarray, list[str]]] = []
+        prepared: list[tuple[int, bool, np.ndarray, Notes]] = []
         for i, (image, m) in enumerate(zip(images, male, strict=True)):
             try:
                 sex = check_male(m)
                 prepared.append((i, sex, *self.preprocess(image)))
-            except BoneAgeError as exc:
+            except InputError as exc:  # this input's fault; a model's or a plugin's error ends the batch
                 results[i] = exc
         if prepared:
             months = self.run(np.stack([p[2] for p in prepared]), [p[1] for p in prepared])
-            for (i, sex, _, warnings), value in zip(prepared, months, strict=True):
-                results[i] = self.make_prediction(value, sex, _source(images[i]), warnings)
+            for (i, sex, _, notes), value in zip(prepared, months, strict=True):
+                results[i] = self.make_prediction(value, sex, _source(images[i]), notes)
         return results  # type: ignore[return-value]

@@ -1,13 +1,20 @@
 """Turn what a caller passes (path, bytes, array) into a checked numpy image.
 
-Sizes are checked before any pixel is decoded (from the header for PNG and JPEG, by OpenCV's
-own pixel cap for other formats), so a hostile header cannot exhaust memory.
+Sizes and decoded bytes are checked from the header before any pixel is decoded, whatever the
+caller imported first, so a hostile header cannot exhaust memory. Files are read with a byte limit
+and only if they are regular files, so ``/dev/zero`` or a FIFO cannot hang or fill memory. An EXIF
+orientation is honoured, as every image viewer does, and said in the result.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import stat
 import struct
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,31 +31,76 @@ ImageInput = str | os.PathLike[str] | bytes | bytearray | memoryview | np.ndarra
 MIN_SIDE = 32
 MAX_PIXELS = 64_000_000  # a large CR plate is ~4300x3500 = 15 MP
 MAX_BYTES = 512 * 1024 * 1024
-# PNG and JPEG sizes are checked from their headers below; for the other formats OpenCV enforces
-# this cap itself before decoding (it reads the variable once, at its first decode).
+# The decoded image's bytes: a 64 MP 16-bit grayscale plate (128 MB) passes, an 8000x8000 16-bit
+# RGBA PNG (512 MB, about 1.5 GB while converted) does not.
+MAX_DECODED_BYTES = 160 * 1024 * 1024
+# The formats whose header is checked before decoding; OpenCV decodes more (EXR, HDR, PFM, ...).
+FORMATS = {"PNG", "JPEG", "MPO", "TIFF", "BMP", "WEBP", "PPM"}
+# A second line of defence only: OpenCV reads this when it is first imported, which may be before us.
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
 
 import cv2  # noqa: E402
 
+# EXIF orientation -> how to turn the stored pixels upright (as PIL.ImageOps.exif_transpose does).
+ORIENTATIONS: dict[int, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
+    2: ("mirrored left-right", lambda a: a[:, ::-1]),
+    3: ("rotated 180 degrees", lambda a: a[::-1, ::-1]),
+    4: ("mirrored top-bottom", lambda a: a[::-1]),
+    5: ("transposed", lambda a: a.swapaxes(0, 1)),
+    6: ("rotated 90 degrees clockwise", lambda a: np.rot90(a, -1)),
+    7: ("transversed", lambda a: np.rot90(a, 2).swapaxes(0, 1)),
+    8: ("rotated 90 degrees counter-clockwise", lambda a: np.rot90(a, 1)),
+}
+# OpenCV's TIFF decoder applies the orientation itself, even with IMREAD_UNCHANGED.
+ORIENT_AFTER_DECODE = {"PNG", "JPEG", "MPO", "WEBP"}
 
-def header_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a PNG or JPEG header, None for other formats."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24 and data[12:16] == b"IHDR":
+
+@dataclass(frozen=True)
+class Loaded:
+    """A checked image, and what was done to it on the way (e.g. an EXIF rotation)."""
+
+    image: np.ndarray
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Header:
+    format: str
+    width: int
+    height: int
+    channels: int  # as OpenCV decodes it
+    sample_bytes: int
+    orientation: int = 1
+
+    @property
+    def decoded_bytes(self) -> int:
+        return self.width * self.height * self.channels * self.sample_bytes
+
+
+# PNG colour type -> channels OpenCV decodes to (a palette can become RGBA).
+PNG_CHANNELS = {0: 1, 2: 3, 3: 4, 4: 2, 6: 4}
+
+
+def own_header(data: bytes) -> Header | None:
+    """PNG and JPEG, the formats of nearly every radiograph, read here: cheaper than Pillow, as
+    tolerant as the decoders (libpng accepts a bad CRC in an ancillary chunk, Pillow does not), and
+    it names the size where Pillow's own bomb check would refuse to open the file. None otherwise."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 26 and data[12:16] == b"IHDR":
         w, h = struct.unpack(">II", data[16:24])
-        return int(w), int(h)
+        return Header("PNG", int(w), int(h), PNG_CHANNELS.get(data[25], 4), 2 if data[24] == 16 else 1)
     if data[:2] == b"\xff\xd8":
         i = 2
         while i + 9 < len(data):
             if data[i] != 0xFF:
                 return None
             marker = data[i + 1]
-            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-                i += 2
+            if marker in (0xD8, 0x01, 0xFF) or 0xD0 <= marker <= 0xD7:
+                i += 1 if marker == 0xFF else 2  # fill bytes, markers without a length
                 continue
             length = struct.unpack(">H", data[i + 2 : i + 4])[0]
-            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-                h, w = struct.unpack(">HH", data[i + 5 : i + 9])
-                return int(w), int(h)
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+                bits, h, w, components = struct.unpack(">BHHB", data[i + 4 : i + 10])
+                return Header("JPEG", int(w), int(h), int(components), 2 if bits > 8 else 1)
             i += 2 + length
     return None
 
@@ -60,36 +112,124 @@ def check_size(width: int, height: int, what: str) -> None:
         raise ImageTooSmallError(f"{what} is {width}x{height} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed")
 
 
-def decode(data: bytes, what: str = "image") -> np.ndarray:
+def pillow_header(data: bytes, what: str) -> Header:
+    """The other formats' headers, through Pillow (which opens lazily: no pixel is decoded)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                fmt, mode, (width, height) = str(im.format), im.mode, im.size
+                orientation = _orientation(im)
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"{what} has more than the {MAX_PIXELS:,} pixels allowed ({exc})") from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error) as exc:
+        raise ImageReadError(f"{what} is not a readable image (truncated, or not PNG/JPEG/TIFF/BMP/WebP)") from exc
+    if fmt not in FORMATS:
+        raise UnsupportedImageError(f"{what} is a {fmt} file; radiographs are read from {', '.join(sorted(FORMATS))}")
+    channels = 4 if mode in ("P", "PA") else len(mode) if mode in ("LA", "RGB", "RGBA", "CMYK") else 1
+    sample_bytes = 2 if mode.startswith("I;16") else 4 if mode in ("I", "F") else 1
+    return Header(fmt, width, height, channels, sample_bytes, orientation)
+
+
+def _orientation(im: object) -> int:
+    """The EXIF orientation tag, without decoding pixels (Pillow's PNG ``getexif`` would)."""
+    from PIL import Image
+
+    raw = getattr(im, "info", {}).get("exif")
+    if getattr(im, "format", None) == "PNG":
+        if not raw:
+            return 1
+        exif = Image.Exif()
+        exif.load(raw)
+    else:
+        exif = im.getexif()  # type: ignore[attr-defined]
+    value = exif.get(0x0112, 1)
+    return value if isinstance(value, int) and value in ORIENTATIONS else 1
+
+
+def exif_orientation(data: bytes) -> int:
+    """The orientation of a PNG or JPEG that carries EXIF; 1 when there is none or it cannot be read
+    (the image itself may still decode)."""
+    if b"Exif" not in data[:65536] and b"eXIf" not in data:
+        return 1
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return _orientation(im)
+    except Exception:  # noqa: BLE001 - unreadable EXIF is no orientation, as in viewers
+        return 1
+
+
+def read_header(data: bytes, what: str) -> Header:
+    """Format, size, decoded bytes and EXIF orientation, from the header alone, checked against the
+    limits before anything is decoded."""
+    header = own_header(data)
+    if header is not None:
+        check_size(header.width, header.height, what)
+        header = replace(header, orientation=exif_orientation(data))
+    else:
+        header = pillow_header(data, what)
+        check_size(header.width, header.height, what)
+    if header.decoded_bytes > MAX_DECODED_BYTES:
+        raise ImageTooLargeError(
+            f"{what} ({header.width}x{header.height}, {header.channels} channels of {8 * header.sample_bytes} bits) "
+            f"needs {header.decoded_bytes / 2**20:,.0f} MiB decoded, more than the {MAX_DECODED_BYTES // 2**20} MiB "
+            "allowed per image"
+        )
+    return header
+
+
+def decode(data: bytes, what: str = "image") -> Loaded:
     if not data:
         raise ImageReadError(f"{what} is empty")
-    size = header_size(data)
-    if size is not None:
-        check_size(*size, what)
+    header = read_header(data, what)
     buffer = np.frombuffer(data, np.uint8)
     try:
         image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
         raise ImageReadError(f"{what} could not be decoded: {exc}") from exc
     if image is None:
-        raise ImageReadError(f"{what} is not a readable image (truncated, or not PNG/JPEG/TIFF/BMP)")
+        raise ImageReadError(f"{what} is not a readable image (truncated, or not PNG/JPEG/TIFF/BMP/WebP)")
     if image.ndim == 3 and image.shape[2] >= 3:  # OpenCV decodes to BGR(A)
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-    return check_array(image, what)
+    notes: tuple[str, ...] = ()
+    if header.orientation != 1 and header.format in ORIENT_AFTER_DECODE:
+        description, turn = ORIENTATIONS[header.orientation]
+        image = np.ascontiguousarray(turn(image))
+        notes = (f"EXIF orientation {header.orientation} applied: the stored image was {description} to show it upright",)
+    return Loaded(check_array(image, what), notes)
 
 
 def read_path(path: Path) -> bytes:
+    """The file's bytes, if it is a regular file of at most MAX_BYTES: a device, a FIFO or a socket is
+    refused without reading (the file is opened non-blocking and checked on the open descriptor)."""
     what = str(path)
     try:
-        if not path.exists():
-            raise ImageReadError(f"{what}: no such file")
-        if path.is_dir():
-            raise ImageReadError(f"{what} is a directory, not an image")
-        if path.stat().st_size > MAX_BYTES:
-            raise ImageTooLargeError(f"{what} is larger than {MAX_BYTES // 2**20} MiB")
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError as exc:
+        raise ImageReadError(f"{what}: no such file") from exc
+    except IsADirectoryError as exc:
+        raise ImageReadError(f"{what} is a directory, not an image") from exc
     except OSError as exc:
         raise ImageReadError(f"{what} cannot be read: {exc.strerror or exc}") from exc
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise ImageReadError(f"{what} is a directory, not an image")
+        if not stat.S_ISREG(mode):
+            raise ImageReadError(f"{what} is not a regular file (a device, FIFO or socket), not an image")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise ImageReadError(f"{what} cannot be read: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)
+    if len(data) > MAX_BYTES:
+        raise ImageTooLargeError(f"{what} is larger than {MAX_BYTES // 2**20} MiB")
+    return data
 
 
 def check_array(image: np.ndarray, what: str = "array") -> np.ndarray:
@@ -112,13 +252,18 @@ def check_array(image: np.ndarray, what: str = "array") -> np.ndarray:
     return image
 
 
-def load_image(source: ImageInput) -> np.ndarray:
-    """A checked image array from a path, encoded bytes or an array."""
+def read_image(source: ImageInput) -> Loaded:
+    """A checked image from a path, encoded bytes or an array, with notes on what was done to it."""
     if isinstance(source, np.ndarray):
-        return check_array(source)
+        return Loaded(check_array(source))
     if isinstance(source, (bytes, bytearray, memoryview)):
         return decode(bytes(source), "image bytes")
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         return decode(read_path(path), str(path))
     raise UnsupportedImageError(f"cannot read an image from a {type(source).__name__}")
+
+
+def load_image(source: ImageInput) -> np.ndarray:
+    """A checked image array from a path, encoded bytes or an array."""
+    return read_image(source).image

@@ -8,11 +8,11 @@ protects and needs no ONNX parser to check.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import from_json
 
 from boneage.errors import ChecksumMismatchError, InvalidModelError
 from boneage.preprocess.config import PreprocessConfig
@@ -22,6 +22,7 @@ SUPPORTED_SCHEMAS = ("1.0",)
 CARD_KEY = "boneage.card"
 CHECKSUM_KEY = "boneage.sha256"
 PLACEHOLDER = "0" * 64
+MAX_CARD_BYTES = 1 << 20  # a real card is a few kB
 IMAGE_INPUT = "image"
 SEX_INPUT = "male"
 OUTPUT = "boneage_months"
@@ -48,7 +49,7 @@ class ModelCard(BaseModel):
     name: str
     version: str
     backbone: str
-    input_size: int
+    input_size: int = Field(gt=0, le=4096)
     preprocessing: PreprocessConfig
     output_unit: str = "months"
     training_data: TrainingData = Field(default_factory=TrainingData)
@@ -64,14 +65,25 @@ class ModelCard(BaseModel):
     def ref(self) -> str:
         return f"{self.name}-{self.version}"
 
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelCard:
+        """The preprocessing must resize to the size the model takes, or every image would fail."""
+        resized = self.preprocessing.input_size
+        if resized is not None and resized != self.input_size:
+            raise ValueError(f"input_size is {self.input_size} but the preprocessing resizes to {resized}")
+        return self
+
 
 def parse_card(metadata: dict[str, str], what: str) -> ModelCard:
     """The card from ``metadata_props``; refuse files without one or of another schema."""
     if CARD_KEY not in metadata:
         raise InvalidModelError(f"{what} carries no boneage model card; it was not exported by boneage")
-    try:
-        raw = json.loads(metadata[CARD_KEY])
-    except json.JSONDecodeError as exc:
+    text = metadata[CARD_KEY]
+    if len(text) > MAX_CARD_BYTES:
+        raise InvalidModelError(f"{what}: the model card is larger than {MAX_CARD_BYTES:,} bytes")
+    try:  # pydantic's parser bounds the nesting depth, where json.loads would hit RecursionError
+        raw = from_json(text)
+    except ValueError as exc:
         raise InvalidModelError(f"{what}: the model card is not valid JSON ({exc})") from exc
     schema = raw.get("schema_version") if isinstance(raw, dict) else None
     if schema not in SUPPORTED_SCHEMAS:
@@ -81,8 +93,16 @@ def parse_card(metadata: dict[str, str], what: str) -> ModelCard:
         )
     try:
         return ModelCard.model_validate(raw)
-    except ValidationError as exc:
-        raise InvalidModelError(f"{what}: invalid model card: {exc}") from exc
+    except (ValidationError, ValueError) as exc:
+        raise InvalidModelError(f"{what}: invalid model card: {one_line(exc)}") from exc
+
+
+def one_line(exc: Exception) -> str:
+    """A pydantic error without its multi-line detail, so the CLI message stays on one line."""
+    if isinstance(exc, ValidationError):
+        parts = [(".".join(map(str, e["loc"])), e["msg"]) for e in exc.errors()[:3]]
+        return "; ".join(f"{loc}: {msg}" if loc else msg for loc, msg in parts)
+    return " ".join(str(exc).split())
 
 
 def _varint(data: bytes, at: int) -> tuple[int, int]:

@@ -18,7 +18,8 @@ class Prediction(BaseModel):
     model_version: str
     runtime: str
     source: str | None = Field(None, description="the file the image came from, if any")
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = Field((), description="doubts about this answer: the input or the output looks wrong")
+    notes: tuple[str, ...] = Field((), description="what was done to the input on the way, e.g. an EXIF rotation")
 
     @classmethod
     def make(cls, months: float, **fields: object) -> Prediction:

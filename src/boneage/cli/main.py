@@ -7,11 +7,12 @@ answer at once; each handler is imported by name when its command runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from boneage._version import __version__
 
@@ -25,18 +26,32 @@ def _positive(text: str) -> int:
     return value
 
 
+MAX_THREADS = 256
+
+
+def _threads(text: str) -> int:
+    value = _positive(text)
+    if value > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_THREADS}, not {value}")
+    return value
+
+
 RUNTIME_HELP = "onnx or tensorflow, or a plugin's runtime (default: onnx; tensorflow for a .keras model)"
 
 
 def _predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="*", metavar="FILE", help="radiographs (PNG, JPEG, TIFF, BMP)")
-    p.add_argument("--sex", choices=["male", "female", "m", "f"], help="the sex of every child in FILE...")
+    p.add_argument("--sex", type=str.lower, choices=["male", "female", "m", "f"],
+                   help="the sex of every child in FILE... (male/female, M/F)")
     p.add_argument("--csv", metavar="LIST", help="a CSV with columns path,sex for many files")
     p.add_argument("--model", help="a registered model name or an .onnx path (default: the shipped model)")
     p.add_argument("--runtime", help=RUNTIME_HELP)
-    p.add_argument("--threads", type=_positive, help="inference threads (default: OMP_NUM_THREADS or all cores)")
+    p.add_argument("--threads", type=_threads, help="inference threads (default: OMP_NUM_THREADS or all cores)")
     p.add_argument("--batch-size", type=_positive, default=16, help="images per model call (default 16)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--output", metavar="RESULTS", help="write results to a .csv or .jsonl file as they are made")
+    p.add_argument("--resume", action="store_true", help="with --output: skip the inputs it already holds")
+    p.add_argument("--force", action="store_true", help="with --output: replace an existing file")
 
 
 def _train(p: argparse.ArgumentParser) -> None:
@@ -55,7 +70,7 @@ def _train(p: argparse.ArgumentParser) -> None:
                    help="fine-tune: start from a trained model's weights (same backbone)")
     p.add_argument("--output", help="the run folder: new or empty, or a run to continue with --resume")
     p.add_argument("--time-limit", metavar="DURATION",
-                   help="stop cleanly (resumable) before this much training time: 90s, 45m, 2h or seconds")
+                   help="stop cleanly (resumable) before this much training time: 90s, 45m, 2h25m or seconds")
     p.add_argument("--fit-epochs-to-time", action="store_true", default=None,
                    help="with --time-limit: fit the whole schedule into it (--epochs is then the most)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key, dotted; JSON values")
@@ -80,6 +95,10 @@ def _export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quantize", choices=["int8"], help="also write an int8 model")
     p.add_argument("--default", action="store_true", help="make it the default model")
     p.add_argument("--force", action="store_true", help="overwrite an existing version")
+    p.add_argument("--preprocessing", metavar="STEPS.json",
+                   help="ship another preprocessing than the run's (same input size), e.g. another resize")
+    p.add_argument("--without-keras", action="store_true",
+                   help="leave the .keras out (a lean release; the TensorFlow runtime then needs the run's file)")
 
 
 def _none(p: argparse.ArgumentParser) -> None:
@@ -107,28 +126,77 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+@contextlib.contextmanager
+def native_stderr_silenced(enabled: bool) -> Iterator[None]:
+    """C libraries (libpng, libjpeg, TensorFlow, ONNX Runtime) write their warnings straight to file
+    descriptor 2: point it at /dev/null while Python's ``sys.stderr`` keeps the terminal, so the user
+    sees boneage's messages and not the libraries' noise (``-v`` keeps it)."""
+    original = sys.__stderr__
+    if not enabled or original is None or sys.stderr is not original:  # e.g. captured by a test harness
+        yield
+        return
+    try:
+        original.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError):
+        yield
+        return
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    terminal = os.fdopen(os.dup(saved), "w", buffering=1, encoding=original.encoding, errors="backslashreplace")
+    sys.stderr = terminal
+    try:
+        yield
+    finally:
+        sys.stderr = original
+        terminal.flush()  # left open: a log handler may still hold it
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _stdout_gone() -> int:
+    """A reader closed the pipe (``boneage predict ... | head -1``): end quietly, as Unix tools do."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 141  # 128 + SIGPIPE, what a shell reports for a tool that a closed pipe stopped
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command is None:
         parser().print_help()
         return 2
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="boneage: %(message)s")
+    if not args.verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    debug = os.environ.get("BONEAGE_DEBUG", "0") not in ("", "0")
+    with native_stderr_silenced(not (args.verbose or debug)):
+        # after the switch, so that boneage's own log lines reach the terminal
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="boneage: %(message)s")
+        return _run(args, debug)
+
+
+def _run(args: argparse.Namespace, debug: bool) -> int:
     module, _, func = COMMANDS[args.command][0].partition(":")
+    from boneage.cli.table import printable
     from boneage.errors import BoneAgeError
 
     try:
         handler = getattr(importlib.import_module(module), func)
         return int(handler(args) or 0)
+    except BrokenPipeError:
+        return _stdout_gone()
     except BoneAgeError as exc:
-        print(f"boneage: error: {exc}", file=sys.stderr)
+        print(f"boneage: error: {printable(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("boneage: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # no traceback reaches a user unless asked for
-        if os.environ.get("BONEAGE_DEBUG", "0") not in ("", "0"):
+        if debug:
             raise
-        print(f"boneage: internal error: {type(exc).__name__}: {exc} (set BONEAGE_DEBUG=1 for a traceback)", file=sys.stderr)
+        print(f"boneage: internal error: {type(exc).__name__}: {printable(str(exc))} (set BONEAGE_DEBUG=1 for a traceback)", file=sys.stderr)
         return 70
 
 

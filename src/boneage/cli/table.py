@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
+def printable(text: str) -> str:
+    """Control characters (a file name can hold an escape sequence) shown as escapes, not obeyed."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def format_table(rows: Sequence[Sequence[str]]) -> str:
-    """Columns padded to their widest cell, trailing blanks trimmed."""
+    """Columns padded to their widest cell, trailing blanks trimmed, control characters escaped."""
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows)

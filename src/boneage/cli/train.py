@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +18,15 @@ def source(text: str) -> dict[str, str]:
     return {"labels": labels, "images": images}
 
 
+DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?")
+
+
 def duration(text: str) -> float:
-    """Seconds from ``90``, ``90s``, ``45m`` or ``2h``."""
-    units = {"s": 1, "m": 60, "h": 3600}
-    number, unit = (text[:-1], units[text[-1]]) if text[-1:] in units else (text, 1)
-    try:
-        seconds = float(number) * unit
-    except ValueError:
-        seconds = -1.0
-    if not seconds > 0 or seconds == float("inf"):
-        raise ConfigError(f"--time-limit wants a duration such as 90s, 45m or 2h, not {text!r}")
+    """Seconds from ``90``, ``90s``, ``45m``, ``2h`` or ``2h25m``."""
+    match = DURATION.fullmatch(text.strip())
+    seconds = sum(float(v) * unit for v, unit in zip(match.groups(), (3600, 60, 1), strict=True) if v) if match else 0.0
+    if not seconds > 0:
+        raise ConfigError(f"--time-limit wants a duration such as 90s, 45m, 2h or 2h25m, not {text!r}")
     return seconds
 
 

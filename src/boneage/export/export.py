@@ -20,12 +20,12 @@ from boneage.export.onnxcard import attach_card
 from boneage.metrics import summary
 from boneage.modelcard import ModelCard, TrainingData, file_sha256
 from boneage.models import Registry, RegistryEntry, load_registry, save_registry
-from boneage.preprocess import build_pipeline
+from boneage.preprocess import PreprocessConfig, build_pipeline
 from boneage.training.config import TrainConfig, load_config
 from boneage.training.data import Record, prepare_data, thin
 
 log = logging.getLogger(__name__)
-SEMVER = re.compile(r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
+SEMVER = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.-]+)?$")
 PARITY_LIMIT = 0.05  # months
 
 
@@ -50,6 +50,16 @@ def locate_run(source: Path) -> tuple[Path, Path]:
         if not (run / needed).is_file():
             raise ConfigError(f"{run} has no {needed}: export needs the run folder the model was trained in")
     return run, keras_file
+
+
+def with_preprocessing(config: TrainConfig, preprocessing: PreprocessConfig | None) -> TrainConfig:
+    if preprocessing is None:
+        return config
+    if preprocessing.input_size != config.input_size:
+        raise ConfigError(f"the preprocessing resizes to {preprocessing.input_size}, but the model was trained "
+                          f"on {config.input_size}x{config.input_size} inputs")
+    build_pipeline(preprocessing)  # unknown steps and bad parameters are refused before anything is written
+    return config.model_copy(update={"preprocessing": preprocessing})
 
 
 def preprocessed(records: list[Record], config: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -78,11 +88,16 @@ def export_run(
     make_default: bool = False,
     quantize: str | None = None,
     parity_images: int = 32,
+    preprocessing: PreprocessConfig | None = None,
+    with_keras: bool = True,
 ) -> list[RegistryEntry]:
+    """``preprocessing`` replaces the run's (same input size), e.g. another resize for raw
+    radiographs than the one the training images were made with; ``with_keras=False`` leaves the
+    30 MB ``.keras`` out of a release (the TensorFlow runtime then needs the run's own file)."""
     if not SEMVER.match(version):
         raise ConfigError(f"version {version!r} is not semantic (X.Y.Z)")
     run, keras_file = locate_run(source)
-    config = load_config(run / "config.json")
+    config = with_preprocessing(load_config(run / "config.json"), preprocessing)
     try:
         data_info = json.loads((run / "data.json").read_text())
         counts = {"train_images": int(data_info["train_images"]), "val_images": int(data_info["val_images"])}
@@ -111,8 +126,9 @@ def export_run(
     metrics = {**summary(ages, onnx_predict(unsealed, images, male)), "parity_max_abs_months": parity}
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    keras_path = onnx_path.with_suffix(".keras")
-    model.save(keras_path)
+    keras_path = onnx_path.with_suffix(".keras") if with_keras else None
+    if keras_path is not None:
+        model.save(keras_path)
     card = ModelCard(
         name=name,
         version=version,
@@ -130,8 +146,8 @@ def export_run(
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         package_version=__version__,
         git_commit=git_commit(),
-        keras_sha256=file_sha256(keras_path),
-        notes={"opset": OPSET, "training": _training_notes(run, config)},
+        keras_sha256=file_sha256(keras_path) if keras_path is not None else None,
+        notes={"opset": OPSET, "training": _training_notes(run, config), "weights_sha256": file_sha256(keras_file)},
     )
     onnx_path.write_bytes(attach_card(proto, card))
     entries = [_register(out_dir, onnx_path, card, make_default, keras_path)]

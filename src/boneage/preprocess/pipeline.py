@@ -15,9 +15,11 @@ from boneage.specs import StepSpec, Transform
 
 @dataclass
 class Notes:
-    """What the steps noticed about one image, passed on to the prediction."""
+    """What the reading and the steps noticed about one image (warnings: doubts about the answer)
+    and did to it (applied: e.g. an EXIF rotation), passed on to the prediction."""
 
     warnings: list[str] = field(default_factory=list)
+    applied: list[str] = field(default_factory=list)
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)

@@ -10,6 +10,9 @@ import onnxruntime as ort
 
 from boneage.errors import InvalidModelError
 from boneage.modelcard import IMAGE_INPUT, SEX_INPUT
+from boneage.runtimes import checked_months
+
+FLOAT_OUTPUTS = ("tensor(float)", "tensor(float16)", "tensor(double)")
 
 
 def default_threads() -> int:
@@ -28,13 +31,39 @@ def session_options(threads: int | None) -> ort.SessionOptions:
     options.intra_op_num_threads = threads or default_threads()
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Bytes are parsed as ONNX only: the self-containment check in models.py reads that format.
+    options.add_session_config_entry("session.load_model_format", "ONNX")
     return options
+
+
+def _fixed(dim: object) -> int | None:
+    """A dimension the graph fixes, or None for a symbolic or unknown one."""
+    return dim if isinstance(dim, int) and dim > 0 else None
+
+
+def check_signature(session: ort.InferenceSession, what: str, input_size: int | None) -> str:
+    """The name of the single float output of shape (N,) or (N, 1); refuse anything else now, at
+    load time, rather than on the first batch. ``input_size`` is the card's: a graph that fixes
+    another image size would fail on every image."""
+    outputs = session.get_outputs()
+    if len(outputs) != 1 or outputs[0].type not in FLOAT_OUTPUTS:
+        found = ", ".join(f"{o.name}: {o.type}" for o in outputs) or "none"
+        raise InvalidModelError(f"{what} must have one float output of months, not {found}")
+    shape = outputs[0].shape or []
+    if len(shape) not in (1, 2) or (len(shape) == 2 and _fixed(shape[1]) not in (None, 1)):
+        raise InvalidModelError(f"{what} answers shape {shape}; a boneage model answers (N,) or (N, 1)")
+    image = next(i for i in session.get_inputs() if i.name == IMAGE_INPUT)
+    dims = list(image.shape or [])
+    if input_size is not None and len(dims) == 4 and any(_fixed(d) not in (None, input_size) for d in dims[1:3]):
+        raise InvalidModelError(f"{what} takes images of shape {dims}, but its card says input_size {input_size}")
+    return str(outputs[0].name)
 
 
 class OnnxRuntime:
     name = "onnx"
 
-    def __init__(self, path: Path, data: bytes | None = None, threads: int | None = None) -> None:
+    def __init__(self, path: Path, data: bytes | None = None, threads: int | None = None,
+                 input_size: int | None = None) -> None:
         if path.suffix == ".keras":
             raise InvalidModelError(f"{path} is a Keras model: use runtime='tensorflow', or export it to ONNX")
         try:
@@ -48,11 +77,12 @@ class OnnxRuntime:
             raise InvalidModelError(
                 f"{path} has inputs {sorted(names)}; a boneage model has {IMAGE_INPUT!r} and {SEX_INPUT!r}"
             )
-        self.output = self.session.get_outputs()[0].name
+        self.output = check_signature(self.session, str(path), input_size)
 
     def predict(self, images: np.ndarray, male: np.ndarray) -> np.ndarray:
+        """Months as (N,) float32, checked: NaN, infinity or another shape is a ModelOutputError."""
         try:
             (out,) = self.session.run([self.output], {IMAGE_INPUT: images, SEX_INPUT: male})
         except Exception as exc:  # shape or type mismatch between the card and the graph
             raise InvalidModelError(f"the model failed on a batch of shape {images.shape}: {exc}") from exc
-        return np.asarray(out, dtype=np.float32).reshape(-1)
+        return checked_months(out, len(images))

@@ -13,6 +13,7 @@ import numpy as np
 from boneage.backbones import load_keras_model
 from boneage.errors import ChecksumMismatchError, InvalidModelError, MissingDependencyError, ModelNotFoundError
 from boneage.modelcard import IMAGE_INPUT, SEX_INPUT, ModelCard, file_sha256
+from boneage.runtimes import checked_months
 
 
 def _load(path: Path, threads: int | None) -> Any:
@@ -45,6 +46,7 @@ class TensorFlowRuntime:
         self._lock = threading.Lock()
 
     def predict(self, images: np.ndarray, male: np.ndarray) -> np.ndarray:
+        """Months as (N,) float32, checked: NaN, infinity or another shape is a ModelOutputError."""
         with self._lock:
             out = self.model({IMAGE_INPUT: images, SEX_INPUT: male}, training=False)
-        return np.asarray(out, dtype=np.float32).reshape(-1)
+        return checked_months(np.asarray(out), len(images))

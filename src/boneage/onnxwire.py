@@ -1,0 +1,100 @@
+"""Find tensors of a serialized ONNX model that keep their data in other files.
+
+ONNX Runtime resolves such "external data" against the current directory when a model is loaded
+from bytes, so a crafted model could read any file the user can. Boneage models never use it, so
+any such tensor is refused. This reads the protobuf wire format directly: no ``onnx`` package and
+no inference session are needed, and it visits every place a tensor can hide (initializers,
+``Constant`` attributes, subgraphs of ``If``/``Loop``/``Scan``, functions, training graphs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from boneage.errors import InvalidModelError
+
+# For each message, its fields that hold a message which can contain a TensorProto (onnx.proto3).
+# tests/test_model_safety.py checks this table against the onnx package's own descriptors.
+TENSOR_PATHS: dict[str, dict[int, str]] = {
+    "ModelProto": {7: "GraphProto", 20: "TrainingInfoProto", 25: "FunctionProto"},
+    "GraphProto": {1: "NodeProto", 5: "TensorProto", 15: "SparseTensorProto"},
+    "NodeProto": {5: "AttributeProto"},
+    "AttributeProto": {5: "TensorProto", 6: "GraphProto", 10: "TensorProto", 11: "GraphProto",
+                       22: "SparseTensorProto", 23: "SparseTensorProto"},
+    "FunctionProto": {7: "NodeProto", 11: "AttributeProto"},
+    "TrainingInfoProto": {1: "GraphProto", 2: "GraphProto"},
+    "SparseTensorProto": {1: "TensorProto", 2: "TensorProto"},
+    "TensorProto": {},
+}
+EXTERNAL_DATA_FIELD = 13  # TensorProto.external_data
+DATA_LOCATION_FIELD = 14  # TensorProto.data_location
+EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
+VARINT, FIXED64, LENGTH, FIXED32 = 0, 1, 2, 5
+
+
+class WireError(InvalidModelError):
+    """The bytes are not a well-formed protobuf message."""
+
+
+def _varint(data: memoryview, at: int, end: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while at < end and shift < 70:
+        byte = data[at]
+        value |= (byte & 0x7F) << shift
+        at += 1
+        if not byte & 0x80:
+            return value, at
+        shift += 7
+    raise WireError("truncated or overlong varint")
+
+
+def fields(data: memoryview, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
+    """Each field of the message in ``data[start:end]``: (number, wire type, a, b), where (a, b)
+    is the payload's span for length-delimited fields and (value, value) for varints."""
+    at = start
+    while at < end:
+        key, at = _varint(data, at, end)
+        number, wire = key >> 3, key & 7
+        if wire == VARINT:
+            value, at = _varint(data, at, end)
+            yield number, wire, value, value
+            continue
+        if wire == LENGTH:
+            length, at = _varint(data, at, end)
+            if at + length > end:
+                raise WireError("a field runs past the end of its message")
+            yield number, wire, at, at + length
+            at += length
+        elif wire in (FIXED64, FIXED32):
+            at += 8 if wire == FIXED64 else 4
+        else:  # groups (3, 4) are not in ONNX; 6 and 7 do not exist
+            raise WireError(f"unexpected protobuf wire type {wire}")
+    if at != end:
+        raise WireError("a field runs past the end of its message")
+
+
+def _is_external(data: memoryview, start: int, end: int) -> bool:
+    for number, wire, a, _ in fields(data, start, end):
+        if number == EXTERNAL_DATA_FIELD and wire == LENGTH:
+            return True
+        if number == DATA_LOCATION_FIELD and wire == VARINT and a == EXTERNAL:
+            return True
+    return False
+
+
+def external_tensors(data: bytes) -> int:
+    """How many tensors in the serialized ``ModelProto`` point at external data (0 for a
+    self-contained model). Raises :class:`WireError` if the bytes are not a protobuf message."""
+    view = memoryview(data)
+    stack = [("ModelProto", 0, len(data))]
+    found = 0
+    while stack:
+        kind, start, end = stack.pop()
+        if kind == "TensorProto":
+            found += _is_external(view, start, end)
+            continue
+        children = TENSOR_PATHS[kind]
+        for number, wire, a, b in fields(view, start, end):
+            if wire == LENGTH and number in children:
+                stack.append((children[number], a, b))
+    return found
