@@ -14,7 +14,7 @@ import pytest
 from pydantic import BaseModel
 
 from boneage import BoneAgeEstimator, hookimpl, hookspecs, plugins
-from boneage.errors import DuplicatePluginError, PreprocessError
+from boneage.errors import PreprocessError
 from boneage.preprocess import PreprocessConfig, StepConfig, build_pipeline
 from boneage.specs import BackboneSpec, CropperSpec, RuntimeSpec, StepSpec
 
@@ -143,17 +143,17 @@ def test_builtins_register_through_the_hooks() -> None:
         assert names <= set(items) and all(items[n].source == plugins.BUILTIN for n in names)
 
 
-def test_a_hook_that_raises_is_a_plugin_error() -> None:
-    from boneage.errors import PluginError
-
+def test_a_hook_that_raises_is_a_rejection() -> None:
     class Broken:
         @hookimpl
         def boneage_register_runtimes(self) -> list[RuntimeSpec]:
             raise RuntimeError("oops")
 
     manager = register(Broken(), "broken 0.0.1")
-    with pytest.raises(PluginError, match=r"Broken \(broken 0.0.1\) failed in boneage_register_runtimes: oops"):
-        manager.registry("runtimes")
+    assert "onnx" in manager.registry("runtimes")
+    (rejection,) = manager.rejections
+    assert (rejection.plugin, rejection.source) == ("Broken", "broken 0.0.1")
+    assert rejection.error == "boneage_register_runtimes raised RuntimeError: oops"
 
 
 def test_duplicate_name_names_both_sources() -> None:
@@ -163,8 +163,9 @@ def test_duplicate_name_names_both_sources() -> None:
             return [RuntimeSpec("onnx", lambda model, threads: ConstantRuntime())]
 
     manager = register(Again(), "impostor 0.1")
-    with pytest.raises(DuplicatePluginError, match=r"'onnx' is registered twice: by boneage.runtimes \(built-in\) and by Again \(impostor 0.1\)"):
-        manager.registry("runtimes")
+    assert manager.registry("runtimes")["onnx"].source == plugins.BUILTIN
+    (rejection,) = manager.rejections
+    assert rejection.error == "runtime 'onnx' is registered twice: by boneage.runtimes (built-in) and by Again (impostor 0.1)"
 
 
 class FakeDist:
@@ -176,7 +177,7 @@ class FakeEntryPoint:
         self.name, self.value, self.dist, self._target = name, f"fake:{name}", FakeDist(), target
 
     def load(self) -> Any:
-        if isinstance(self._target, Exception):
+        if isinstance(self._target, BaseException):
             raise self._target
         return self._target
 
@@ -203,3 +204,29 @@ def test_import_boneage_is_light() -> None:
     code = "import boneage, sys; print(sorted(m for m in ('boneage.plugins', 'onnxruntime', 'cv2', 'tensorflow', 'keras') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+class UnbuildablePlugin:
+    @hookimpl
+    def boneage_register_preprocess_steps(self) -> list[StepSpec]:
+        def build(params: object) -> Any:
+            raise RuntimeError("needs a GPU it cannot find")
+
+        return [StepSpec("unbuildable", build, FlipParams, "fails when built")]
+
+    @hookimpl
+    def boneage_register_runtimes(self) -> list[RuntimeSpec]:
+        def load(model: object, threads: object) -> Any:
+            raise OSError("no such accelerator")
+
+        return [RuntimeSpec("unloadable", load, "fails when loaded")]
+
+
+def test_a_plugin_that_cannot_build_or_load_is_a_plugin_error(tiny_model: Path) -> None:
+    from boneage.errors import PluginError
+
+    register(UnbuildablePlugin())
+    with pytest.raises(PluginError, match="'unbuildable' could not be built: RuntimeError: needs a GPU"):
+        build_pipeline(PreprocessConfig(steps=(StepConfig(name="unbuildable"),)))
+    with pytest.raises(PluginError, match="runtime 'unloadable' could not load .*OSError: no such accelerator"):
+        BoneAgeEstimator(tiny_model, runtime="unloadable")

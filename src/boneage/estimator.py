@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from boneage import plugins
-from boneage.errors import BoneAgeError, InputError, InvalidModelError
+from boneage.errors import BoneAgeError, InputError, InvalidModelError, PluginError
 from boneage.imageio import ImageInput, read_image
 from boneage.models import ModelFile, open_model
 from boneage.prediction import Prediction
@@ -64,7 +64,12 @@ class BoneAgeEstimator:
         self.card = self.model.card
         self.pipeline = build_pipeline(self.card.preprocessing)
         self._steps = {step.name for step in self.card.preprocessing.steps}
-        self.runtime: Runtime = spec.load(self.model, threads)
+        try:
+            self.runtime: Runtime = spec.load(self.model, threads)
+        except (BoneAgeError, MemoryError):
+            raise
+        except Exception as exc:  # a plugin runtime that fails to load: typed, naming it
+            raise PluginError(f"runtime {runtime!r} could not load {self.model.card.ref}: {type(exc).__name__}: {exc}") from exc
         self.runtime_name = runtime
 
     def __repr__(self) -> str:

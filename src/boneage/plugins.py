@@ -1,14 +1,19 @@
 """The plugin manager: built-in parts and third-party packages register through the same hooks.
 
 Third-party plugins come from the entry-point group ``boneage`` and are loaded on first use,
-not at ``import boneage``. A plugin that fails to load is recorded and reported by
-``boneage plugins``; it does not stop the others.
+not at ``import boneage``. A plugin costs only itself when it is broken: one whose import fails
+(``sys.exit()`` included) is recorded as a load failure; one with an unknown or unmarked hook, a
+hook that raises, returns something other than a list of the right specs, or takes a name
+already taken is refused whole. The built-ins and the other plugins keep working, and
+``boneage plugins`` reports both lists.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
+import inspect
 import logging
 import os
 import threading
@@ -18,13 +23,15 @@ from typing import Any, Literal
 import pluggy
 
 from boneage import hookspecs
-from boneage.errors import DuplicatePluginError, PluginError, PluginNotFoundError
+from boneage.errors import PluginError, PluginNotFoundError
+from boneage.specs import BackboneSpec, CropperSpec, RuntimeSpec, StepSpec, spec_problem, type_name
 
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "boneage"
 DISABLE_AUTOLOAD_ENV = "BONEAGE_DISABLE_PLUGIN_AUTOLOAD"
 BUILTIN = "built-in"
+HOOK_PREFIX = "boneage_"
 
 BUILTIN_MODULES = (
     "boneage.preprocess.builtin",
@@ -36,6 +43,9 @@ BUILTIN_MODULES = (
 
 Kind = Literal["preprocess_steps", "croppers", "backbones", "runtimes"]
 KINDS: tuple[Kind, ...] = ("preprocess_steps", "croppers", "backbones", "runtimes")
+SPEC_TYPES: dict[Kind, type] = {
+    "preprocess_steps": StepSpec, "croppers": CropperSpec, "backbones": BackboneSpec, "runtimes": RuntimeSpec,
+}
 
 
 @dataclass(frozen=True)
@@ -49,74 +59,256 @@ class Registered:
 
 @dataclass(frozen=True)
 class LoadFailure:
+    """An installed plugin whose import failed; the others load."""
+
     entry_point: str
     source: str
     error: str
 
 
+@dataclass(frozen=True)
+class Rejection:
+    """A plugin that was imported but refused whole, so none of its items half-work."""
+
+    plugin: str
+    source: str
+    error: str
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message`` on one bounded line, even for an exception whose ``str`` fails."""
+    try:
+        text = " ".join(str(exc).split())
+    except Exception:  # a plugin's exception may not even print
+        text = "(unprintable)"
+    name = type(exc).__name__
+    return f"{name}: {text[:300]}" if text else name
+
+
+def _refusal(exc: BaseException) -> str:
+    """pluggy's refusals, shortened to one line (they append the whole plugin table)."""
+    if isinstance(exc, ValueError) and str(exc):
+        return str(exc).splitlines()[0]
+    if isinstance(exc, pluggy.PluginValidationError):
+        return " ".join(str(exc).split())[:300]
+    return describe_error(exc)
+
+
+def hook_name(kind: Kind) -> str:
+    return f"boneage_register_{kind}"
+
+
 class Plugins:
-    """One plugin manager with its sources, load failures and the collected registries."""
+    """One plugin manager with its sources, load failures, rejections and the collected registries."""
 
     def __init__(self, autoload: bool = True) -> None:
         self.pm = pluggy.PluginManager("boneage")
         self.pm.add_hookspecs(hookspecs)
         self.sources: dict[str, str] = {}
         self.failures: list[LoadFailure] = []
+        self._refused: list[Rejection] = []  # at registration: kept
+        self._rejected: list[Rejection] = []  # at collection: recomputed with the registries
         self._registries: dict[Kind, dict[str, Registered]] = {}
+        self._lock = threading.RLock()
         for module_name in BUILTIN_MODULES:
             self.register(importlib.import_module(module_name), BUILTIN, name=module_name)
         if autoload:
             self._load_entry_points()
 
     def register(self, plugin: object, source: str, name: str | None = None) -> None:
-        plugin_name = self.pm.register(plugin, name=name)
-        if plugin_name is not None:
-            self.sources[plugin_name] = source
-        self._registries.clear()
+        """Add ``plugin``; one whose hooks cannot work is refused with a :class:`PluginError`."""
+        name = name or _default_name(plugin)
+        problem = self._register(plugin, source, name)
+        if problem is not None:
+            raise PluginError(f"plugin {name} ({source}): {problem}")
+
+    def _register(self, plugin: object, source: str, name: str) -> str | None:
+        """Register, or leave nothing behind and say why not."""
+        with self._lock:
+            plugin_name: str | None = None
+            try:
+                plugin_name = self.pm.register(plugin, name=name)
+                problem = None if plugin_name is None else _hook_problem(self.pm, plugin)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # pluggy's refusals, or plugin code run by getattr
+                problem = _refusal(exc)
+            if problem is not None:
+                if plugin_name is not None:
+                    self.pm.unregister(name=plugin_name)
+                return problem
+            if plugin_name is not None:  # None: blocked on purpose
+                self.sources[plugin_name] = source
+                self._registries.clear()
+            return None
 
     def _load_entry_points(self) -> None:
-        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            dist = getattr(ep, "dist", None)
-            source = f"{dist.name} {dist.version}" if dist is not None else ep.value
-            try:
-                plugin = ep.load()
-                self.register(plugin, source, name=f"{source}:{ep.name}")
-            except Exception as exc:  # a broken plugin must not break the others
-                log.warning("boneage plugin %r (%s) failed to load: %s", ep.name, source, exc)
-                self.failures.append(LoadFailure(ep.name, source, f"{type(exc).__name__}: {exc}"))
+        try:
+            points = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+        except Exception as exc:  # a broken distribution's metadata
+            self._fail(LoadFailure("(entry points)", "importlib.metadata", describe_error(exc)))
+            return
+        for ep in points:
+            self._load(ep)
+
+    def _load(self, ep: Any) -> None:
+        dist = getattr(ep, "dist", None)
+        source = f"{dist.name} {dist.version}" if dist is not None else ep.value
+        try:
+            plugin = ep.load()
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # SystemExit too: a plugin must not end the caller
+            self._fail(LoadFailure(ep.name, source, describe_error(exc)))
+            return
+        if self.pm.is_registered(plugin):  # a second entry point to the same module
+            return
+        name = f"{source}:{ep.name}"
+        problem = self._register(plugin, source, name)
+        if problem is not None:
+            self._refuse(Rejection(name, source, problem), self._refused)
+
+    def _fail(self, failure: LoadFailure) -> None:
+        log.warning("boneage plugin %r (%s) failed to load: %s", failure.entry_point, failure.source, failure.error)
+        self.failures.append(failure)
+
+    @staticmethod
+    def _refuse(rejection: Rejection, into: list[Rejection]) -> None:
+        log.warning("boneage plugin %s (%s) refused: %s", rejection.plugin, rejection.source, rejection.error)
+        into.append(rejection)
+
+    @property
+    def rejections(self) -> list[Rejection]:
+        """Plugins refused at registration or when their hooks were collected."""
+        with self._lock:
+            self._collect()
+            return self._refused + self._rejected
 
     def registry(self, kind: Kind) -> dict[str, Registered]:
-        if kind not in self._registries:
-            self._registries[kind] = self._collect(kind)
-        return self._registries[kind]
+        with self._lock:
+            self._collect()
+            return self._registries[kind]
 
-    def _collect(self, kind: Kind) -> dict[str, Registered]:
-        found: dict[str, Registered] = {}
-        hook = getattr(self.pm.hook, f"boneage_register_{kind}")
-        for impl in hook.get_hookimpls():  # registration order
-            source = self.sources.get(impl.plugin_name, impl.plugin_name)
+    def _collect(self) -> None:
+        """Call every plugin's hooks once, in registration order (built-ins first, so no plugin
+        can take a built-in's name), keeping only the plugins whose every item is valid."""
+        if self._registries:
+            return
+        self._rejected = []
+        found: dict[Kind, dict[str, Registered]] = {kind: {} for kind in KINDS}
+        for plugin_name, impls in self._impls_by_plugin().items():
+            source = self.sources.get(plugin_name, plugin_name)
             try:
-                named = [(spec.name, spec) for spec in impl.function() or []]
-            except Exception as exc:  # a third party's bug, reported with its source
-                raise PluginError(f"plugin {impl.plugin_name} ({source}) failed in boneage_register_{kind}: {exc}") from exc
-            for name, spec in named:
-                if name in found:
-                    first = found[name]
-                    raise DuplicatePluginError(
-                        f"{_label(kind)} {name!r} is registered twice: by {first.plugin} "
-                        f"({first.source}) and by {impl.plugin_name} ({source})"
-                    )
-                found[name] = Registered(kind, name, spec, source, impl.plugin_name)
-        return found
+                items = self._items(plugin_name, source, impls, found)
+            except PluginError as exc:
+                self._refuse(Rejection(plugin_name, source, str(exc)), self._rejected)
+                continue
+            for item in items:
+                found[item.kind][item.name] = item
+        self._registries = found
+
+    def _impls_by_plugin(self) -> dict[str, list[tuple[Kind, Any]]]:
+        by_plugin: dict[str, list[tuple[Kind, Any]]] = {name: [] for name in self.sources}
+        for kind in KINDS:
+            for impl in getattr(self.pm.hook, hook_name(kind)).get_hookimpls():
+                by_plugin.setdefault(impl.plugin_name, []).append((kind, impl))
+        return by_plugin
+
+    def _items(self, plugin_name: str, source: str, impls: list[tuple[Kind, Any]],
+               found: dict[Kind, dict[str, Registered]]) -> list[Registered]:
+        """All of one plugin's items, or a PluginError saying why the plugin is refused."""
+        items: list[Registered] = []
+        for kind, impl in impls:
+            for spec in _call_hook(kind, impl):
+                item = Registered(kind, spec.name, spec, source, plugin_name)
+                first = found[kind].get(item.name) or next(
+                    (i for i in items if (i.kind, i.name) == (kind, item.name)), None)
+                if first is not None:
+                    raise PluginError(f"{_label(kind)} {item.name!r} is registered twice: by {first.plugin} "
+                                      f"({first.source}) and by {plugin_name} ({source})")
+                items.append(item)
+        return items
 
     def get(self, kind: Kind, name: str) -> Registered:
         items = self.registry(kind)
         if name not in items:
             known = ", ".join(sorted(items)) or "none"
-            raise PluginNotFoundError(
-                f"no {_label(kind)} named {name!r} (registered: {known})"
-            )
+            raise PluginNotFoundError(f"no {_label(kind)} named {name!r} (registered: {known}{self._refused_note()})")
         return items[name]
+
+    def _refused_note(self) -> str:
+        count = len(self.failures) + len(self.rejections)
+        if not count:
+            return ""
+        return f"; {count} plugin{'' if count == 1 else 's'} failed to load or {'was' if count == 1 else 'were'} " \
+               "refused, see `boneage plugins`"
+
+
+def _call_hook(kind: Kind, impl: Any) -> list[Any]:
+    """A hook's specs, checked; whatever it raises or returns wrong becomes a PluginError."""
+    hook = hook_name(kind)
+    try:
+        value = impl.function()
+        problem = _return_problem(value, SPEC_TYPES[kind])
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # SystemExit too: a plugin must not end the caller
+        raise PluginError(f"{hook} raised {describe_error(exc)}") from exc
+    if problem is not None:
+        raise PluginError(f"{hook}: {problem}")
+    return list(value or [])
+
+
+def _return_problem(value: object, expected: type) -> str | None:
+    if value is None:  # a hook that contributes nothing
+        return None
+    if not isinstance(value, (list, tuple)):
+        return f"returned {type_name(value)}, not a list of {expected.__name__}"
+    for index, spec in enumerate(value):
+        problem = spec_problem(spec, expected)
+        if problem is not None:
+            return f"item {index} is {problem}" if not isinstance(spec, expected) else f"item {index}: {problem}"
+    return None
+
+
+def _hook_problem(pm: pluggy.PluginManager, plugin: object) -> str | None:
+    """Why a just-registered plugin's hooks cannot work: pluggy accepts all of these silently."""
+    callers = pm.get_hookcallers(plugin) or []
+    known = _known_hooks()
+    for caller in callers:
+        impls = [impl for impl in caller.get_hookimpls() if impl.plugin is plugin]
+        if not caller.has_spec() and any(not impl.optionalhook for impl in impls):
+            close = difflib.get_close_matches(caller.name, known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"boneage's hooks: {', '.join(known)}"
+            return f"unknown hook {caller.name!r} ({hint})"
+        if any(impl.hookwrapper or impl.wrapper for impl in impls):
+            return f"{caller.name}: hook wrappers are not supported"
+    unmarked = _unmarked_hooks(pm, plugin, known)
+    if unmarked:
+        return f"{', '.join(unmarked)} is not marked with @boneage.hookimpl"
+    if not callers:
+        return "implements no boneage hook (mark hook functions with @boneage.hookimpl)"
+    return None
+
+
+def _known_hooks() -> list[str]:
+    return sorted(name for name in dir(hookspecs) if name.startswith(HOOK_PREFIX))
+
+
+def _unmarked_hooks(pm: pluggy.PluginManager, plugin: object, known: list[str]) -> list[str]:
+    """Functions named like a hook (or nearly) but not marked, which pluggy would skip."""
+    names = []
+    for name in dir(plugin):
+        if name.startswith(HOOK_PREFIX) and difflib.get_close_matches(name, known, n=1, cutoff=0.8) \
+                and inspect.isroutine(getattr(plugin, name, None)) and pm.parse_hookimpl_opts(plugin, name) is None:
+            names.append(name)
+    return names
+
+
+def _default_name(plugin: object) -> str:
+    """A module's name, or an object's class name, as pluggy would otherwise use its id."""
+    name = getattr(plugin, "__name__", None)
+    return name if isinstance(name, str) else type(plugin).__name__
 
 
 def _label(kind: Kind) -> str:

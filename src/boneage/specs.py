@@ -5,6 +5,8 @@ Builders are called only when the item is used, so registering never imports a h
 
 from __future__ import annotations
 
+import dataclasses
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -79,3 +81,42 @@ class RuntimeSpec:
     name: str
     load: Callable[[ModelFile, int | None], Runtime]
     doc: str = ""
+
+
+def _is_name(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 100 and value.isprintable() and value == value.strip()
+
+
+def _is_params(value: object) -> bool:
+    return isinstance(value, type) and issubclass(value, BaseModel)
+
+
+def _is_size(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+FIELD_CHECKS: dict[str, tuple[Callable[[object], bool], str]] = {
+    "name": (_is_name, "a non-empty str (at most 100 printable characters, no surrounding spaces)"),
+    "build": (callable, "callable"),
+    "load": (callable, "callable"),
+    "params": (_is_params, "a pydantic BaseModel subclass"),
+    "default_input_size": (_is_size, "a positive int"),
+    "doc": (lambda value: isinstance(value, str), "a str"),
+}
+
+
+def type_name(value: object) -> str:
+    return "None" if value is None else type(value).__name__
+
+
+def spec_problem(spec: object, expected: type) -> str | None:
+    """Why ``spec`` is not a usable ``expected`` spec, or None: checked when a plugin hands it
+    over, so a wrong type or fields in the wrong order are refused at once, not met later."""
+    if not isinstance(spec, expected) or not dataclasses.is_dataclass(spec):
+        return f"{type_name(spec)}, not a {expected.__name__}"
+    for field in dataclasses.fields(spec):
+        check, wanted = FIELD_CHECKS.get(field.name, (None, ""))
+        value = getattr(spec, field.name)
+        if check is not None and not check(value):
+            return f"{expected.__name__}.{field.name} must be {wanted}, not {reprlib.repr(value)}"
+    return None

@@ -6,32 +6,51 @@ import argparse
 
 from boneage.cli.table import format_table
 from boneage.models import load_registry, models_dir
-from boneage.plugins import KINDS, get_plugins
+from boneage.plugins import KINDS, describe_error, get_plugins
+from boneage.specs import BackboneSpec
 
 
 def plugins(args: argparse.Namespace) -> int:
+    """Every item and its source, then every plugin that failed or was refused (exit 1)."""
     manager = get_plugins()
     rows = [("kind", "name", "source", "plugin", "about")]
     for kind in KINDS:
         for item in manager.registry(kind).values():
             rows.append((kind, item.name, item.source, item.plugin, item.spec.doc))
     print(format_table(rows))
-    for failure in manager.failures:
-        print(f"\nfailed to load: {failure.entry_point} ({failure.source}): {failure.error}")
-    return 1 if manager.failures else 0
+    problems = [f"failed to load: {f.entry_point} ({f.source}): {f.error}" for f in manager.failures]
+    problems += [f"rejected: {r.plugin} ({r.source}): {r.error}" for r in manager.rejections]
+    if problems:
+        print("\n" + "\n".join(problems))
+    return 1 if problems else 0
 
 
 def backbones(args: argparse.Namespace) -> int:
+    """Each backbone with its parameter count; one whose build fails is listed, and exit is 1."""
     rows = [("name", "counted at (px)", "parameters", "source", "about")]
+    problems = []
     for item in get_plugins().registry("backbones").values():
         spec = item.spec
-        try:
-            params = f"{spec.build(spec.default_input_size).count_params():,}"
-        except ImportError:
-            params = "(needs boneage[train])"
+        params, problem = _parameter_count(spec)
+        if problem is not None:
+            problems.append(f"backbone {item.name!r} ({item.source}) failed to build: {problem}")
         rows.append((item.name, str(spec.default_input_size), params, item.source, spec.doc))
     print(format_table(rows))
-    return 0
+    if problems:
+        print("\n" + "\n".join(problems))
+    return 1 if problems else 0
+
+
+def _parameter_count(spec: BackboneSpec) -> tuple[str, str | None]:
+    """The count for the table, and what went wrong if a (perhaps third-party) build failed."""
+    try:
+        return f"{spec.build(spec.default_input_size).count_params():,}", None
+    except ImportError:
+        return "(needs boneage[train])", None
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # SystemExit too: one plugin's build must not end the listing
+        return f"(failed: {type(exc).__name__})", describe_error(exc)
 
 
 def models(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from boneage import plugins
-from boneage.errors import BoneAgeError, ConfigError, PreprocessError
+from boneage.errors import BoneAgeError, ConfigError, PluginError, PreprocessError
 from boneage.preprocess.config import PreprocessConfig
 from boneage.specs import StepSpec, Transform
 
@@ -40,7 +40,14 @@ class Pipeline:
         self._transforms: list[tuple[str, Transform]] = []
         for step in config.steps:
             spec: StepSpec = plugins.get("preprocess_steps", step.name)
-            self._transforms.append((step.name, spec.build(validated(spec.params, step.params, f"step {step.name!r}"))))
+            params = validated(spec.params, step.params, f"step {step.name!r}")
+            try:
+                transform = spec.build(params)
+            except (BoneAgeError, MemoryError):
+                raise
+            except Exception as exc:  # a plugin's step that cannot even be built: typed, naming it
+                raise PluginError(f"preprocessing step {step.name!r} could not be built: {type(exc).__name__}: {exc}") from exc
+            self._transforms.append((step.name, transform))
 
     def __call__(self, image: np.ndarray, notes: Notes | None = None) -> np.ndarray:
         notes = notes if notes is not None else Notes()
