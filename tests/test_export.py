@@ -58,6 +58,10 @@ def test_registry_card_and_files(models: Path) -> None:
     assert card.preprocessing.input_size == 64 and card.training_data.train_images == 128
     assert card.training_data.sources == ["rsna-100"] and "/" not in card.training_data.model_dump_json()
     assert card.metrics["validation"]["parity_max_abs_months"] <= 0.05
+    assert card.interval is not None and card.interval.level == 0.9 and card.interval.bands  # calibrated at export
+    assert card.interval.coverage["held_out"]["n"] + card.interval.coverage["n_calibration"] == 48
+    int8_card = read_card((models / int8.file).read_bytes(), int8.file)
+    assert int8_card.interval is not None and int8_card.interval != card.interval  # its own errors
     assert card.git_commit is not None and card.created and "non-commercial" in card.licence
     assert type(card).model_validate_json(card.model_dump_json()) == card
 
@@ -183,6 +187,8 @@ def test_evaluate_keras_and_onnx(models: Path, data_dir: Path, tmp_path: Path) -
     for name in ("report.json", "summary.md", "plots.png", "predictions.csv"):
         assert (tmp_path / "onnx" / name).is_file()
     assert set(onnx["by_age"]) == {"0-2y", "2-6y", "6-10y", "10-14y", "14-19y"}
+    assert onnx["interval_coverage"]["n"] == 48 and 0 <= onnx["interval_coverage"]["coverage"] <= 1
+    assert "intervals" in (tmp_path / "onnx" / "summary.md").read_text() and "interval_coverage" not in keras
     with pytest.raises(ConfigError, match="--force"):
         evaluate("boneage-tiny_cnn", source, tmp_path / "onnx", ids=ids)  # never overwrites reports unasked
     assert evaluate("boneage-tiny_cnn", source, tmp_path / "onnx", ids=ids, force=True)["overall"] == onnx["overall"]

@@ -103,7 +103,26 @@ def hook_runtimes(radiograph: np.ndarray, tiny_model: Path) -> None:
     assert prediction.bone_age_months == 42.0 and prediction.runtime == "constant"
 
 
+class ReferencePlugin:
+    @hookimpl
+    def boneage_register_references(self) -> list[Any]:
+        from boneage.references import ReferenceTable
+        from boneage.specs import ReferenceSpec
+
+        rows = ((0.0, 10.0, 2.0), (240.0, 250.0, 2.0))
+        table = ReferenceTable(name="flat", title="a test reference", source="made up", male=rows, female=rows)
+        return [ReferenceSpec("flat", lambda: table, "BA = CA + 10 months, SD 2")]
+
+
+def hook_references(radiograph: np.ndarray, tiny_model: Path) -> None:
+    register(ReferencePlugin())
+    prediction = BoneAgeEstimator(tiny_model, reference="flat").predict(radiograph, male=True, age_months=100)
+    assert prediction.comparison is not None and prediction.comparison.reference == "flat"
+    assert prediction.comparison.expected_bone_age_months == 110.0 and prediction.comparison.sd_months == 2.0
+
+
 HOOK_TESTS: dict[str, Callable[..., None]] = {
+    "boneage_register_references": hook_references,
     "boneage_register_preprocess_steps": hook_preprocess_steps,
     "boneage_register_croppers": hook_croppers,
     "boneage_register_backbones": hook_backbones,

@@ -39,6 +39,10 @@ class SexError(InputError):
     """The sex is missing or not one of the accepted spellings."""
 
 
+class AgeError(InputError):
+    """The chronological age (or the dates it comes from) is missing, malformed or impossible."""
+
+
 class ModelError(BoneAgeError):
     """A model cannot be used."""
 

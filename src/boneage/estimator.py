@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from boneage import plugins
+from boneage.age import check_age
 from boneage.errors import BoneAgeError, InputError, InvalidModelError, PluginError
 from boneage.imageio import ImageInput, read_image
 from boneage.models import ModelFile, open_model
@@ -23,6 +24,7 @@ from boneage.preprocess.builtin import looks_inverted, to_uint8_gray
 from boneage.preprocess.crop import downscale, is_uniform
 from boneage.preprocess.crop_classical import ClassicalParams, find_hand
 from boneage.preprocess.pipeline import Notes
+from boneage.references import compare, load_reference
 from boneage.runtimes import checked_months
 from boneage.sex import check_male
 from boneage.specs import Runtime, RuntimeSpec
@@ -56,9 +58,12 @@ class BoneAgeEstimator:
         model: str | os.PathLike[str] | None = None,
         runtime: str | None = None,
         threads: int | None = None,
+        reference: str | None = None,
     ) -> None:
-        """``runtime`` defaults to ONNX Runtime, or TensorFlow for a ``.keras`` model."""
+        """``runtime`` defaults to ONNX Runtime, or TensorFlow for a ``.keras`` model; ``reference``
+        (default Greulich & Pyle / Brush) is what a bone age is compared with when an age is given."""
         self.model: ModelFile = open_model(model)
+        self.reference = load_reference(reference)
         runtime = runtime or ("tensorflow" if self.model.path.suffix == ".keras" else "onnx")
         spec: RuntimeSpec = plugins.get("runtimes", runtime)
         self.card = self.model.card
@@ -100,10 +105,14 @@ class BoneAgeEstimator:
         out = self.runtime.predict(np.ascontiguousarray(images, dtype=np.float32), sexes)
         return checked_months(out, len(sexes))  # NaN or a wrong shape is the model's fault: exit 3
 
-    def make_prediction(self, months: float, male: bool, source: str | None, notes: Notes) -> Prediction:
+    def make_prediction(self, months: float, male: bool, source: str | None, notes: Notes,
+                        age_months: float | None = None) -> Prediction:
+        months = float(months)
         return Prediction.make(
-            float(months),
+            months,
             male=male,
+            interval=self.card.interval.interval(months) if self.card.interval else None,
+            comparison=None if age_months is None else compare(months, age_months, male, self.reference),
             model_name=self.card.name,
             model_version=self.card.version,
             runtime=self.runtime_name,
@@ -112,44 +121,52 @@ class BoneAgeEstimator:
             notes=tuple(notes.applied),
         )
 
-    def predict(self, image: ImageInput, male: Any) -> Prediction:
+    def predict(self, image: ImageInput, male: Any, age_months: float | None = None) -> Prediction:
         """Bone age for one image: a path, encoded bytes, or an array (uint8/uint16, gray/RGB/RGBA,
-        or float in [0, 1])."""
-        return self.predict_batch([image], [male])[0]
+        or float in [0, 1]). With the child's age in months (see :mod:`boneage.age` for years and
+        dates) the prediction also compares the bone age with it."""
+        return self.predict_batch([image], [male], ages=None if age_months is None else [age_months])[0]
 
-    def predict_batch(self, images: Sequence[ImageInput], male: Sequence[Any], batch_size: int = 64) -> list[Prediction]:
+    def predict_batch(self, images: Sequence[ImageInput], male: Sequence[Any], batch_size: int = 64, *,
+                      ages: Sequence[float | None] | None = None) -> list[Prediction]:
         """Many images, ``batch_size`` per model call; raises the first bad input's error (see :meth:`predict_many`)."""
-        results = self.predict_many(images, male, batch_size)
+        results = self.predict_many(images, male, batch_size, ages=ages)
         for result in results:
             if isinstance(result, BoneAgeError):
                 raise result
         return results  # type: ignore[return-value]
 
-    def predict_many(self, images: Sequence[ImageInput], male: Sequence[Any],
-                     batch_size: int = 64) -> list[Prediction | BoneAgeError]:
+    def predict_many(self, images: Sequence[ImageInput], male: Sequence[Any], batch_size: int = 64, *,
+                     ages: Sequence[float | None] | None = None) -> list[Prediction | BoneAgeError]:
         """Like :meth:`predict_batch`, but keeps going: a bad input gets its error in its place.
-        Runs the model ``batch_size`` images at a time, so memory stays bounded for any number."""
+        Runs the model ``batch_size`` images at a time, so memory stays bounded for any number.
+        ``ages``: the children's ages in months (None where unknown)."""
         if len(images) != len(male):
             raise InputError(f"{len(images)} images but {len(male)} sexes")
+        ages = [None] * len(images) if ages is None else list(ages)
+        if len(ages) != len(images):
+            raise InputError(f"{len(images)} images but {len(ages)} ages")
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, not {batch_size}")
         results: list[Prediction | BoneAgeError] = []
         for start in range(0, len(images), batch_size):
             end = start + batch_size
-            results += self._predict_chunk(images[start:end], male[start:end])
+            results += self._predict_chunk(images[start:end], male[start:end], ages[start:end])
         return results
 
-    def _predict_chunk(self, images: Sequence[ImageInput], male: Sequence[Any]) -> list[Prediction | BoneAgeError]:
+    def _predict_chunk(self, images: Sequence[ImageInput], male: Sequence[Any],
+                       ages: Sequence[float | None]) -> list[Prediction | BoneAgeError]:
         results: list[Prediction | BoneAgeError | None] = [None] * len(images)
-        prepared: list[tuple[int, bool, np.ndarray, Notes]] = []
-        for i, (image, m) in enumerate(zip(images, male, strict=True)):
+        prepared: list[tuple[int, bool, float | None, np.ndarray, Notes]] = []
+        for i, (image, m, age) in enumerate(zip(images, male, ages, strict=True)):
             try:
                 sex = check_male(m)
-                prepared.append((i, sex, *self.preprocess(image)))
+                checked_age = None if age is None else check_age(age)
+                prepared.append((i, sex, checked_age, *self.preprocess(image)))
             except InputError as exc:  # this input's fault; a model's or a plugin's error ends the batch
                 results[i] = exc
         if prepared:
-            months = self.run(np.stack([p[2] for p in prepared]), [p[1] for p in prepared])
-            for (i, sex, _, notes), value in zip(prepared, months, strict=True):
-                results[i] = self.make_prediction(value, sex, _source(images[i]), notes)
+            months = self.run(np.stack([p[3] for p in prepared]), [p[1] for p in prepared])
+            for (i, sex, age, _, notes), value in zip(prepared, months, strict=True):
+                results[i] = self.make_prediction(value, sex, _source(images[i]), notes, age)
         return results  # type: ignore[return-value]

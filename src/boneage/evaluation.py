@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from boneage.calibration import coverage
 from boneage.errors import BoneAgeError, ConfigError
 from boneage.estimator import BoneAgeEstimator
 from boneage.metrics import report
@@ -73,6 +74,9 @@ def evaluate(model: str, sources: list[DataSource], output: Path, *, runtime: st
         "failures": failures,
         **report(true, pred, male),
     }
+    if estimator.card.interval is not None:  # the card's intervals, checked on these images
+        result["interval_coverage"] = {"level": estimator.card.interval.level,
+                                       **coverage(estimator.card.interval, pred, true, male)}
     output.mkdir(parents=True, exist_ok=True)
     for stale in existing:  # --force: no report of another run may stay behind
         stale.unlink()
@@ -101,7 +105,19 @@ def summary_markdown(result: dict[str, Any]) -> str:
         f"# {result['model']} on {', '.join(result['data'])} ({result['runtime']})\n\n"
         f"{result['images']} images, {len(result['failures'])} unreadable. Months; bias = mean(predicted - true). "
         f"Predicting the mean age gives MAE {result['baseline_mean_mae']:.2f}.\n\n{head}\n" + "\n".join(rows) + "\n"
+        + _coverage_markdown(result.get("interval_coverage"))
     )
+
+
+def _coverage_markdown(c: dict[str, Any] | None) -> str:
+    if not c:
+        return ""
+    def row(name: str, m: dict[str, Any]) -> str:
+        return f"| {name} | {m['n']} | {'-' if m['coverage'] is None else format(m['coverage'], '.3f')} |"
+
+    rows = [row("all", c)] + [row(name, m) for name, m in {**c.get("by_sex", {}), **c["by_age"]}.items()]
+    return (f"\nThe card's {c['level']:.0%} intervals (mean width {c['mean_width_months']:.1f} months) hold the "
+            f"true age this often:\n\n| group | n | coverage |\n|---|---|---|\n" + "\n".join(rows) + "\n")
 
 
 def plot(true: np.ndarray, pred: np.ndarray, output: Path, title: str) -> None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from boneage.specs import BackboneSpec, CropperSpec, RuntimeSpec, StepSpec
+    from boneage.specs import BackboneSpec, CropperSpec, ReferenceSpec, RuntimeSpec, StepSpec
 
 hookspec = pluggy.HookspecMarker("boneage")
 hookimpl = pluggy.HookimplMarker("boneage")
@@ -35,3 +35,8 @@ def boneage_register_backbones() -> list[BackboneSpec]:  # type: ignore[empty-bo
 @hookspec
 def boneage_register_runtimes() -> list[RuntimeSpec]:  # type: ignore[empty-body]
     """Inference runtimes that ``BoneAgeEstimator(runtime=NAME)`` can use."""
+
+
+@hookspec
+def boneage_register_references() -> list[ReferenceSpec]:  # type: ignore[empty-body]
+    """Bone-age references (mean and SD by age and sex) that ``predict(..., age_months=)`` compares with."""

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import from_json
 
+from boneage.calibration import IntervalCalibration
 from boneage.errors import ChecksumMismatchError, InvalidModelError
 from boneage.preprocess.config import PreprocessConfig
 
@@ -54,6 +55,7 @@ class ModelCard(BaseModel):
     output_unit: str = "months"
     training_data: TrainingData = Field(default_factory=TrainingData)
     metrics: dict[str, Any] = Field(default_factory=dict)
+    interval: IntervalCalibration | None = Field(None, description="prediction intervals; None in cards before 0.4")
     created: str = ""
     package_version: str = ""
     git_commit: str = ""

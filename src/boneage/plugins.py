@@ -24,7 +24,7 @@ import pluggy
 
 from boneage import hookspecs
 from boneage.errors import PluginError, PluginNotFoundError
-from boneage.specs import BackboneSpec, CropperSpec, RuntimeSpec, StepSpec, spec_problem, type_name
+from boneage.specs import BackboneSpec, CropperSpec, ReferenceSpec, RuntimeSpec, StepSpec, spec_problem, type_name
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +39,14 @@ BUILTIN_MODULES = (
     "boneage.preprocess.crop_mediapipe",
     "boneage.backbones",
     "boneage.runtimes",
+    "boneage.references",
 )
 
-Kind = Literal["preprocess_steps", "croppers", "backbones", "runtimes"]
-KINDS: tuple[Kind, ...] = ("preprocess_steps", "croppers", "backbones", "runtimes")
+Kind = Literal["preprocess_steps", "croppers", "backbones", "runtimes", "references"]
+KINDS: tuple[Kind, ...] = ("preprocess_steps", "croppers", "backbones", "runtimes", "references")
 SPEC_TYPES: dict[Kind, type] = {
     "preprocess_steps": StepSpec, "croppers": CropperSpec, "backbones": BackboneSpec, "runtimes": RuntimeSpec,
+    "references": ReferenceSpec,
 }
 
 

@@ -2,10 +2,41 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 # The RSNA labels span 1-228 months; outside a little margin the model is extrapolating.
 PLAUSIBLE_MONTHS = (0.0, 240.0)
+NORMAL_SDS = 2.0  # within +-2 SD is "normal", the usual clinical cut-off
+Category = Literal["delayed", "normal", "advanced"]
+
+
+class Comparison(BaseModel):
+    """The bone age against the child's age; ``sds`` and ``category`` are None where the
+    reference has no row for this age (``note`` says so)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    chronological_age_months: float
+    bone_age_minus_age_months: float
+    expected_bone_age_months: float | None = None
+    sd_months: float | None = None
+    sds: float | None = Field(None, description="(BA - mean BA at this age) / SD at this age")
+    category: Category | None = Field(None, description=f"delayed / normal / advanced at +-{NORMAL_SDS:g} SD")
+    reference: str
+    note: str | None = None
+
+
+class Interval(BaseModel):
+    """Where the bone age lies with the stated probability, from this model's errors on
+    radiographs it did not train on (split-conformal; see the model card)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    low_months: float
+    high_months: float
+    level: float = Field(description="nominal coverage, e.g. 0.9")
 
 
 class Prediction(BaseModel):
@@ -18,6 +49,8 @@ class Prediction(BaseModel):
     model_version: str
     runtime: str
     source: str | None = Field(None, description="the file the image came from, if any")
+    interval: Interval | None = Field(None, description="None for models calibrated before intervals existed")
+    comparison: Comparison | None = Field(None, description="against the child's age, when it was given")
     warnings: tuple[str, ...] = Field((), description="doubts about this answer: the input or the output looks wrong")
     notes: tuple[str, ...] = Field((), description="what was done to the input on the way, e.g. an EXIF rotation")
 

@@ -83,6 +83,15 @@ class RuntimeSpec:
     doc: str = ""
 
 
+@dataclass(frozen=True)
+class ReferenceSpec:
+    """``load()`` returns a :class:`boneage.references.ReferenceTable`: bone-age norms by age and sex."""
+
+    name: str
+    load: Callable[[], Any]
+    doc: str = ""
+
+
 def _is_name(value: object) -> bool:
     return isinstance(value, str) and 0 < len(value) <= 100 and value.isprintable() and value == value.strip()
 

@@ -43,7 +43,11 @@ def _predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="*", metavar="FILE", help="radiographs (PNG, JPEG, TIFF, BMP)")
     p.add_argument("--sex", type=str.lower, choices=["male", "female", "m", "f"],
                    help="the sex of every child in FILE... (male/female, M/F)")
-    p.add_argument("--csv", metavar="LIST", help="a CSV with columns path,sex for many files")
+    p.add_argument("--csv", metavar="LIST",
+                   help="a CSV with columns path,sex (and age, or dob and study_date, if known) for many files")
+    p.add_argument("--age", help="the child's age: months (123) or years and months (10y3m); compares the bone age with it")
+    p.add_argument("--dob", metavar="YYYY-MM-DD", help="date of birth (with --study-date, instead of --age); never printed")
+    p.add_argument("--study-date", metavar="YYYY-MM-DD", help="the date the radiograph was taken (with --dob)")
     p.add_argument("--model", help="a registered model name or an .onnx path (default: the shipped model)")
     p.add_argument("--runtime", help=RUNTIME_HELP)
     p.add_argument("--threads", type=_threads, help="inference threads (default: OMP_NUM_THREADS or all cores)")

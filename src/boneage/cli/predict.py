@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from boneage.age import age_from_dates, parse_age
 from boneage.cli.results import ResultFile
 from boneage.cli.table import format_table, printable
-from boneage.errors import BoneAgeError, InputError
+from boneage.errors import AgeError, BoneAgeError, InputError
 from boneage.estimator import BoneAgeEstimator
 from boneage.prediction import Prediction
 from boneage.sex import parse_sex
@@ -25,15 +26,37 @@ from boneage.sex import parse_sex
 class Job:
     path: str
     male: bool | None
+    age: float | None = None
     error: BoneAgeError | None = None
+
+
+def command_line_age(args: argparse.Namespace) -> float | None:
+    """``--age 10y3m`` or ``--dob`` with ``--study-date``; one or the other, not both."""
+    if args.age is not None and (args.dob or args.study_date):
+        raise AgeError("give --age, or --dob with --study-date, not both")
+    if bool(args.dob) != bool(args.study_date):
+        raise AgeError("--dob and --study-date go together")
+    if args.dob:
+        return age_from_dates(args.dob, args.study_date)
+    return None if args.age is None else parse_age(args.age)
+
+
+def row_age(row: dict[str, str | None]) -> float | None:
+    """A CSV row's age: an ``age`` column (months or 10y3m), or ``dob`` and ``study_date``."""
+    if (row.get("age") or "").strip():
+        return parse_age(row["age"] or "")
+    if (row.get("dob") or "").strip() or (row.get("study_date") or "").strip():
+        return age_from_dates(row.get("dob") or "", row.get("study_date") or "")
+    return None
 
 
 def read_jobs(args: argparse.Namespace) -> list[Job]:
     jobs: list[Job] = []
     if args.files and not args.sex:
         raise InputError("--sex male|female is required with FILE arguments (or use --csv with a sex column)")
+    age = command_line_age(args)
     for f in args.files:
-        jobs.append(Job(f, parse_sex(args.sex)))
+        jobs.append(Job(f, parse_sex(args.sex), age))
     if args.csv:
         path = Path(args.csv)
         try:
@@ -46,9 +69,9 @@ def read_jobs(args: argparse.Namespace) -> list[Job]:
         for row in rows:
             file = (path.parent / (row["path"] or "")).as_posix()
             try:
-                jobs.append(Job(file, parse_sex(row["sex"] or "")))
+                jobs.append(Job(file, parse_sex(row["sex"] or ""), row_age(row)))
             except BoneAgeError as exc:
-                jobs.append(Job(file, None, exc))
+                jobs.append(Job(file, None, None, exc))
     if not jobs:
         raise InputError("no input: give FILE... with --sex, or --csv LIST")
     return jobs
@@ -76,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
         with _progress(len(jobs)) as bar:
             for start in range(0, len(jobs), args.batch_size):
                 chunk = jobs[start : start + args.batch_size]
-                outcomes = estimator.predict_many([j.path for j in chunk], [j.male for j in chunk], args.batch_size)
+                outcomes = estimator.predict_many([j.path for j in chunk], [j.male for j in chunk], args.batch_size,
+                                                  ages=[j.age for j in chunk])
                 new = [_entry(job, outcome) for job, outcome in zip(chunk, outcomes, strict=True)]
                 if output is not None:
                     output.write(new)
@@ -114,19 +138,41 @@ def _report(args: argparse.Namespace, results: list[dict[str, Any]], output: Res
 def _entry(job: Job, outcome: Prediction | BoneAgeError) -> dict[str, Any]:
     if isinstance(outcome, Prediction):
         return outcome.model_dump(mode="json")
-    error = job.error or outcome  # the CSV's own message for a bad sex, not the facade's
+    error = job.error or outcome  # the CSV's own message for a bad sex or age, not the facade's
     return {"source": job.path, "error": {"type": type(error).__name__, "message": str(error)}}
 
 
+def years(months: float) -> str:
+    whole, rest = divmod(round(months), 12)
+    return f"{whole}y {rest}m"
+
+
 def table(results: list[dict[str, Any]]) -> str:
-    rows = [("file", "sex", "bone age", "model", "note")]
+    with_interval = any(r.get("interval") for r in results)
+    with_age = any(r.get("comparison") for r in results)
+    header = ["file", "sex", "bone age", *(["interval"] if with_interval else []),
+              *(["age", "BA - CA", "SDS"] if with_age else []), "model", "note"]
+    rows = [header]
     for r in results:
         if "error" in r:
-            rows.append((r["source"], "", "ERROR", "", r["error"]["message"]))
+            rows.append([r["source"], "", "ERROR", *[""] * (len(header) - 5), "", r["error"]["message"]])
             continue
         months = r["bone_age_months"]
-        years, rest = divmod(round(months), 12)
-        age = f"{months:.1f} mo ({years}y {rest}m)"
-        model = f"{r['model_name']} {r['model_version']} ({r['runtime']})"
-        rows.append((r["source"], "male" if r["male"] else "female", age, model, "; ".join([*r["warnings"], *r.get("notes", ())])))
+        row = [r["source"], "male" if r["male"] else "female", f"{months:.1f} mo ({years(months)})"]
+        if with_interval:
+            i = r.get("interval")
+            row.append(f"{i['low_months']:.0f}-{i['high_months']:.0f} mo ({i['level']:.0%})" if i else "")
+        if with_age:
+            row += _comparison_cells(r.get("comparison"))
+        row += [f"{r['model_name']} {r['model_version']} ({r['runtime']})",
+                "; ".join([*r["warnings"], *r.get("notes", ())])]
+        rows.append(row)
     return format_table(rows)
+
+
+def _comparison_cells(c: dict[str, Any] | None) -> list[str]:
+    if not c:
+        return ["", "", ""]
+    sds = "no reference" if c["sds"] is None else f"{c['sds']:+.1f} ({c['category']})"
+    return [f"{c['chronological_age_months']:.1f} mo ({years(c['chronological_age_months'])})",
+            f"{c['bone_age_minus_age_months']:+.1f} mo", sds]

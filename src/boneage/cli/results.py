@@ -12,8 +12,9 @@ from typing import IO, Any
 
 from boneage.errors import InputError
 
-COLUMNS = ("source", "sex", "bone_age_months", "bone_age_years", "model_name", "model_version", "runtime",
-           "warnings", "notes", "error_type", "error")
+COLUMNS = ("source", "sex", "bone_age_months", "bone_age_years", "interval_low_months", "interval_high_months",
+           "interval_level", "chronological_age_months", "bone_age_minus_age_months", "sds", "category",
+           "model_name", "model_version", "runtime", "warnings", "notes", "error_type", "error")
 FORMATS = (".csv", ".jsonl")
 
 
@@ -22,6 +23,12 @@ def flat(result: dict[str, Any]) -> dict[str, Any]:
     row = {c: result.get(c, "") for c in COLUMNS}
     if "male" in result:
         row["sex"] = "male" if result["male"] else "female"
+    interval = result.get("interval") or {}
+    row["interval_low_months"], row["interval_high_months"] = interval.get("low_months", ""), interval.get("high_months", "")
+    row["interval_level"] = interval.get("level", "")
+    comparison = result.get("comparison") or {}
+    for key in ("chronological_age_months", "bone_age_minus_age_months", "sds", "category"):
+        row[key] = "" if comparison.get(key) is None else comparison[key]
     row["warnings"] = "; ".join(result.get("warnings", ()))
     row["notes"] = "; ".join(result.get("notes", ()))
     if "error" in result:

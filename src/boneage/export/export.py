@@ -14,6 +14,7 @@ import numpy as np
 
 from boneage._version import __version__
 from boneage.backbones import load_keras_model
+from boneage.calibration import calibrate
 from boneage.errors import BoneAgeError, ConfigError, ModelNotFoundError
 from boneage.export.convert import OPSET, keras_to_onnx
 from boneage.export.onnxcard import attach_card
@@ -123,7 +124,9 @@ def export_run(
     parity = float(np.abs(onnx_predict(unsealed, images[sample], male[sample]) - reference).max())
     if parity > PARITY_LIMIT:
         raise ExportError(f"ONNX and Keras differ by {parity:.4f} months on real radiographs (limit {PARITY_LIMIT})")
-    metrics = {**summary(ages, onnx_predict(unsealed, images, male)), "parity_max_abs_months": parity}
+    predicted = onnx_predict(unsealed, images, male)
+    metrics = {**summary(ages, predicted), "parity_max_abs_months": parity}
+    interval = calibrate(predicted, ages, [r.id for r in val], male.reshape(-1) > 0.5)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     keras_path = onnx_path.with_suffix(".keras") if with_keras else None
@@ -143,6 +146,7 @@ def export_run(
             val_fraction=config.val_fraction,
         ),
         metrics={"validation": metrics},
+        interval=interval,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         package_version=__version__,
         git_commit=git_commit(),
@@ -156,7 +160,8 @@ def export_run(
 
         calibration = thin(train_records, CALIBRATION_IMAGES, config.seed)
         cal_images, cal_male, _ = preprocessed(calibration, config)
-        entries.append(quantize_int8(onnx_path, card, (cal_images, cal_male), (images, male, ages), out_dir))
+        validation = (images, male, ages, [r.id for r in val])
+        entries.append(quantize_int8(onnx_path, card, (cal_images, cal_male), validation, out_dir))
     return entries
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from boneage.calibration import calibrate
 from boneage.export.onnxcard import attach_card
 from boneage.metrics import summary
 from boneage.modelcard import ModelCard
@@ -64,11 +65,11 @@ def quantize_int8(
     fp32_path: Path,
     card: ModelCard,
     calibration: tuple[np.ndarray, np.ndarray],
-    validation: tuple[np.ndarray, np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray, np.ndarray, list[str]],
     out_dir: Path,
 ) -> RegistryEntry:
     """Calibrate on training images (image, male), measure on the validation ones (image, male,
-    age); return the registered entry."""
+    age, id), and calibrate the int8 model's own intervals there; return the registered entry."""
     import onnx
 
     from boneage.export.export import _register, onnx_predict
@@ -79,10 +80,11 @@ def quantize_int8(
         stem = prepare(fp32_path, prepared)
         static_int8(prepared, quantized, calibration, nodes_to_exclude=stem)
         proto: Any = onnx.load(str(quantized))
-    images, male, ages = validation
+    images, male, ages, ids = validation
     fp32 = card.metrics["validation"]
     unsealed = proto.SerializeToString()
-    metrics = summary(ages, onnx_predict(unsealed, images, male))
+    predicted = onnx_predict(unsealed, images, male)
+    metrics = summary(ages, predicted)
     metrics["mae_change_vs_fp32"] = metrics["mae"] - fp32["mae"]
     recommended = metrics["mae_change_vs_fp32"] <= MAX_MAE_LOSS
     if not recommended:
@@ -91,6 +93,7 @@ def quantize_int8(
         update={
             "name": f"{card.name}-int8",
             "metrics": {"validation": metrics, "fp32_validation": fp32},
+            "interval": calibrate(predicted, ages, ids, male.reshape(-1) > 0.5),
             "keras_sha256": None,
             "notes": {**card.notes, "quantization": {"type": "int8 static QDQ, per-channel weights, MinMax",
                                                      "float_nodes": stem,

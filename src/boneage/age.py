@@ -1,0 +1,63 @@
+"""The child's chronological age: from months, from ``10y3m``-style text, or from two dates.
+
+Ages are months (float). A negative, non-finite or adult-sized age, a date that is not a date, or
+a study before the birth is an :class:`AgeError`, never a silent number.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+
+from boneage.errors import AgeError
+
+MAX_AGE_MONTHS = 360.0  # 30 years: bone age is read in children; anything older is a typo
+DAYS_PER_MONTH = 365.25 / 12
+_TEXT = re.compile(r"(?:(\d+(?:\.\d+)?)\s*y(?:ears?)?)?\s*(?:(\d+(?:\.\d+)?)\s*m(?:onths?)?)?", re.IGNORECASE)
+
+
+def check_age(months: object) -> float:
+    """The age in months, if it can be a child's."""
+    if isinstance(months, bool) or not isinstance(months, (int, float)):
+        raise AgeError(f"the age must be a number of months, not {months!r}")
+    value = float(months)
+    if not math.isfinite(value) or value < 0:
+        raise AgeError(f"the age must be 0 months or more, not {months!r}")
+    if value > MAX_AGE_MONTHS:
+        raise AgeError(f"an age of {value:g} months ({value / 12:.0f} years) is not a child's; bone age is read up to "
+                       "about 19 years")
+    return value
+
+
+def parse_age(text: str) -> float:
+    """Months from ``123`` (months), ``10y``, ``10y3m``, ``10.5y``, ``3m`` or ``10 years 3 months``."""
+    cleaned = str(text).strip()
+    try:
+        number = float(cleaned)
+    except ValueError:
+        number = None
+    if number is not None:
+        return check_age(number)
+    match = _TEXT.fullmatch(cleaned)
+    if not cleaned or match is None or not any(match.groups()):
+        raise AgeError(f"the age must be months (123) or years and months (10y3m), not {text!r}")
+    years, months = (float(g) if g else 0.0 for g in match.groups())
+    return check_age(12 * years + months)
+
+
+def parse_date(text: str | dt.date, what: str) -> dt.date:
+    if isinstance(text, dt.date):
+        return text
+    try:
+        return dt.date.fromisoformat(str(text).strip())
+    except ValueError as exc:
+        raise AgeError(f"{what} must be a date as YYYY-MM-DD") from exc  # dates identify patients: not echoed
+
+
+def age_from_dates(birth: str | dt.date, study: str | dt.date) -> float:
+    """Months between the date of birth and the study date (average month length)."""
+    born, taken = parse_date(birth, "the date of birth"), parse_date(study, "the study date")
+    if taken < born:
+        raise AgeError("the study date is before the date of birth")
+    return check_age((taken - born).days / DAYS_PER_MONTH)

@@ -1,0 +1,101 @@
+"""Bone-age references: the mean and SD of bone age at each chronological age, by sex.
+
+A reference is data with its source (a JSON file here, or a plugin's ``ReferenceSpec``); it turns
+a bone age and the child's age into BA - CA, an SDS and a category. Values are interpolated
+linearly between the table's rows and never extrapolated: outside the table the comparison says
+there is no reference at that age instead of inventing one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from functools import cache
+from importlib import resources
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from boneage.errors import ConfigError
+from boneage.hookspecs import hookimpl
+from boneage.prediction import NORMAL_SDS, Category, Comparison
+from boneage.specs import ReferenceSpec
+
+DEFAULT_REFERENCE = "greulich-pyle-brush"
+
+
+class ReferenceTable(BaseModel):
+    """Rows of (chronological age, mean bone age, SD), in months, per sex, ascending in age."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    name: str
+    title: str
+    source: str
+    population: str = ""
+    male: tuple[tuple[float, float, float], ...]
+    female: tuple[tuple[float, float, float], ...]
+
+    @model_validator(mode="after")
+    def _usable(self) -> ReferenceTable:
+        for sex, rows in (("male", self.male), ("female", self.female)):
+            ages = [r[0] for r in rows]
+            if len(rows) < 2 or ages != sorted(set(ages)) or any(not r[2] > 0 for r in rows):
+                raise ValueError(f"the {sex} rows need two or more ascending ages and positive SDs")
+        return self
+
+    def rows(self, male: bool) -> np.ndarray:
+        return np.asarray(self.male if male else self.female, dtype=float)
+
+    def span(self, male: bool) -> tuple[float, float]:
+        rows = self.rows(male)
+        return float(rows[0, 0]), float(rows[-1, 0])
+
+    def at(self, age_months: float, male: bool) -> tuple[float, float] | None:
+        """(mean bone age, SD) at this chronological age, or None outside the table."""
+        rows = self.rows(male)
+        if not rows[0, 0] <= age_months <= rows[-1, 0]:
+            return None
+        return float(np.interp(age_months, rows[:, 0], rows[:, 1])), float(np.interp(age_months, rows[:, 0], rows[:, 2]))
+
+
+def compare(bone_age_months: float, age_months: float, male: bool, table: ReferenceTable) -> Comparison:
+    """SDS = (BA - mean BA at CA) / SD at CA, both interpolated at the child's age (CA)."""
+    base = {"chronological_age_months": round(age_months, 2),
+            "bone_age_minus_age_months": round(bone_age_months - age_months, 2), "reference": table.name}
+    found = table.at(age_months, male)
+    if found is None:
+        lo, hi = table.span(male)
+        sex = "boys" if male else "girls"
+        return Comparison(**base, note=f"no reference at this age: {table.name} covers {lo:g}-{hi:g} months for {sex}")
+    mean, sd = found
+    sds = (bone_age_months - mean) / sd
+    category: Category = "delayed" if sds < -NORMAL_SDS else "advanced" if sds > NORMAL_SDS else "normal"
+    return Comparison(**base, expected_bone_age_months=round(mean, 2), sd_months=round(sd, 2),
+                      sds=round(sds, 2) if math.isfinite(sds) else None, category=category)
+
+
+@cache
+def _packaged(name: str) -> ReferenceTable:
+    text = resources.files(__name__).joinpath(f"{name}.json").read_text(encoding="utf-8")
+    return ReferenceTable.model_validate(json.loads(text))
+
+
+@hookimpl
+def boneage_register_references() -> list[ReferenceSpec]:
+    return [ReferenceSpec(
+        name=DEFAULT_REFERENCE,
+        load=lambda: _packaged(DEFAULT_REFERENCE),
+        doc="Greulich & Pyle / Brush Foundation (1959): boys 3-204 months, girls 3-192 months",
+    )]
+
+
+def load_reference(name: str | None = None) -> ReferenceTable:
+    """A registered reference by name (default: Greulich & Pyle / Brush Foundation)."""
+    from boneage import plugins
+
+    spec: ReferenceSpec = plugins.get("references", name or DEFAULT_REFERENCE)
+    table = spec.load()
+    if not isinstance(table, ReferenceTable):
+        raise ConfigError(f"reference {spec.name!r} loaded a {type(table).__name__}, not a ReferenceTable")
+    return table
