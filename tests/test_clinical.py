@@ -139,14 +139,15 @@ def test_conformal_quantile_is_the_finite_sample_one() -> None:
     assert conformal_quantile(np.arange(1.0, 5.0), 0.9) == float("inf")
 
 
-def test_intervals_cover_as_promised_on_held_out_data() -> None:
+def test_intervals_cover_as_promised_on_held_out_data() -> None:  # cross-validated: every image held out once
     """Errors that grow with age, as this model's do: by-age bands keep coverage near 90% in each."""
     rng = np.random.default_rng(1)
     truth = rng.uniform(10, 220, 4000)
     predicted = truth + rng.normal(0, 1, 4000) * np.where(truth < 100, 25, 8)
     result = calibrate(predicted, truth, [f"id{i}" for i in range(4000)], rng.random(4000) < 0.5)
     assert result is not None and result.level == 0.9
-    held_out = result.coverage["held_out"]
+    held_out = result.coverage["cross_validated"]
+    assert held_out["n"] == 4000 and result.coverage["folds"] == 5
     assert abs(held_out["coverage"] - 0.9) < 0.03
     assert result.half_width(50) > 2 * result.half_width(200)  # the bands follow the data
     assert all(abs(m["coverage"] - 0.9) < 0.08 for m in held_out["by_sex"].values())
@@ -161,4 +162,4 @@ def test_sparse_bands_join_their_neighbours() -> None:
     truth = rng.uniform(150, 220, 300)  # nobody young: the young bands would be empty
     result = calibrate(truth + rng.normal(0, 5, 300), truth, [str(i) for i in range(300)])
     assert result is not None and all(b.n_calibration >= 40 for b in result.bands)
-    assert sum(b.n_calibration for b in result.bands) == result.coverage["n_calibration"]
+    assert sum(b.n_calibration for b in result.bands) == result.coverage["n"] == 300

@@ -59,7 +59,7 @@ def test_registry_card_and_files(models: Path) -> None:
     assert card.training_data.sources == ["rsna-100"] and "/" not in card.training_data.model_dump_json()
     assert card.metrics["validation"]["parity_max_abs_months"] <= 0.05
     assert card.interval is not None and card.interval.level == 0.9 and card.interval.bands  # calibrated at export
-    assert card.interval.coverage["held_out"]["n"] + card.interval.coverage["n_calibration"] == 48
+    assert card.interval.coverage["cross_validated"]["n"] == card.interval.coverage["n"] == 48
     int8_card = read_card((models / int8.file).read_bytes(), int8.file)
     assert int8_card.interval is not None and int8_card.interval != card.interval  # its own errors
     assert card.git_commit is not None and card.created and "non-commercial" in card.licence

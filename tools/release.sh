@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Release a trained run as the default model, and measure it as the model card reports it.
+#
+#   tools/release.sh RUN VERSION [OUT]        e.g. tools/release.sh ../runs/densenet121-100-s6 0.4.0
+#
+# Exports fp32 and int8 ONNX (no .keras: a lean release) with an area resize for raw radiographs
+# (the run trained on 100-px images; see docs/benchmarks.md, robustness), then evaluates both
+# through the public API on (a) the run's validation ids in rsna-100 and (b) the same ids at higher
+# resolution (rsna-512 and radiographs/), and runs the robustness benchmark. Reports go to
+# OUT/reports (default: ../release-VERSION, outside the work tree). Needs the train extra and
+# BONEAGE_DATA (default ../shared/data). MODELS=folder exports elsewhere than exported/ (a dry run).
+set -euo pipefail
+run=${1:?run folder}; version=${2:?version X.Y.Z}; out=${3:-../release-$version}
+data=${BONEAGE_DATA:-../shared/data}
+export BONEAGE_MODELS_DIR=${MODELS:-exported}
+mkdir -p "$out/reports"
+
+python - "$run/config.json" > "$out/area.json" <<'PY'
+import json, sys
+steps = json.load(open(sys.argv[1]))["preprocessing"]["steps"]
+for step in steps:
+    if step["name"] == "resize":
+        step["params"]["interpolation"] = "area"
+print(json.dumps({"steps": steps}, indent=1))
+PY
+
+boneage export "$run" --version "$version" --quantize int8 --default --without-keras \
+    --preprocessing "$out/area.json" --output "$BONEAGE_MODELS_DIR" | tee "$out/export.log"
+
+for model in boneage-densenet121-"$version" boneage-densenet121-int8-"$version"; do
+    boneage evaluate "$model" --data "$data/rsna-100/labels.csv:$data/rsna-100" --ids "$run/data.json" \
+        --output "$out/reports/$model-a" --force
+    boneage evaluate "$model" --data "$data/rsna-512/labels.csv:$data/rsna-512" \
+        --data "$data/radiographs/labels.csv:$data/radiographs" --ids "$run/data.json" \
+        --output "$out/reports/$model-b" --force
+done
+BONEAGE_DATA=$data python benchmarks/robustness.py boneage-densenet121-"$version" | tee "$out/reports/robustness.md"
