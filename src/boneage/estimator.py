@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from boneage.references import compare, load_reference
 from boneage.runtimes import checked_months
 from boneage.sex import check_male
 from boneage.specs import Runtime, RuntimeSpec
+
+if TYPE_CHECKING:
+    from boneage.explain import Explanation
 
 CHECK_SIZE = 256
 
@@ -126,6 +129,19 @@ class BoneAgeEstimator:
         or float in [0, 1]). With the child's age in months (see :mod:`boneage.age` for years and
         dates) the prediction also compares the bone age with it."""
         return self.predict_batch([image], [male], ages=None if age_months is None else [age_months])[0]
+
+    def explain(self, image: ImageInput, male: Any, age_months: float | None = None) -> Explanation:
+        """The prediction and where the model looked: occlusion sensitivity (see :mod:`boneage.explain`)."""
+        from boneage.explain import explain
+
+        return explain(self, image, male, age_months)
+
+    def plot(self, prediction: Prediction, path: str | os.PathLike[str]) -> Path:
+        """A growth chart of ``prediction`` (made with an age) against this estimator's reference;
+        needs matplotlib (extra: plot). See :mod:`boneage.chart`."""
+        from boneage.chart import growth_chart
+
+        return growth_chart(prediction, self.reference, path)
 
     def predict_batch(self, images: Sequence[ImageInput], male: Sequence[Any], batch_size: int = 64, *,
                       ages: Sequence[float | None] | None = None) -> list[Prediction]:

@@ -1,0 +1,79 @@
+"""A growth chart: the child's bone age against the reference, at the child's age.
+
+Matplotlib is optional (extra ``plot``): an edge box that only predicts does not need it. The
+figure is built without pyplot, so drawing keeps no global state and is safe in a server thread.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from boneage.errors import InputError, MissingDependencyError
+from boneage.prediction import Prediction
+from boneage.references import ReferenceTable
+
+INSTALL = 'pip install "boneage[plot]"'
+
+
+def require_matplotlib() -> None:
+    """Raise :class:`MissingDependencyError` now, before any work that would be wasted without it."""
+    _matplotlib()
+
+
+def _matplotlib() -> tuple[Any, Any]:
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise MissingDependencyError(f"a growth chart needs matplotlib: {INSTALL} ({exc})") from exc
+    return Figure, FigureCanvasAgg
+
+
+def growth_chart(prediction: Prediction, reference: ReferenceTable, path: str | os.PathLike[str]) -> Path:
+    """Draw the reference mean bone age and its +-2 SD band over age for the child's sex, the line
+    bone age = age, and the estimate (with its interval, if any) at the child's age; write a PNG.
+
+    The prediction must carry a comparison (made with the child's age) against ``reference``."""
+    c = prediction.comparison
+    if c is None:
+        raise InputError("a growth chart needs the child's age: predict with age_months= (CLI: --age, or --dob with --study-date)")
+    if c.reference != reference.name:
+        raise InputError(f"the prediction was compared with {c.reference!r}, not with {reference.name!r}")
+    figure, canvas = _matplotlib()
+    male = prediction.male
+    rows = reference.rows(male) / 12.0  # years: how charts are read
+    age, ba = c.chronological_age_months / 12.0, prediction.bone_age_months / 12.0
+    fig = figure(figsize=(6.4, 5.6), dpi=100)
+    canvas(fig)
+    ax = fig.add_subplot()
+    ax.fill_between(rows[:, 0], rows[:, 1] - 2 * rows[:, 2], rows[:, 1] + 2 * rows[:, 2], color="tab:blue",
+                    alpha=0.18, lw=0, label="reference mean +-2 SD")
+    ax.plot(rows[:, 0], rows[:, 1], color="tab:blue", lw=1.5, label="reference mean bone age")
+    top = max(float(rows[-1, 0]), age, ba) + 1
+    ax.plot([0, top], [0, top], color="0.4", ls="--", lw=1, label="bone age = age")
+    yerr = None
+    label = f"estimate {prediction.bone_age_months:.0f} months"
+    if prediction.interval is not None:
+        i = prediction.interval
+        yerr = np.array([[ba - i.low_months / 12.0], [i.high_months / 12.0 - ba]]).clip(0)
+        label += f" ({i.level:.0%} interval {i.low_months:.0f}-{i.high_months:.0f})"
+    ax.errorbar([age], [ba], yerr=yerr, fmt="o", color="tab:red", ms=7, capsize=5, lw=2, label=label, zorder=5)
+    sds = c.note or f"SDS {c.sds:+.1f} ({c.category}); BA - CA {c.bone_age_minus_age_months:+.1f} months"
+    ax.set(xlim=(0, top), ylim=(0, top), xlabel="chronological age (years)", ylabel="bone age (years)",
+           title=f"{'Boy' if male else 'Girl'}, {c.chronological_age_months:.0f} months: {sds}")
+    ax.title.set_fontsize(10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.text(0.01, 0.01, f"Reference: {reference.name} ({reference.population or reference.title}). "
+             "The interval is this model's error, not a reader's.", fontsize=6.5, color="0.3", wrap=True)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    path = Path(path)
+    try:
+        fig.savefig(path, format="png")
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    return path
