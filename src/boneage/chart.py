@@ -61,10 +61,14 @@ def growth_chart(prediction: Prediction, reference: ReferenceTable, path: str | 
         i = prediction.interval
         yerr = np.array([[ba - i.low_months / 12.0], [i.high_months / 12.0 - ba]]).clip(0)
         label += f" ({i.level:.0%} interval {i.low_months:.0f}-{i.high_months:.0f})"
+    else:
+        label += " (this model has no interval)"
     ax.errorbar([age], [ba], yerr=yerr, fmt="o", color="tab:red", ms=7, capsize=5, lw=2, label=label, zorder=5)
     sds = c.note or f"SDS {c.sds:+.1f} ({c.category}); BA - CA {c.bone_age_minus_age_months:+.1f} months"
-    ax.set(xlim=(0, top), ylim=(0, top), xlabel="chronological age (years)", ylabel="bone age (years)",
-           title=f"{'Boy' if male else 'Girl'}, {c.chronological_age_months:.0f} months: {sds}")
+    high = max(top, float((rows[:, 1] + 2 * rows[:, 2]).max()) + 0.5, ba + (0 if yerr is None else float(yerr[1, 0])) + 0.5)
+    whole, rest = divmod(round(c.chronological_age_months), 12)
+    ax.set(xlim=(0, top), ylim=(0, high), xlabel="chronological age (years)", ylabel="bone age (years)",
+           title=f"{'Boy' if male else 'Girl'}, age {whole}y {rest}m: {sds}")
     ax.title.set_fontsize(10)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)

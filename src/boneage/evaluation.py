@@ -88,7 +88,7 @@ def evaluate(model: str, sources: list[DataSource], output: Path, *, runtime: st
     try:
         plot(true, pred, output, title=estimator.card.ref)
     except ImportError:
-        log.warning("no plots: they need matplotlib (pip install 'boneage[train]')")
+        log.warning("no plots: they need matplotlib (pip install 'boneage[plot]')")
     return result
 
 

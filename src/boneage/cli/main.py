@@ -55,7 +55,23 @@ def _predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--output", metavar="RESULTS", help="write results to a .csv or .jsonl file as they are made")
     p.add_argument("--resume", action="store_true", help="with --output: skip the inputs it already holds")
-    p.add_argument("--force", action="store_true", help="with --output: replace an existing file")
+    p.add_argument("--force", action="store_true", help="with --output or --plot: replace an existing file")
+    p.add_argument("--plot", metavar="CHART.png",
+                   help="one FILE with --age: draw its growth chart against the reference (extra: plot)")
+
+
+def _explain(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", metavar="FILE", help="one radiograph (PNG, JPEG, TIFF, BMP)")
+    p.add_argument("--sex", type=str.lower, choices=["male", "female", "m", "f"], required=True)
+    p.add_argument("--age", help="the child's age: months (123) or years and months (10y3m)")
+    p.add_argument("--dob", metavar="YYYY-MM-DD", help="date of birth (with --study-date, instead of --age)")
+    p.add_argument("--study-date", metavar="YYYY-MM-DD", help="the date the radiograph was taken (with --dob)")
+    p.add_argument("--output", required=True, metavar="HEAT.png", help="the PNG to write: radiograph and heatmap")
+    p.add_argument("--force", action="store_true", help="replace an existing --output")
+    p.add_argument("--model", help="a registered model name or an .onnx path (default: the shipped model)")
+    p.add_argument("--runtime", help=RUNTIME_HELP)
+    p.add_argument("--threads", type=_threads, help="inference threads (default: OMP_NUM_THREADS or all cores)")
+    p.add_argument("--json", action="store_true", help="print the prediction as JSON instead of a table")
 
 
 def _train(p: argparse.ArgumentParser) -> None:
@@ -111,6 +127,7 @@ def _none(p: argparse.ArgumentParser) -> None:
 
 COMMANDS: dict[str, tuple[str, str, Configure]] = {
     "predict": ("boneage.cli.predict:run", "bone age of one or many radiographs", _predict),
+    "explain": ("boneage.cli.explain:run", "where the model looked: a heatmap over the radiograph", _explain),
     "plugins": ("boneage.cli.listing:plugins", "every registered plugin item and its source", _none),
     "backbones": ("boneage.cli.listing:backbones", "registered backbones with parameter counts", _none),
     "models": ("boneage.cli.listing:models", "the model registry", _none),

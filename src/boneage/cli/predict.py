@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from boneage.age import age_from_dates, parse_age
+from boneage.cli.figures import draw_chart, plot_target
 from boneage.cli.results import ResultFile
 from boneage.cli.table import format_table, printable
 from boneage.errors import AgeError, BoneAgeError, InputError
@@ -85,6 +86,7 @@ def _progress(total: int) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     jobs = read_jobs(args)
+    plot = plot_target(args, jobs)
     if args.resume and not args.output:
         raise InputError("--resume needs --output FILE: the results to continue")
     estimator = BoneAgeEstimator(args.model, runtime=args.runtime, threads=args.threads)
@@ -114,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
         if output is not None:
             output.close()
     code = _report(args, results, output, interrupted or fatal is not None, len(jobs))
+    if plot is not None and not interrupted and fatal is None:
+        draw_chart(estimator, results, plot)
     if fatal is not None:
         raise fatal
     return code

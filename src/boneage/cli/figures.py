@@ -1,0 +1,51 @@
+"""PNG figures the CLI writes (``explain --output``, ``predict --plot``): checked before any work,
+and never written over a file the user has unless ``--force`` says so."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from boneage.errors import InputError
+from boneage.estimator import BoneAgeEstimator
+from boneage.prediction import Prediction
+
+
+def new_png(text: str, force: bool, flag: str) -> Path:
+    """The path for a PNG the command is about to write: a .png, in a folder that exists, and
+    not a file already there unless ``force``."""
+    path = Path(text)
+    if path.suffix.lower() != ".png":
+        raise InputError(f"{flag} {path}: writes a PNG, so the name must end in .png")
+    if path.exists() and not force:
+        raise InputError(f"{flag} {path} exists: add --force to replace it")
+    if path.is_dir():
+        raise InputError(f"{flag} {path} is a folder, not a file")
+    if not path.parent.is_dir():
+        raise InputError(f"{flag} {path}: the folder {path.parent} does not exist")
+    return path
+
+
+def plot_target(args: argparse.Namespace, jobs: list[Any]) -> Path | None:
+    """Check ``predict --plot`` before the model runs: one child, with an age, and matplotlib."""
+    if not args.plot:
+        return None
+    if len(jobs) != 1:
+        raise InputError(f"--plot draws one child's growth chart: give one FILE, not {len(jobs)} inputs")
+    if jobs[0].age is None:
+        raise InputError("--plot needs the child's age: add --age (e.g. 12y) or --dob with --study-date")
+    from boneage.chart import require_matplotlib
+
+    require_matplotlib()
+    return new_png(args.plot, args.force, "--plot")
+
+
+def draw_chart(estimator: BoneAgeEstimator, results: list[dict[str, Any]], path: Path) -> None:
+    """The growth chart of the one result, if it is a prediction (a failed input has none)."""
+    if len(results) != 1 or "error" in results[0]:
+        print(f"boneage: no growth chart written to {path}: there is no prediction to draw", file=sys.stderr)
+        return
+    estimator.plot(Prediction.model_validate(results[0]), path)
+    print(f"boneage: growth chart written to {path}", file=sys.stderr)
