@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -126,6 +127,11 @@ def test_explain_cli_errors(tiny_model: Path, radiograph_png: Path, tmp_path: Pa
     assert not (tmp_path / "heat.png").exists()
 
 
+needs_matplotlib = pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None,
+                                      reason="matplotlib is not installed (extra: plot)")
+
+
+@needs_matplotlib
 def test_plot_cli_draws_the_chart_with_the_interval(tmp_path: Path, models_dir: Path, radiograph_png: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     model, chart = str(calibrated_model(tmp_path, models_dir)), tmp_path / "chart.png"
@@ -159,6 +165,7 @@ def test_without_matplotlib_the_error_names_the_extra(tiny_model: Path, radiogra
         estimator.plot(estimator.predict(radiograph_png, male=True, age_months=108), tmp_path / "c.png")
 
 
+@needs_matplotlib
 def test_growth_chart_needs_an_age_and_the_same_reference(tiny_model: Path, radiograph: np.ndarray, tmp_path: Path) -> None:
     estimator = BoneAgeEstimator(tiny_model)
     with pytest.raises(InputError, match="needs the child's age"):

@@ -93,11 +93,12 @@ def evaluate(model: str, sources: list[DataSource], output: Path, *, runtime: st
 
 
 def _row(name: str, m: dict[str, float]) -> str:
-    return f"| {name} | {m['n']} | {m['mae']:.2f} | {m['rmse']:.2f} | {m['r2']:.3f} | {m['bias']:+.2f} |"
+    return (f"| {name} | {m['n']} | {m['mae']:.2f} | {m['rmse']:.2f} | {m['r2']:.3f} | {m['bias']:+.2f} | "
+            f"{100 * m['over_24']:.1f}% |")
 
 
 def summary_markdown(result: dict[str, Any]) -> str:
-    head = "| group | n | MAE | RMSE | R² | bias |\n|---|---|---|---|---|---|"
+    head = "| group | n | MAE | RMSE | R² | bias | off > 24 mo |\n|---|---|---|---|---|---|---|"
     rows = [_row("all", result["overall"])]
     rows += [_row(sex, m) for sex, m in result["by_sex"].items()]
     rows += [_row(band, m) for band, m in result["by_age"].items()]

@@ -19,6 +19,7 @@ def summary(true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
         "rmse": float(np.sqrt((err**2).mean())) if true.size else float("nan"),
         "r2": float(1 - (err**2).sum() / ss_tot) if ss_tot > 0 else float("nan"),
         "bias": float(err.mean()) if true.size else float("nan"),
+        "over_24": float((np.abs(err) > 24).mean()) if true.size else float("nan"),  # off by more than 2 years
     }
 
 
