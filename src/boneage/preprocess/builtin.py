@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from boneage import plugins
 from boneage.hookspecs import hookimpl
+from boneage.preprocess.inversion import looks_inverted
 from boneage.preprocess.pipeline import validated
 from boneage.specs import EmptyParams, StepSpec, Trace, Transform
 
@@ -102,16 +103,6 @@ def _normalize(params: EmptyParams) -> Transform:
 
 class InvertParams(_Params):
     mode: Literal["auto", "always"] = "auto"
-
-
-def looks_inverted(image: np.ndarray) -> bool:
-    """Radiographs have a dark background: a border brighter than the centre means white-on-black
-    was flipped."""
-    h, w = image.shape[:2]
-    b = max(1, min(h, w) // 10)
-    border = np.concatenate([image[:b].ravel(), image[-b:].ravel(), image[:, :b].ravel(), image[:, -b:].ravel()])
-    centre = image[h // 4 : h - h // 4, w // 4 : w - w // 4]
-    return float(np.median(border)) > float(np.median(centre)) + 40
 
 
 def _invert(params: InvertParams) -> Transform:
