@@ -12,8 +12,9 @@ import pytest
 
 from boneage.errors import ConfigError, PluginNotFoundError
 from boneage.preprocess import PreprocessConfig, StepConfig, build_pipeline
-from boneage.preprocess.builtin import ResizeParams, looks_inverted, resize, to_uint8_gray
+from boneage.preprocess.builtin import ResizeParams, resize, to_uint8_gray
 from boneage.preprocess.crop_classical import ClassicalParams, find_hand
+from boneage.preprocess.inversion import looks_inverted
 from boneage.preprocess.pipeline import Notes
 from tests.helpers import synthetic_radiograph
 

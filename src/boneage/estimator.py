@@ -20,9 +20,10 @@ from boneage.imageio import ImageInput, read_image
 from boneage.models import ModelFile, open_model
 from boneage.prediction import Prediction
 from boneage.preprocess import build_pipeline
-from boneage.preprocess.builtin import looks_inverted, to_uint8_gray
+from boneage.preprocess.builtin import to_uint8_gray
 from boneage.preprocess.crop import downscale, is_uniform
 from boneage.preprocess.crop_classical import ClassicalParams, find_hand
+from boneage.preprocess.inversion import looks_inverted
 from boneage.preprocess.pipeline import Notes
 from boneage.references import compare, load_reference
 from boneage.runtimes import checked_months
