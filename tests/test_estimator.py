@@ -206,3 +206,18 @@ def test_estimator_loads_once_and_is_reusable(tiny_model: Path, radiograph: np.n
     tiny_model.unlink()  # the model was read once; later calls do not touch the file
     assert est.predict(radiograph, True).bone_age_months > 0
     assert "tiny" in repr(est) and threading.active_count() >= 1
+
+
+def test_threaded_preparation_gives_the_same_results_in_order(tiny_model: Path, tmp_path: Path) -> None:
+    """Issue 21: the next batch is decoded while the model runs; nothing may move or change."""
+    from tests.helpers import synthetic_radiograph, write_png
+
+    files = [write_png(tmp_path / f"r{i}.png", synthetic_radiograph(seed=i)) for i in range(7)]
+    images = [files[0], tmp_path / "missing.png", *files[1:4], b"not an image", *files[4:]]
+    male = [True, True, "yes", False, True, False, True, False, True]
+    est = BoneAgeEstimator(tiny_model)
+    sequential = est.predict_many(images, male, batch_size=3, workers=0)
+    for workers in (1, 2, 4):
+        threaded = est.predict_many(images, male, batch_size=3, workers=workers)
+        assert [type(r) for r in threaded] == [type(r) for r in sequential]
+        assert [getattr(r, "bone_age_months", str(r)) for r in threaded] == [getattr(r, "bone_age_months", str(r)) for r in sequential]

@@ -7,7 +7,9 @@ card, and is safe to share between threads (no state changes after construction)
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +36,12 @@ if TYPE_CHECKING:
     from boneage.explain import Explanation
 
 CHECK_SIZE = 256
+Prepared = tuple[bool, float | None, np.ndarray, Notes]
+
+
+def default_workers() -> int:
+    """Threads that prepare images: enough to keep the model fed, few enough not to crowd it."""
+    return min(4, os.cpu_count() or 1)
 
 
 def input_warnings(image: np.ndarray, steps: set[str]) -> list[str]:
@@ -154,10 +162,13 @@ class BoneAgeEstimator:
         return results  # type: ignore[return-value]
 
     def predict_many(self, images: Sequence[ImageInput], male: Sequence[Any], batch_size: int = 64, *,
-                     ages: Sequence[float | None] | None = None) -> list[Prediction | BoneAgeError]:
+                     ages: Sequence[float | None] | None = None,
+                     workers: int | None = None) -> list[Prediction | BoneAgeError]:
         """Like :meth:`predict_batch`, but keeps going: a bad input gets its error in its place.
         Runs the model ``batch_size`` images at a time, so memory stays bounded for any number.
-        ``ages``: the children's ages in months (None where unknown)."""
+        ``ages``: the children's ages in months (None where unknown). ``workers`` threads decode
+        and preprocess the next batch while the model runs this one (OpenCV and ONNX Runtime
+        release the GIL); 0 does everything in the caller's thread."""
         if len(images) != len(male):
             raise InputError(f"{len(images)} images but {len(male)} sexes")
         ages = [None] * len(images) if ages is None else list(ages)
@@ -165,25 +176,41 @@ class BoneAgeEstimator:
             raise InputError(f"{len(images)} images but {len(ages)} ages")
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, not {batch_size}")
+        chunks = [range(start, min(start + batch_size, len(images))) for start in range(0, len(images), batch_size)]
+        workers = default_workers() if workers is None else workers
         results: list[Prediction | BoneAgeError] = []
-        for start in range(0, len(images), batch_size):
-            end = start + batch_size
-            results += self._predict_chunk(images[start:end], male[start:end], ages[start:end])
+        if workers < 1:
+            for chunk in chunks:
+                prepared = [self._prepare(images[i], male[i], ages[i]) for i in chunk]
+                results += self._finish([images[i] for i in chunk], prepared)
+            return results
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="boneage-prepare")
+        try:
+            ahead: deque[tuple[range, list[Future[Prepared | InputError]]]] = deque()
+            for n, chunk in enumerate(chunks):  # at most two batches in flight: memory stays bounded
+                ahead.append((chunk, [pool.submit(self._prepare, images[i], male[i], ages[i]) for i in chunk]))
+                while len(ahead) == 2 or (ahead and n == len(chunks) - 1):
+                    done, futures = ahead.popleft()
+                    results += self._finish([images[i] for i in done], [f.result() for f in futures])
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         return results
 
-    def _predict_chunk(self, images: Sequence[ImageInput], male: Sequence[Any],
-                       ages: Sequence[float | None]) -> list[Prediction | BoneAgeError]:
-        results: list[Prediction | BoneAgeError | None] = [None] * len(images)
-        prepared: list[tuple[int, bool, float | None, np.ndarray, Notes]] = []
-        for i, (image, m, age) in enumerate(zip(images, male, ages, strict=True)):
-            try:
-                sex = check_male(m)
-                checked_age = None if age is None else check_age(age)
-                prepared.append((i, sex, checked_age, *self.preprocess(image)))
-            except InputError as exc:  # this input's fault; a model's or a plugin's error ends the batch
-                results[i] = exc
-        if prepared:
-            months = self.run(np.stack([p[3] for p in prepared]), [p[1] for p in prepared])
-            for (i, sex, age, _, notes), value in zip(prepared, months, strict=True):
+    def _prepare(self, image: ImageInput, male: Any, age: float | None) -> Prepared | InputError:
+        """One input ready for the model, or its own error (a model's or a plugin's error is raised)."""
+        try:
+            sex = check_male(male)
+            checked_age = None if age is None else check_age(age)
+            return (sex, checked_age, *self.preprocess(image))
+        except InputError as exc:
+            return exc
+
+    def _finish(self, images: Sequence[ImageInput], prepared: Sequence[Prepared | InputError]) -> list[Prediction | BoneAgeError]:
+        """One model call for the inputs that are ready; each error stays in its place."""
+        ready = [(i, p) for i, p in enumerate(prepared) if not isinstance(p, InputError)]
+        results: list[Prediction | BoneAgeError | None] = [p if isinstance(p, InputError) else None for p in prepared]
+        if ready:
+            months = self.run(np.stack([p[2] for _, p in ready]), [p[0] for _, p in ready])
+            for (i, (sex, age, _, notes)), value in zip(ready, months, strict=True):
                 results[i] = self.make_prediction(value, sex, _source(images[i]), notes, age)
         return results  # type: ignore[return-value]
