@@ -176,3 +176,66 @@ def test_a_model_failing_mid_batch_keeps_what_is_done(
     err = capsys.readouterr().err
     assert code == 3 and "answered NaN" in err and "stopped after 2 of 5" in err
     assert len(results.read_text().splitlines()) == 2
+
+
+def test_a_folder_is_scored_recursively_by_pattern(tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 21: a folder in, one row per matching file, symlinked folders not followed."""
+    root = tmp_path / "archive"
+    (root / "a" / "b").mkdir(parents=True)
+    for name in ("a/one.png", "a/b/two.PNG", "three.png"):
+        write_png(root / name, synthetic_radiograph())
+    (root / "notes.txt").write_text("not an image")
+    (root / "a" / "loop").symlink_to(root, target_is_directory=True)
+    assert main(["predict", str(root), "--sex", "m", "--model", str(tiny_model), "--json"]) == 0
+    sources = [r["source"] for r in json.loads(capsys.readouterr().out)]
+    assert sources == sorted(str(root / n) for n in ("a/one.png", "a/b/two.PNG", "three.png"))
+    assert main(["predict", str(root), "--sex", "m", "--model", str(tiny_model), "--pattern", "*.gif"]) == 2
+    assert "no files matching" in capsys.readouterr().err
+
+
+def test_parquet_output_survives_a_kill_and_resumes(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    pq = pytest.importorskip("pyarrow.parquet", reason="extra: parquet")
+    inputs = files(tmp_path, 7)
+    out = tmp_path / "results.parquet"
+    common = ["predict", *inputs, "--sex", "f", "--model", str(tiny_model), "--batch-size", "2", "--output", str(out)]
+    original = BoneAgeEstimator.predict_many
+    calls = {"n": 0}
+
+    def killed_on_third_batch(self: BoneAgeEstimator, *args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    from boneage.cli.results import ResultFile
+
+    # A SIGKILL after two batches: nothing is tidied up, so the Parquet file is never written.
+    monkeypatch.setattr(BoneAgeEstimator, "predict_many", killed_on_third_batch)
+    monkeypatch.setattr(ResultFile, "close", lambda self: self._file.close())
+    assert main(common) == 130
+    monkeypatch.undo()
+    journal = tmp_path / "results.parquet.partial.jsonl"
+    assert not out.exists() and len(journal.read_text().splitlines()) == 4  # two batches were journalled
+    assert main([*common, "--resume"]) == 0
+    assert "4 inputs already in" in capsys.readouterr().err
+    table = pq.read_table(out).to_pylist()
+    assert [r["source"] for r in table] == inputs and not journal.exists()
+    assert all(r["sex"] == "female" and r["bone_age_months"] > 0 for r in table)
+    assert main([*common, "--resume"]) == 0 and len(pq.read_table(out)) == 7  # nothing to do, nothing lost
+
+
+def test_parquet_without_pyarrow_names_the_extra(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_pyarrow(name: str, *args: object, **kwargs: object) -> object:
+        if name.startswith("pyarrow"):
+            raise ImportError("No module named 'pyarrow'")
+        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(builtins, "__import__", no_pyarrow)
+    code = main(["predict", *files(tmp_path, 1), "--sex", "f", "--model", str(tiny_model), "--output", str(tmp_path / "r.parquet")])
+    assert code == 5 and "boneage[parquet]" in capsys.readouterr().err

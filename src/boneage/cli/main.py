@@ -40,7 +40,9 @@ RUNTIME_HELP = "onnx or tensorflow, or a plugin's runtime (default: onnx; tensor
 
 
 def _predict(p: argparse.ArgumentParser) -> None:
-    p.add_argument("files", nargs="*", metavar="FILE", help="radiographs (PNG, JPEG, TIFF, BMP)")
+    p.add_argument("files", nargs="*", metavar="FILE", help="radiographs (PNG, JPEG, TIFF, BMP, WebP), or folders of them")
+    p.add_argument("--pattern", default="*.png,*.jpg,*.jpeg,*.tif,*.tiff,*.bmp,*.webp",
+                   help="for folders: the file names to take, comma-separated globs (default: the image formats)")
     p.add_argument("--sex", type=str.lower, choices=["male", "female", "m", "f"],
                    help="the sex of every child in FILE... (male/female, M/F)")
     p.add_argument("--csv", metavar="LIST",
@@ -53,7 +55,8 @@ def _predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=_threads, help="inference threads (default: OMP_NUM_THREADS or all cores)")
     p.add_argument("--batch-size", type=_positive, default=16, help="images per model call (default 16)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--output", metavar="RESULTS", help="write results to a .csv or .jsonl file as they are made")
+    p.add_argument("--output", metavar="RESULTS",
+                   help="write results to a .csv, .jsonl or .parquet file as they are made (Parquet: extra parquet)")
     p.add_argument("--resume", action="store_true", help="with --output: skip the inputs it already holds")
     p.add_argument("--force", action="store_true", help="with --output or --plot: replace an existing file")
     p.add_argument("--plot", metavar="CHART.png",

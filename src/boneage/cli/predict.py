@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import fnmatch
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,13 +53,33 @@ def row_age(row: dict[str, str | None]) -> float | None:
     return None
 
 
+IMAGE_PATTERN = "*.png,*.jpg,*.jpeg,*.tif,*.tiff,*.bmp,*.webp"
+
+
+def expand(path: str, pattern: str) -> list[str]:
+    """A folder becomes the files under it (recursively, symlinked folders not followed, sorted)
+    whose names match one of the comma-separated patterns, case-insensitively; a file stays itself."""
+    if not Path(path).is_dir():
+        return [path]
+    globs = [g.strip().lower() for g in pattern.split(",") if g.strip()]
+    found = sorted(
+        (Path(root) / name).as_posix()
+        for root, _, names in os.walk(path)  # followlinks=False: a symlink loop cannot hang it
+        for name in names
+        if any(fnmatch.fnmatch(name.lower(), g) for g in globs)
+    )
+    if not found:
+        raise InputError(f"{printable(path)}: no files matching {pattern} under this folder")
+    return found
+
+
 def read_jobs(args: argparse.Namespace) -> list[Job]:
     jobs: list[Job] = []
     if args.files and not args.sex:
         raise InputError("--sex male|female is required with FILE arguments (or use --csv with a sex column)")
     age = command_line_age(args)
     for f in args.files:
-        jobs.append(Job(f, parse_sex(args.sex), age))
+        jobs += [Job(file, parse_sex(args.sex), age) for file in expand(f, args.pattern)]
     if args.csv:
         path = Path(args.csv)
         try:

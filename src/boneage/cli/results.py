@@ -1,5 +1,11 @@
 """Results streamed to a file as they are made, so an interruption loses nothing and ``--resume``
-picks up where it stopped. The format follows the suffix: ``.csv`` or ``.jsonl``."""
+picks up where it stopped. The format follows the suffix: ``.csv``, ``.jsonl`` or ``.parquet``.
+
+CSV and JSON Lines are appended and flushed after every batch. Parquet cannot be appended to, so
+its rows go first to a journal beside it (``NAME.parquet.partial.jsonl``) and become the Parquet
+file, written whole and renamed into place, when the run ends or is interrupted; a run killed
+outright leaves the journal, which ``--resume`` reads.
+"""
 
 from __future__ import annotations
 
@@ -10,25 +16,27 @@ import os
 from pathlib import Path
 from typing import IO, Any
 
-from boneage.errors import InputError
+from boneage.errors import InputError, MissingDependencyError
 
 COLUMNS = ("source", "sex", "bone_age_months", "bone_age_years", "interval_low_months", "interval_high_months",
            "interval_level", "chronological_age_months", "bone_age_minus_age_months", "sds", "category",
            "model_name", "model_version", "runtime", "warnings", "notes", "error_type", "error")
-FORMATS = (".csv", ".jsonl")
+NUMBERS = {"bone_age_months", "bone_age_years", "interval_low_months", "interval_high_months", "interval_level",
+           "chronological_age_months", "bone_age_minus_age_months", "sds"}
+FORMATS = (".csv", ".jsonl", ".parquet")
 
 
 def flat(result: dict[str, Any]) -> dict[str, Any]:
-    """One CSV row: lists joined with '; ', the error split into its type and message."""
-    row = {c: result.get(c, "") for c in COLUMNS}
+    """One row: lists joined with '; ', the error split into its type and message, None where empty."""
+    row: dict[str, Any] = {c: result.get(c) for c in COLUMNS}
     if "male" in result:
         row["sex"] = "male" if result["male"] else "female"
     interval = result.get("interval") or {}
-    row["interval_low_months"], row["interval_high_months"] = interval.get("low_months", ""), interval.get("high_months", "")
-    row["interval_level"] = interval.get("level", "")
+    row["interval_low_months"], row["interval_high_months"] = interval.get("low_months"), interval.get("high_months")
+    row["interval_level"] = interval.get("level")
     comparison = result.get("comparison") or {}
     for key in ("chronological_age_months", "bone_age_minus_age_months", "sds", "category"):
-        row[key] = "" if comparison.get(key) is None else comparison[key]
+        row[key] = comparison.get(key)
     row["warnings"] = "; ".join(result.get("warnings", ()))
     row["notes"] = "; ".join(result.get("notes", ()))
     if "error" in result:
@@ -36,48 +44,84 @@ def flat(result: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def complete_lines(path: Path) -> str:
+    """The file's text up to its last newline; a line cut short by a kill is cut off the file too."""
+    data = path.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]
+    if len(complete) != len(data):
+        with path.open("r+b") as f:
+            f.truncate(len(complete))
+    return complete.decode("utf-8", errors="replace")
+
+
+def _parquet() -> Any:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise MissingDependencyError(f'--output *.parquet needs pyarrow: pip install "boneage[parquet]" ({exc})') from exc
+    return pa, pq
+
+
+def parquet_schema(pa: Any) -> Any:
+    return pa.schema([(c, pa.float64() if c in NUMBERS else pa.string()) for c in COLUMNS])
+
+
 class ResultFile:
-    """Appends one line per result and flushes after each batch; a line cut short by a kill is
-    dropped on resume."""
+    """Appends one line per result and flushes after each batch (see the module's docstring)."""
 
     def __init__(self, path: Path, *, resume: bool, force: bool) -> None:
         self.path, self.suffix = path, path.suffix.lower()
         if self.suffix not in FORMATS:
             raise InputError(f"--output {path}: the suffix must be one of {', '.join(FORMATS)}")
-        exists = path.exists() and path.stat().st_size > 0
+        self.journal = path.with_name(path.name + ".partial.jsonl") if self.suffix == ".parquet" else path
+        if self.suffix == ".parquet":
+            _parquet()  # a missing extra is said before any work
+        exists = any(p.exists() and p.stat().st_size > 0 for p in {path, self.journal})
         if exists and not (resume or force):
             raise InputError(f"--output {path} exists: add --resume to continue it or --force to replace it")
         self.done: set[str] = self._read_done() if exists and resume else set()
-        mode = "a" if exists and resume else "w"
+        append = exists and resume
+        if not append and self.suffix == ".parquet" and path.exists():
+            path.unlink()  # --force
         try:
-            self._file: IO[str] = path.open(mode, newline="", encoding="utf-8")
+            self._file: IO[str] = self.journal.open("a" if append else "w", newline="", encoding="utf-8")
         except OSError as exc:
             raise InputError(f"cannot write {path}: {exc.strerror or exc}") from exc
         self._csv = csv.DictWriter(self._file, COLUMNS) if self.suffix == ".csv" else None
-        if self._csv is not None and mode == "w":
+        if self._csv is not None and not append:
             self._csv.writeheader()
 
     def _read_done(self) -> set[str]:
-        data = self.path.read_bytes()
-        complete = data[: data.rfind(b"\n") + 1]
-        if len(complete) != len(data):  # the last line was cut short: drop it, it is redone
-            with self.path.open("r+b") as f:
-                f.truncate(len(complete))
-        text = complete.decode("utf-8", errors="replace")
         try:
             if self.suffix == ".csv":
-                rows = list(csv.DictReader(io.StringIO(text)))
+                rows = list(csv.DictReader(io.StringIO(complete_lines(self.path))))
                 if rows and "source" not in rows[0]:
                     raise InputError(f"--resume: {self.path} is not a results file of this command")
                 return {r["source"] for r in rows}
-            return {json.loads(line)["source"] for line in text.splitlines() if line.strip()}
-        except (json.JSONDecodeError, KeyError, TypeError, csv.Error) as exc:
+            done = {json.loads(line)["source"] for line in self._journal_lines()}
+            return done | {r["source"] for r in self._parquet_rows()}
+        except (json.JSONDecodeError, KeyError, TypeError, csv.Error, OSError) as exc:
             raise InputError(f"--resume: cannot read the results in {self.path}: {exc}") from exc
+
+    def _journal_lines(self) -> list[str]:
+        return [line for line in complete_lines(self.journal).splitlines() if line.strip()] if self.journal.exists() else []
+
+    def _parquet_rows(self) -> list[dict[str, Any]]:
+        if self.suffix != ".parquet" or not self.path.exists():
+            return []
+        pa, pq = _parquet()
+        try:
+            return list(pq.read_table(self.path).to_pylist())
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"--resume: {self.path} is not a readable Parquet file: {exc}") from exc
 
     def write(self, results: list[dict[str, Any]]) -> None:
         for result in results:
             if self._csv is not None:
                 self._csv.writerow(flat(result))
+            elif self.suffix == ".parquet":
+                self._file.write(json.dumps(flat(result), allow_nan=False) + "\n")
             else:
                 self._file.write(json.dumps(result, allow_nan=False) + "\n")
         self._file.flush()
@@ -85,3 +129,14 @@ class ResultFile:
 
     def close(self) -> None:
         self._file.close()
+        if self.suffix == ".parquet":
+            self._to_parquet()
+
+    def _to_parquet(self) -> None:
+        """The rows of an earlier Parquet file and the journal, written whole, then renamed in place."""
+        pa, pq = _parquet()
+        rows = self._parquet_rows() + [json.loads(line) for line in self._journal_lines()]
+        partial = self.path.with_name(self.path.name + ".writing")
+        pq.write_table(pa.Table.from_pylist(rows, schema=parquet_schema(pa)), partial)
+        os.replace(partial, self.path)
+        self.journal.unlink()
