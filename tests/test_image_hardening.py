@@ -180,3 +180,73 @@ def test_a_chunk_length_past_the_end_is_refused_before_decoding() -> None:
     png[idat] = 255
     with pytest.raises(ImageReadError, match="'IDAT' chunk runs past the end"):
         read_image(bytes(png))
+
+
+def test_exif_found_anywhere_in_the_file() -> None:
+    """Second probe: an Exif segment after a 64 KB comment was ignored (111 months instead of 195)."""
+    upright = synthetic_radiograph()[:, :-13]
+    data = with_orientation(upright, 6, "JPEG", quality=95)
+    padded = data[:2] + b"\xff\xfe" + struct.pack(">H", 65535) + b"c" * 65533 + data[2:]
+    assert read_image(padded).image.shape == upright.shape and read_image(padded).notes
+
+
+def test_tiff_tag_bomb_is_refused_before_libtiff_reads_it() -> None:
+    """2,000 tags pointing at one 1 MiB blob made libtiff read 2 GB."""
+    from boneage.formats import MAX_TIFF_TAGS
+
+    blob_at, n = 8, 2000
+    blob = b"\0" * (1 << 20)
+    ifd_at = blob_at + len(blob)
+    entries = [(256, 4, 1, 64), (257, 4, 1, 64)] + [(40000 + i, 1, len(blob), blob_at) for i in range(n)]
+    ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *e) for e in entries) + b"\0" * 4
+    data = b"II*\0" + struct.pack("<I", ifd_at) + blob + ifd
+    with pytest.raises(ImageReadError, match=f"{n + 2} tags|MiB"):
+        read_image(data)
+    assert n + 2 > MAX_TIFF_TAGS
+    few = [(256, 4, 1, 64), (257, 4, 1, 64)] + [(40000 + i, 1, len(blob), blob_at) for i in range(100)]
+    ifd = struct.pack("<H", len(few)) + b"".join(struct.pack("<HHII", *e) for e in few) + b"\0" * 4
+    with pytest.raises(ImageReadError, match="tags hold 100 MiB"):
+        read_image(b"II*\0" + struct.pack("<I", ifd_at) + blob + ifd)
+
+
+def test_jpeg_of_thousands_of_scans_is_refused() -> None:
+    """A progressive JPEG repeating one scan took 80 s per MB to decode."""
+    ok, buf = cv2.imencode(".jpg", synthetic_radiograph(), [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    data = buf.tobytes()
+    assert read_image(data).image.shape == synthetic_radiograph().shape  # a real progressive JPEG passes
+    last = data.rindex(b"\xff\xda")
+    bomb = data[:last] + data[last:-2] * 150 + data[-2:]
+    with pytest.raises(ImageReadError, match="scans"):
+        read_image(bomb)
+
+
+def test_sixteen_bit_min_is_white_tiff_reads_as_viewers_show_it() -> None:
+    from PIL import Image
+
+    image = synthetic_radiograph().astype(np.uint16) * 200
+    normal, min_is_white = io.BytesIO(), io.BytesIO()
+    Image.fromarray(image).save(normal, "TIFF")
+    # the same picture stored as MinIsWhite: photometric 0 and the values flipped
+    Image.fromarray((65535 - image).astype(np.uint16)).save(min_is_white, "TIFF", tiffinfo={262: 0})
+    assert np.array_equal(read_image(min_is_white.getvalue()).image, read_image(normal.getvalue()).image)
+
+
+def test_pgm_maxval_under_255_is_scaled() -> None:
+    image = (synthetic_radiograph() // 2).astype(np.uint8)  # values 0-127
+    pgm = b"P5\n%d %d\n127\n" % (image.shape[1], image.shape[0]) + image.tobytes()
+    loaded = read_image(pgm).image
+    assert loaded.max() > image.max() and np.allclose(loaded, np.rint(image.astype(float) * 255 / 127), atol=1)
+
+
+def test_transparency_and_gray_alpha_count_in_the_memory_estimate() -> None:
+    from boneage.imageio import read_header
+
+    gray_alpha = png_header(6400, 6400, depth=16, colour=4)
+    idat = struct.pack(">I", 64) + b"IDAT" + b"\0" * 64 + struct.pack(">I", zlib.crc32(b"IDAT" + b"\0" * 64))
+    with pytest.raises(ImageTooLargeError, match="4 channels of 16 bits"):
+        read_header(gray_alpha + idat, "image")
+
+
+def test_a_nul_in_a_path_is_a_typed_error() -> None:
+    with pytest.raises(ImageReadError, match="not a usable path"):
+        read_image("a\x00b.png")

@@ -10,6 +10,8 @@ import datetime as dt
 import math
 import re
 
+import numpy as np
+
 from boneage.errors import AgeError
 
 MAX_AGE_MONTHS = 360.0  # 30 years: bone age is read in children; anything older is a typo
@@ -19,8 +21,8 @@ _TEXT = re.compile(r"(?:(\d+(?:\.\d+)?)\s*y(?:ears?)?)?\s*(?:(\d+(?:\.\d+)?)\s*m
 
 def check_age(months: object) -> float:
     """The age in months, if it can be a child's."""
-    if isinstance(months, bool) or not isinstance(months, (int, float)):
-        raise AgeError(f"the age must be a number of months, not {months!r}")
+    if isinstance(months, (bool, np.bool_)) or not isinstance(months, (int, float, np.integer, np.floating)):
+        raise AgeError(f"the age must be a number of months, not a {type(months).__name__}")
     value = float(months)
     if not math.isfinite(value) or value < 0:
         raise AgeError(f"the age must be 0 months or more, not {months!r}")
@@ -41,7 +43,8 @@ def parse_age(text: str) -> float:
         return check_age(number)
     match = _TEXT.fullmatch(cleaned)
     if not cleaned or match is None or not any(match.groups()):
-        raise AgeError(f"the age must be months (123) or years and months (10y3m), not {text!r}")
+        # not echoed: what was typed may be a date of birth
+        raise AgeError("the age must be months (123) or years and months (10y3m)")
     years, months = (float(g) if g else 0.0 for g in match.groups())
     return check_age(12 * years + months)
 

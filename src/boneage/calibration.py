@@ -30,9 +30,10 @@ AGE_BANDS = ((0, 24), (24, 72), (72, 120), (120, 168), (168, 240))
 class Band(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    below_months: float | None = Field(description="predicted bone ages under this (None: the rest)")
-    half_width_months: float
-    n_calibration: int
+    below_months: float | None = Field(description="predicted bone ages under this (None: the rest)",
+                                       allow_inf_nan=False)
+    half_width_months: float = Field(ge=0, allow_inf_nan=False)
+    n_calibration: int = Field(ge=0)
 
 
 class IntervalCalibration(BaseModel):
@@ -40,7 +41,7 @@ class IntervalCalibration(BaseModel):
 
     level: float = Field(gt=0, lt=1)
     method: str = "split-conformal on |residual|, by predicted age (Mondrian)"
-    bands: tuple[Band, ...]
+    bands: tuple[Band, ...] = Field(min_length=1)
     coverage: dict[str, object] = Field(default_factory=dict, description="measured on the held-out half")
 
     def half_width(self, predicted: float) -> float:

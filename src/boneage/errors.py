@@ -93,3 +93,15 @@ class ConfigError(BoneAgeError, ValueError):
     """A configuration file or override is invalid."""
 
     exit_code = 2
+
+
+class ExportError(BoneAgeError):
+    """A trained run cannot become a release: its version exists, or ONNX and Keras disagree."""
+
+    exit_code = 6
+
+
+class TrainingInterrupted(BoneAgeError):
+    """Training was stopped by the user; the finished epochs are kept for ``--resume``."""
+
+    exit_code = 130  # 128 + SIGINT, what a shell reports for Ctrl-C

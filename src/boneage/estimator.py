@@ -17,7 +17,7 @@ import numpy as np
 
 from boneage import plugins
 from boneage.age import check_age
-from boneage.errors import BoneAgeError, InputError, InvalidModelError, PluginError
+from boneage.errors import BoneAgeError, InputError, InvalidModelError, ModelOutputError, PluginError
 from boneage.imageio import ImageInput, read_image
 from boneage.models import ModelFile, open_model
 from boneage.prediction import Prediction
@@ -114,7 +114,13 @@ class BoneAgeEstimator:
     def run(self, images: np.ndarray, male: Sequence[bool]) -> np.ndarray:
         """Months for a batch that is already preprocessed (N, H, W, 1)."""
         sexes = np.array([[float(check_male(m))] for m in male], dtype=np.float32)
-        out = self.runtime.predict(np.ascontiguousarray(images, dtype=np.float32), sexes)
+        try:
+            out = self.runtime.predict(np.ascontiguousarray(images, dtype=np.float32), sexes)
+        except (BoneAgeError, MemoryError):
+            raise
+        except Exception as exc:  # ONNX Runtime's own errors, or a plugin runtime's: typed, naming it
+            raise ModelOutputError(f"runtime {self.runtime_name!r} failed on {self.card.ref}: "
+                                   f"{type(exc).__name__}: {exc}") from exc
         return checked_months(out, len(sexes))  # NaN or a wrong shape is the model's fault: exit 3
 
     def make_prediction(self, months: float, male: bool, source: str | None, notes: Notes,

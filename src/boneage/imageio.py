@@ -25,6 +25,14 @@ from boneage.errors import (
     ImageTooSmallError,
     UnsupportedImageError,
 )
+from boneage.formats import (
+    check_jpeg_scans,
+    check_png_chunks,
+    jpeg_is_progressive,
+    png_has_transparency,
+    pnm_maxval,
+    tiff_info,
+)
 
 ImageInput = str | os.PathLike[str] | bytes | bytearray | memoryview | np.ndarray
 
@@ -78,7 +86,7 @@ class Header:
 
 
 # PNG colour type -> channels OpenCV decodes to (a palette can become RGBA).
-PNG_CHANNELS = {0: 1, 2: 3, 3: 4, 4: 2, 6: 4}
+PNG_CHANNELS = {0: 1, 2: 3, 3: 4, 4: 4, 6: 4}  # gray+alpha decodes as BGRA
 
 
 def own_header(data: bytes) -> Header | None:
@@ -105,21 +113,6 @@ def own_header(data: bytes) -> Header | None:
     return None
 
 
-def check_png_chunks(data: bytes, what: str) -> None:
-    """Every chunk must end inside the file: one corrupted length byte (a 5 KB file whose IDAT
-    claims 4 GB) makes OpenCV take seconds and gigabytes before it fails."""
-    i = 8
-    while i + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[i : i + 8])
-        end = i + 12 + length
-        if end > len(data):
-            raise ImageReadError(f"{what} is not a readable image: its {kind!r} chunk runs past the end of the file "
-                                 "(truncated or corrupted)")
-        if kind == b"IEND":
-            return
-        i = end
-
-
 def check_size(width: int, height: int, what: str) -> None:
     if width * height > MAX_PIXELS:
         raise ImageTooLargeError(f"{what} is {width}x{height} pixels, more than the {MAX_PIXELS:,} allowed")
@@ -133,7 +126,7 @@ def pillow_header(data: bytes, what: str) -> Header:
 
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore")  # bomb and damaged-tag warnings: the checks here decide
             with Image.open(io.BytesIO(data)) as im:
                 fmt, mode, (width, height) = str(im.format), im.mode, im.size
                 orientation = _orientation(im)
@@ -167,7 +160,7 @@ def _orientation(im: object) -> int:
 def exif_orientation(data: bytes) -> int:
     """The orientation of a PNG or JPEG that carries EXIF; 1 when there is none or it cannot be read
     (the image itself may still decode)."""
-    if b"Exif" not in data[:65536] and b"eXIf" not in data:
+    if b"Exif" not in data and b"eXIf" not in data:  # a fast byte search, anywhere in the file
         return 1
     from PIL import Image
 
@@ -178,17 +171,37 @@ def exif_orientation(data: bytes) -> int:
         return 1
 
 
+def structure_checked(header: Header, data: bytes, what: str) -> Header:
+    """The format's own bombs refused (see :mod:`boneage.formats`), and the decoded size made
+    exact where the header alone under-counts it."""
+    if header.format == "PNG":
+        check_png_chunks(data, what)
+        if png_has_transparency(data):
+            header = replace(header, channels=4)
+    elif header.format in ("JPEG", "MPO"):
+        check_jpeg_scans(data, what)
+        if jpeg_is_progressive(data):  # the decoder keeps every coefficient: 2 bytes per sample more
+            header = replace(header, sample_bytes=3)
+    elif header.format == "TIFF":
+        info = tiff_info(data, what)
+        channels = max(info.samples, 3 if info.photometric in (2, 6, 8) else 1)
+        header = replace(header, channels=channels, sample_bytes=max(header.sample_bytes, (info.bits + 7) // 8))
+    elif header.format == "PPM" and (pnm_maxval(data) or 0) > 255:
+        header = replace(header, sample_bytes=2)
+    return header
+
+
 def read_header(data: bytes, what: str) -> Header:
     """Format, size, decoded bytes and EXIF orientation, from the header alone, checked against the
     limits before anything is decoded."""
     header = own_header(data)
     if header is not None:
         check_size(header.width, header.height, what)
-        if header.format == "PNG":
-            check_png_chunks(data, what)
-        header = replace(header, orientation=exif_orientation(data))
+        header = replace(structure_checked(header, data, what), orientation=exif_orientation(data))
     else:
-        header = pillow_header(data, what)
+        if data[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
+            tiff_info(data, what)  # a tag bomb is refused before Pillow reads the tags too
+        header = structure_checked(pillow_header(data, what), data, what)
         check_size(header.width, header.height, what)
     if header.decoded_bytes > MAX_DECODED_BYTES:
         raise ImageTooLargeError(
@@ -197,6 +210,19 @@ def read_header(data: bytes, what: str) -> Header:
             "allowed per image"
         )
     return header
+
+
+def as_viewers_show(image: np.ndarray, fmt: str, data: bytes) -> np.ndarray:
+    """What OpenCV leaves undone: a 16-bit MinIsWhite TIFF (as DICOM MONOCHROME1 exports) is not
+    inverted, a PGM/PPM whose maxval is under 255 is not scaled to it (it does both at 8 bits and
+    for 8-bit TIFFs respectively)."""
+    if fmt == "TIFF" and image.dtype == np.uint16 and tiff_info(data, "image").photometric == 0:
+        return np.asarray(65535 - image, dtype=np.uint16)
+    maxval = pnm_maxval(data) if fmt == "PPM" else None
+    if maxval and maxval < 255 and image.dtype == np.uint8:
+        scaled: np.ndarray = np.clip(np.rint(image.astype(np.float32) * (255.0 / maxval)), 0, 255).astype(np.uint8)
+        return scaled
+    return image
 
 
 def decode(data: bytes, what: str = "image") -> Loaded:
@@ -212,6 +238,7 @@ def decode(data: bytes, what: str = "image") -> Loaded:
         raise ImageReadError(f"{what} is not a readable image (truncated, or not PNG/JPEG/TIFF/BMP/WebP)")
     if image.ndim == 3 and image.shape[2] >= 3:  # OpenCV decodes to BGR(A)
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    image = as_viewers_show(image, header.format, data)
     notes: tuple[str, ...] = ()
     if header.orientation != 1 and header.format in ORIENT_AFTER_DECODE:
         description, turn = ORIENTATIONS[header.orientation]
@@ -230,14 +257,19 @@ def read_path(path: Path) -> bytes:
         raise ImageReadError(f"{what}: no such file") from exc
     except IsADirectoryError as exc:
         raise ImageReadError(f"{what} is a directory, not an image") from exc
+    except ValueError as exc:  # e.g. a NUL byte in the path
+        raise ImageReadError(f"{what!r} is not a usable path: {exc}") from exc
     except OSError as exc:
         raise ImageReadError(f"{what} cannot be read: {exc.strerror or exc}") from exc
     try:
-        mode = os.fstat(fd).st_mode
+        info = os.fstat(fd)
+        mode = info.st_mode
         if stat.S_ISDIR(mode):
             raise ImageReadError(f"{what} is a directory, not an image")
         if not stat.S_ISREG(mode):
-            raise ImageReadError(f"{what} is not a regular file (a device, FIFO or socket), not an image")
+            raise ImageReadError(f"{what} is not a regular file (a device, FIFO or socket)")
+        if info.st_size > MAX_BYTES:  # said before reading; the read below is bounded as well
+            raise ImageTooLargeError(f"{what} is larger than {MAX_BYTES // 2**20} MiB")
         with os.fdopen(fd, "rb", closefd=False) as f:
             data = f.read(MAX_BYTES + 1)
     except OSError as exc:

@@ -25,7 +25,7 @@ REGISTRY_FILE = "registry.json"
 # The shipped models are about 30 MB; protobuf itself cannot go past 2 GiB.
 MAX_MODEL_BYTES = 1 << 30
 MAX_CONFIG_BYTES = 1 << 20  # a run's config.json, and the registry
-VERSION = re.compile(r"([0-9]+)\.([0-9]+)\.([0-9]+)([-+][0-9A-Za-z.-]+)?")  # fullmatch
+VERSION = re.compile(r"([0-9]{1,9})\.([0-9]{1,9})\.([0-9]{1,9})([-+][0-9A-Za-z.-]{1,64})?")  # fullmatch
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
 

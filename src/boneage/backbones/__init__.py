@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from boneage.extras import TRAIN, require
 from boneage.hookspecs import hookimpl
 from boneage.specs import BackboneSpec
 
@@ -23,7 +24,7 @@ def _resnet34_cbam(input_size: int, **options: Any) -> Any:
 
 def load_keras_model(path: Path, compile: bool = False) -> Any:
     """Load a saved model with boneage's custom layers registered (Keras only auto-imports its own)."""
-    import keras
+    keras = require("keras", TRAIN, "a .keras model")
 
     import boneage.backbones.resnet_cbam  # noqa: F401  (registers ChannelPool)
 

@@ -7,9 +7,14 @@ import json
 from pathlib import Path
 
 from boneage.errors import ConfigError
+from boneage.extras import TRAIN, require
+
+EXPORT_NEEDS = ("tensorflow", "keras", "tf2onnx")
 
 
 def run(args: argparse.Namespace) -> int:
+    for module in EXPORT_NEEDS:  # all three, before a model is loaded or a file written
+        require(module, TRAIN, "boneage export")
     from boneage.export.export import export_run
     from boneage.preprocess import PreprocessConfig
 

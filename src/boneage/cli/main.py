@@ -61,6 +61,11 @@ def _predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="with --output or --plot: replace an existing file")
     p.add_argument("--plot", metavar="CHART.png",
                    help="one FILE with --age: draw its growth chart against the reference (extra: plot)")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: this machine's cores (default); ray: a Ray cluster's (extra: ray)")
+    p.add_argument("--ray-address", metavar="ADDRESS",
+                   help="with --engine ray: the cluster to join (default: RAY_ADDRESS, else a new local Ray)")
+    p.add_argument("--actors", type=_positive, help="with --engine ray: model actors, one core each (default: every core)")
 
 
 def _explain(p: argparse.ArgumentParser) -> None:
@@ -186,7 +191,18 @@ def _stdout_gone() -> int:
     return 141  # 128 + SIGPIPE, what a shell reports for a tool that a closed pipe stopped
 
 
+def _usable_streams() -> None:
+    """A closed stderr (``2>&-``) becomes /dev/null, and a terminal that cannot show a file name's
+    characters gets escapes instead of an encoding error."""
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _usable_streams()
     args = parser().parse_args(argv)
     if args.command is None:
         parser().print_help()

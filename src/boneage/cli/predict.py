@@ -6,11 +6,15 @@ or already in the file) and ``--resume`` skips the inputs the file already holds
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import fnmatch
+import io
+import itertools
 import json
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +25,7 @@ from boneage.cli.results import ResultFile
 from boneage.cli.table import format_table, printable
 from boneage.errors import AgeError, BoneAgeError, InputError
 from boneage.estimator import BoneAgeEstimator
+from boneage.imageio import read_path
 from boneage.prediction import Prediction
 from boneage.sex import parse_sex
 
@@ -83,10 +88,11 @@ def read_jobs(args: argparse.Namespace) -> list[Job]:
     if args.csv:
         path = Path(args.csv)
         try:
-            with path.open(newline="", encoding="utf-8-sig") as f:
-                rows = list(csv.DictReader(f))
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            raise InputError(f"cannot read {path}: {exc}") from exc
+            # a regular file of bounded size: /dev/zero or a FIFO with no writer must not hang it
+            text = read_path(path).decode("utf-8-sig")
+            rows = list(csv.DictReader(io.StringIO(text, newline="")))
+        except (UnicodeDecodeError, csv.Error, BoneAgeError) as exc:
+            raise InputError(f"cannot read the list {printable(str(path))}: {exc}") from exc
         if rows and not {"path", "sex"} <= set(rows[0]):
             raise InputError(f"{path} needs the columns path,sex (found: {', '.join(rows[0])})")
         for row in rows:
@@ -112,19 +118,20 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and not args.output:
         raise InputError("--resume needs --output FILE: the results to continue")
     estimator = BoneAgeEstimator(args.model, runtime=args.runtime, threads=args.threads)
+    _check_engine(args)
     output = ResultFile(Path(args.output), resume=args.resume, force=args.force) if args.output else None
     if output is not None and output.done:
         skipped = len(jobs)
         jobs = [j for j in jobs if j.path not in output.done]
-        print(f"boneage: {skipped - len(jobs)} inputs already in {output.path}, {len(jobs)} to go", file=sys.stderr)
+        print(f"boneage: {skipped - len(jobs)} inputs already in {printable(str(output.path))}, {len(jobs)} to go",
+              file=sys.stderr)
     results: list[dict[str, Any]] = []
     interrupted, fatal = False, None
     try:
-        with _progress(len(jobs)) as bar:
+        with _progress(len(jobs)) as bar, contextlib.closing(_outcomes(args, estimator, jobs)) as stream:
             for start in range(0, len(jobs), args.batch_size):
                 chunk = jobs[start : start + args.batch_size]
-                outcomes = estimator.predict_many([j.path for j in chunk], [j.male for j in chunk], args.batch_size,
-                                                  ages=[j.age for j in chunk])
+                outcomes = list(itertools.islice(stream, len(chunk)))
                 new = [_entry(job, outcome) for job, outcome in zip(chunk, outcomes, strict=True)]
                 if output is not None:
                     output.write(new)
@@ -134,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
         interrupted = True
     except BoneAgeError as exc:  # the model or a plugin failed: keep what is done, then say why
         fatal = exc
+    except OSError as exc:  # the output could not be written (a full disk): keep what is done
+        fatal = InputError(f"cannot write the results: {exc.strerror or exc}")
     finally:
         if output is not None:
             output.close()
@@ -145,13 +154,39 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
+def _check_engine(args: argparse.Namespace) -> None:
+    """Ray options only with ``--engine ray``; a missing Ray, or a cluster out of reach, is said
+    before any output is written."""
+    if args.engine != "ray":
+        if args.ray_address or args.actors:
+            raise InputError("--ray-address and --actors go with --engine ray")
+        return
+    from boneage.engines.ray import connect
+
+    connect(args.ray_address)
+
+
+def _outcomes(args: argparse.Namespace, estimator: BoneAgeEstimator, jobs: list[Job]) -> Iterator[Prediction | BoneAgeError]:
+    """Each job's outcome, in order: a batch at a time here, or from Ray's actors as they finish."""
+    paths, males, ages, size = [j.path for j in jobs], [j.male for j in jobs], [j.age for j in jobs], args.batch_size
+    if args.engine == "ray":
+        from boneage.engines.ray import outcomes
+
+        yield from outcomes(paths, males, ages, model=args.model, runtime=args.runtime, threads=args.threads,
+                            actors=args.actors, batch_size=size, progress=False)
+        return
+    for s in range(0, len(jobs), size):
+        yield from estimator.predict_many(paths[s : s + size], males[s : s + size], size, ages=ages[s : s + size])
+
+
 def _report(args: argparse.Namespace, results: list[dict[str, Any]], output: ResultFile | None,
             stopped: bool, total: int) -> int:
     failures = [r for r in results if "error" in r]
     for r in failures:
         print(f"boneage: {printable(r['source'])}: {printable(r['error']['message'])}", file=sys.stderr)
     if output is not None:
-        print(f"boneage: {len(results)} results written to {output.path} ({len(failures)} failed)", file=sys.stderr)
+        print(f"boneage: {len(results)} results written to {printable(str(output.path))} ({len(failures)} failed)",
+              file=sys.stderr)
     elif results or not stopped:
         print(json.dumps(results, indent=2, allow_nan=False) if args.json else table(results))
     if stopped:

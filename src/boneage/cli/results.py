@@ -44,14 +44,20 @@ def flat(result: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def complete_lines(path: Path) -> str:
-    """The file's text up to its last newline; a line cut short by a kill is cut off the file too."""
+def complete_lines(path: Path) -> tuple[str, int]:
+    """The file's text up to its last newline (a line cut short by a kill is left out), and that
+    length in bytes. Nothing is written here: a file is only cut once it is known to be ours."""
+    if not path.is_file():
+        raise InputError(f"--resume: {path} is not a regular file")
     data = path.read_bytes()
     complete = data[: data.rfind(b"\n") + 1]
-    if len(complete) != len(data):
+    return complete.decode("utf-8", errors="surrogateescape"), len(complete)
+
+
+def cut_to(path: Path, length: int) -> None:
+    if path.stat().st_size != length:
         with path.open("r+b") as f:
-            f.truncate(len(complete))
-    return complete.decode("utf-8", errors="replace")
+            f.truncate(length)
 
 
 def _parquet() -> Any:
@@ -77,6 +83,9 @@ class ResultFile:
         self.journal = path.with_name(path.name + ".partial.jsonl") if self.suffix == ".parquet" else path
         if self.suffix == ".parquet":
             _parquet()  # a missing extra is said before any work
+        for target in {path, self.journal}:
+            if target.exists() and not target.is_file():
+                raise InputError(f"--output {target} exists and is not a regular file")
         exists = any(p.exists() and p.stat().st_size > 0 for p in {path, self.journal})
         if exists and not (resume or force):
             raise InputError(f"--output {path} exists: add --resume to continue it or --force to replace it")
@@ -85,7 +94,9 @@ class ResultFile:
         if not append and self.suffix == ".parquet" and path.exists():
             path.unlink()  # --force
         try:
-            self._file: IO[str] = self.journal.open("a" if append else "w", newline="", encoding="utf-8")
+            # surrogateescape: a file name that is not UTF-8 is written back byte for byte
+            self._file: IO[str] = self.journal.open("a" if append else "w", newline="", encoding="utf-8",
+                                                    errors="surrogateescape")
         except OSError as exc:
             raise InputError(f"cannot write {path}: {exc.strerror or exc}") from exc
         self._csv = csv.DictWriter(self._file, COLUMNS) if self.suffix == ".csv" else None
@@ -93,19 +104,38 @@ class ResultFile:
             self._csv.writeheader()
 
     def _read_done(self) -> set[str]:
+        """The sources already answered; the file is checked to be this command's results (same
+        columns) before a line cut short by a kill is cut off it."""
         try:
             if self.suffix == ".csv":
-                rows = list(csv.DictReader(io.StringIO(complete_lines(self.path))))
-                if rows and "source" not in rows[0]:
-                    raise InputError(f"--resume: {self.path} is not a results file of this command")
-                return {r["source"] for r in rows}
-            done = {json.loads(line)["source"] for line in self._journal_lines()}
+                text, length = complete_lines(self.path)
+                reader = csv.reader(io.StringIO(text))
+                if next(reader, None) != list(COLUMNS):
+                    raise InputError(f"--resume: {self.path} is not a results file of this version of boneage "
+                                     "(its columns differ)")
+                done = {row[0] for row in reader if row}
+                cut_to(self.path, length)
+                return done
+            lines, length = self._journal_lines()
+            done = {self._source(line) for line in lines}
+            if self.journal.exists():
+                cut_to(self.journal, length)
             return done | {r["source"] for r in self._parquet_rows()}
-        except (json.JSONDecodeError, KeyError, TypeError, csv.Error, OSError) as exc:
+        except (ValueError, KeyError, TypeError, csv.Error, OSError, RecursionError) as exc:
             raise InputError(f"--resume: cannot read the results in {self.path}: {exc}") from exc
 
-    def _journal_lines(self) -> list[str]:
-        return [line for line in complete_lines(self.journal).splitlines() if line.strip()] if self.journal.exists() else []
+    @staticmethod
+    def _source(line: str) -> str:
+        row = json.loads(line)
+        if not isinstance(row, dict) or not isinstance(row.get("source"), str):
+            raise InputError("--resume: a line without a source: not a results file of this command")
+        return str(row["source"])
+
+    def _journal_lines(self) -> tuple[list[str], int]:
+        if not self.journal.exists():
+            return [], 0
+        text, length = complete_lines(self.journal)
+        return [line for line in text.splitlines() if line.strip()], length
 
     def _parquet_rows(self) -> list[dict[str, Any]]:
         if self.suffix != ".parquet" or not self.path.exists():
@@ -135,7 +165,7 @@ class ResultFile:
     def _to_parquet(self) -> None:
         """The rows of an earlier Parquet file and the journal, written whole, then renamed in place."""
         pa, pq = _parquet()
-        rows = self._parquet_rows() + [json.loads(line) for line in self._journal_lines()]
+        rows = self._parquet_rows() + [json.loads(line) for line in self._journal_lines()[0]]
         partial = self.path.with_name(self.path.name + ".writing")
         pq.write_table(pa.Table.from_pylist(rows, schema=parquet_schema(pa)), partial)
         os.replace(partial, self.path)

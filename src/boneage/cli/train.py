@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from boneage.errors import ConfigError
+from boneage.extras import TRAIN_ANY_BACKEND, require
 
 
 def source(text: str) -> dict[str, str]:
@@ -52,6 +53,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    require("keras", TRAIN_ANY_BACKEND, "boneage train")  # before the config is read: the fix comes first
     from boneage.training.config import load_config
     from boneage.training.train import train
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from boneage.extras import TRAIN, require
 from boneage.modelcard import IMAGE_INPUT, OUTPUT, SEX_INPUT
 
 OPSET = 17
 
 
 def keras_to_onnx(model: Any, input_size: int, opset: int = OPSET) -> Any:
-    import tensorflow as tf
-    import tf2onnx
+    tf = require("tensorflow", TRAIN, "export to ONNX")
+    tf2onnx = require("tf2onnx", TRAIN, "export to ONNX")
 
     spec = [
         tf.TensorSpec((None, input_size, input_size, 1), tf.float32, name=IMAGE_INPUT),

@@ -15,7 +15,8 @@ import numpy as np
 from boneage._version import __version__
 from boneage.backbones import load_keras_model
 from boneage.calibration import calibrate
-from boneage.errors import BoneAgeError, ConfigError, ModelNotFoundError
+from boneage.errors import ConfigError, ModelNotFoundError
+from boneage.errors import ExportError as ExportError  # re-exported: its home before errors.py
 from boneage.export.convert import OPSET, keras_to_onnx
 from boneage.export.onnxcard import attach_card
 from boneage.metrics import summary
@@ -26,12 +27,8 @@ from boneage.training.config import TrainConfig, load_config
 from boneage.training.data import Record, prepare_data, thin
 
 log = logging.getLogger(__name__)
-SEMVER = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.-]+)?$")
+SEMVER = re.compile(r"^[0-9]{1,9}\.[0-9]{1,9}\.[0-9]{1,9}([-+][0-9A-Za-z.-]{1,64})?$")
 PARITY_LIMIT = 0.05  # months
-
-
-class ExportError(BoneAgeError):
-    exit_code = 6
 
 
 def git_commit() -> str:

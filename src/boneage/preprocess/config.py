@@ -28,7 +28,10 @@ class PreprocessConfig(BaseModel):
         """The side of the square the pipeline resizes to, if it has a resize step."""
         for step in self.steps:
             if step.name == "resize":
-                return int(step.params.get("size", 256))
+                size = step.params.get("size", 256)
+                if isinstance(size, bool) or not isinstance(size, int):  # a card is data: 100.7 or [1] is refused
+                    raise ValueError(f"the resize step's size must be a whole number, not {size!r}")
+                return size
         return None
 
     @classmethod

@@ -58,6 +58,8 @@ class Pipeline:
                 raise
             except Exception as exc:  # a step (perhaps a plugin's) failed on this image: typed, not a traceback
                 raise PreprocessError(f"preprocessing step {name!r} failed on this image: {exc}") from exc
+            if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or image.dtype.kind not in "uif":
+                raise PreprocessError(f"preprocessing step {name!r} returned a {type(image).__name__}, not an image array")
         image = image.astype(np.float32, copy=False)
         return image[..., None] if image.ndim == 2 else image
 

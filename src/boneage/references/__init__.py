@@ -16,7 +16,7 @@ from importlib import resources
 import numpy as np
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from boneage.errors import ConfigError
+from boneage.errors import ConfigError, PluginError
 from boneage.hookspecs import hookimpl
 from boneage.prediction import NORMAL_SDS, Category, Comparison
 from boneage.specs import ReferenceSpec
@@ -95,7 +95,10 @@ def load_reference(name: str | None = None) -> ReferenceTable:
     from boneage import plugins
 
     spec: ReferenceSpec = plugins.get("references", name or DEFAULT_REFERENCE)
-    table = spec.load()
+    try:
+        table = spec.load()
+    except Exception as exc:  # a plugin's table that cannot be loaded: typed, naming it
+        raise PluginError(f"reference {spec.name!r} could not be loaded: {type(exc).__name__}: {exc}") from exc
     if not isinstance(table, ReferenceTable):
         raise ConfigError(f"reference {spec.name!r} loaded a {type(table).__name__}, not a ReferenceTable")
     return table

@@ -11,19 +11,15 @@ from typing import Any
 import numpy as np
 
 from boneage.backbones import load_keras_model
-from boneage.errors import ChecksumMismatchError, InvalidModelError, MissingDependencyError, ModelNotFoundError
+from boneage.errors import ChecksumMismatchError, InvalidModelError, ModelNotFoundError
+from boneage.extras import TRAIN, require
 from boneage.modelcard import IMAGE_INPUT, SEX_INPUT, ModelCard, file_sha256
 from boneage.runtimes import checked_months
 
 
 def _load(path: Path, threads: int | None) -> Any:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    try:
-        import tensorflow as tf
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"the TensorFlow runtime needs TensorFlow and Keras: pip install 'boneage[train]' ({exc})"
-        ) from exc
+    tf = require("tensorflow", TRAIN, "the TensorFlow runtime")
     if threads:
         with contextlib.suppress(RuntimeError):  # already initialized in this process
             tf.config.threading.set_intra_op_parallelism_threads(threads)

@@ -21,17 +21,14 @@ import numpy as np
 
 from boneage import plugins
 from boneage.backbones import load_keras_model
-from boneage.errors import BoneAgeError, ConfigError
+from boneage.errors import ConfigError
+from boneage.errors import TrainingInterrupted as TrainingInterrupted  # re-exported: its home before errors.py
 from boneage.preprocess import build_pipeline
 from boneage.training.config import TrainConfig
 from boneage.training.data import Record, fingerprint, prepare_data, read_source
 from boneage.training.schedule import WarmupCosine
 
 log = logging.getLogger(__name__)
-
-
-class TrainingInterrupted(BoneAgeError):
-    exit_code = 130
 
 
 def data_summary(config: TrainConfig, train: list[Record], val: list[Record]) -> dict[str, Any]:
