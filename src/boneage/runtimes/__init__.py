@@ -39,6 +39,10 @@ def _onnx(model: ModelFile, threads: int | None) -> Runtime:
 def _tensorflow(model: ModelFile, threads: int | None) -> Runtime:
     from boneage.runtimes.tensorflow import TensorFlowRuntime
 
+    entry = model.entry
+    if entry is not None and entry.keras_file:  # a release names its Keras weights in the registry
+        keras = model.path.parent / entry.keras_file
+        return TensorFlowRuntime(model.path, model.card, threads=threads, keras=keras, keras_sha256=entry.keras_sha256)
     return TensorFlowRuntime(model.path, model.card, threads=threads)
 
 

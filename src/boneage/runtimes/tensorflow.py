@@ -32,12 +32,16 @@ def _load(path: Path, threads: int | None) -> Any:
 class TensorFlowRuntime:
     name = "tensorflow"
 
-    def __init__(self, onnx_path: Path, card: ModelCard, threads: int | None = None) -> None:
-        path = onnx_path.with_suffix(".keras")
+    def __init__(self, onnx_path: Path, card: ModelCard, threads: int | None = None, *,
+                 keras: Path | None = None, keras_sha256: str | None = None) -> None:
+        """The Keras weights beside the ONNX file (same name), or those its registry entry names
+        (an int8 release ships the float weights it was quantized from)."""
+        path = keras or onnx_path.with_suffix(".keras")
+        expected = keras_sha256 or card.keras_sha256
         if not path.is_file():
             raise ModelNotFoundError(f"{path} not found: this model can only run on the ONNX runtime")
-        if card.keras_sha256 and file_sha256(path) != card.keras_sha256:
-            raise ChecksumMismatchError(f"{path} does not match its card: expected sha256 {card.keras_sha256}")
+        if expected and file_sha256(path) != expected:
+            raise ChecksumMismatchError(f"{path} does not match its registry entry or card: expected sha256 {expected}")
         self.model = _load(path, threads)
         self._lock = threading.Lock()
 
