@@ -43,14 +43,15 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=8)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2, 4])
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--threads", type=int, help="ONNX Runtime threads (default: all cores)")
     args = parser.parse_args()
 
     originals = sorted((args.data / "radiographs").glob("*.png"))
     files = originals * args.copies
-    estimator = BoneAgeEstimator(args.model)
+    estimator = BoneAgeEstimator(args.model, threads=args.threads)
     estimator.predict_many(originals[:2], [True, True])  # warm-up: sessions, thread pools
     print(f"{estimator.card.ref}, {len(files)} full-size radiographs ({len(originals)} files x {args.copies}), "
-          f"batch {args.batch_size}, {os.cpu_count()} cores\n")
+          f"batch {args.batch_size}, {os.cpu_count()} cores, ONNX Runtime threads {args.threads or 'all'}\n")
     print("| workers | radiographs/s | speed-up |\n|---|---|---|")
     reference: list[float] | None = None
     base = 0.0
