@@ -34,7 +34,7 @@ def _env() -> dict[str, str]:
 def tests(session: nox.Session) -> None:
     """The core suite: inference, plugins, preprocessing, CLI. TensorFlow tests skip."""
     session.install("-e", ".[dev]")
-    session.run("pytest", "-m", "not tensorflow and not keras", *session.posargs, env=_env())
+    session.run("pytest", "-m", "not tensorflow and not keras and not ray", *session.posargs, env=_env())
 
 
 @nox.session(python=FULL_PYTHON)
@@ -108,6 +108,14 @@ def _check_prediction(session: nox.Session, result: Path) -> None:
     if not isinstance(months, float) or abs(months - SAMPLE_MONTHS) > 24 or model != default:
         session.error(f"expected one bone age near {SAMPLE_MONTHS} months by {default} in {result}, got {rows}")
     session.log(f"{SAMPLE.name}: {months} months by {model}")
+
+
+@nox.session(python=FULL_PYTHON)
+def tests_ray(session: nox.Session) -> None:
+    """The Ray Data engine against the local one, on a local Ray the tests start (extra: ray).
+    Without TensorFlow: Ray and TensorFlow need not agree on protobuf."""
+    session.install("-e", ".[ray,parquet,dev]")
+    session.run("pytest", "-m", "ray", *session.posargs, env=_env())
 
 
 @nox.session(python=FULL_PYTHON)

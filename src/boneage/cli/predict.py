@@ -14,7 +14,7 @@ import itertools
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,7 +169,8 @@ def _check_engine(args: argparse.Namespace) -> None:
     connect(args.ray_address)
 
 
-def _outcomes(args: argparse.Namespace, estimator: BoneAgeEstimator, jobs: list[Job]) -> Iterator[Prediction | BoneAgeError]:
+def _outcomes(args: argparse.Namespace, estimator: BoneAgeEstimator,
+              jobs: list[Job]) -> Generator[Prediction | BoneAgeError, None, None]:
     """Each job's outcome, in order: a batch at a time here, or from Ray's actors as they finish."""
     paths, males, ages, size = [j.path for j in jobs], [j.male for j in jobs], [j.age for j in jobs], args.batch_size
     if args.engine == "ray":

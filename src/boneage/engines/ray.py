@@ -114,10 +114,14 @@ def outcomes(paths: Sequence[str], male: Sequence[Any], ages: Sequence[float | N
     ray = _ray()
     connect(address)
     checked = [_checked(m, a) for m, a in zip(male, ages, strict=True)]
-    ds = ray.data.from_arrow(_blocks(paths, checked, batch_size))
-    ds.context.enable_progress_bars = progress
+    blocks = _blocks(paths, checked, batch_size)
+    ds = ray.data.from_arrow(blocks)
+    if not progress:  # the caller shows its own: no bars, and only Ray Data's errors
+        ds.context.enable_progress_bars = False
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
     settings = {k: v for k, v in os.environ.items() if k.startswith("BONEAGE_")}
-    pool = ray.data.ActorPoolStrategy(size=actors or max(1, int(ray.cluster_resources().get("CPU", 1))))
+    actors = min(actors or max(1, int(ray.cluster_resources().get("CPU", 1))), len(blocks))  # none idle
+    pool = ray.data.ActorPoolStrategy(size=actors)
     ds = ds.map_batches(Predictor, batch_size=batch_size, batch_format="pyarrow", num_cpus=1, compute=pool,
                         fn_constructor_kwargs={"model": None if model is None else os.fspath(model), "runtime": runtime,
                                                "threads": threads, "settings": settings, "cwd": os.getcwd()})
@@ -149,7 +153,7 @@ def _in_order(ds: Any, errors: list[BoneAgeError | None]) -> Iterator[Outcome]:
         while done in waiting:
             blob, fatal = waiting.pop(done)
             outcome: Outcome = pickle.loads(blob)  # written by this job's own actors
-            if fatal:
+            if fatal and isinstance(outcome, BaseException):
                 raise outcome
             yield errors[done] or outcome
             done += 1
