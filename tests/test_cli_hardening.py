@@ -8,6 +8,7 @@ import shutil
 import struct
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,19 @@ def files(tmp_path: Path, n: int) -> list[str]:
     for i in range(1, n):
         shutil.copy(first, tmp_path / f"r{i}.png")
     return [str(tmp_path / f"r{i}.png") for i in range(n)]
+
+
+def failing_on_batch(n: int, error: Callable[[], BaseException]) -> Callable[..., Iterator[object]]:
+    """``iter_predictions`` that raises ``error()`` when the CLI asks for batch ``n``."""
+    original = BoneAgeEstimator.iter_predictions
+
+    def batches(self: BoneAgeEstimator, *args: object, **kwargs: object) -> Iterator[object]:
+        for i, batch in enumerate(original(self, *args, **kwargs), 1):  # type: ignore[arg-type]
+            if i == n:
+                raise error()
+            yield batch
+
+    return batches
 
 
 def test_closed_pipe_ends_quietly(tiny_model: Path, tmp_path: Path) -> None:
@@ -52,16 +66,9 @@ def test_ctrl_c_keeps_finished_results_and_resume_finishes(
     tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     inputs = files(tmp_path, 7)
-    calls = {"n": 0}
-    original = BoneAgeEstimator.predict_many
+    interrupted_on_third_batch = failing_on_batch(3, lambda: KeyboardInterrupt)
 
-    def interrupted_on_third_batch(self: BoneAgeEstimator, *args: object, **kwargs: object) -> object:
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return original(self, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(BoneAgeEstimator, "predict_many", interrupted_on_third_batch)
+    monkeypatch.setattr(BoneAgeEstimator, "iter_predictions", interrupted_on_third_batch)
     results = tmp_path / "results.csv"
     common = [*inputs, "--sex", "m", "--model", str(tiny_model), "--batch-size", "2", "--output", str(results)]
     assert main(["predict", *common]) == 130
@@ -79,16 +86,9 @@ def test_ctrl_c_keeps_finished_results_and_resume_finishes(
 def test_ctrl_c_without_output_prints_what_is_done(
     tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    original = BoneAgeEstimator.predict_many
-    calls = {"n": 0}
+    interrupted_on_second_batch = failing_on_batch(2, lambda: KeyboardInterrupt)
 
-    def interrupted_on_second_batch(self: BoneAgeEstimator, *args: object, **kwargs: object) -> object:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return original(self, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(BoneAgeEstimator, "predict_many", interrupted_on_second_batch)
+    monkeypatch.setattr(BoneAgeEstimator, "iter_predictions", interrupted_on_second_batch)
     code = main(["predict", *files(tmp_path, 5), "--sex", "f", "--model", str(tiny_model), "--batch-size", "2", "--json"])
     out = capsys.readouterr()
     assert code == 130 and len(json.loads(out.out)) == 2 and "stopped after 2 of 5" in out.err
@@ -160,16 +160,9 @@ def test_a_model_failing_mid_batch_keeps_what_is_done(
 ) -> None:
     from boneage.errors import ModelOutputError
 
-    original = BoneAgeEstimator.predict_many
-    calls = {"n": 0}
+    fails_on_second_batch = failing_on_batch(2, lambda: ModelOutputError("the model answered NaN"))
 
-    def fails_on_second_batch(self: BoneAgeEstimator, *args: object, **kwargs: object) -> object:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise ModelOutputError("the model answered NaN")
-        return original(self, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(BoneAgeEstimator, "predict_many", fails_on_second_batch)
+    monkeypatch.setattr(BoneAgeEstimator, "iter_predictions", fails_on_second_batch)
     results = tmp_path / "results.jsonl"
     code = main(["predict", *files(tmp_path, 5), "--sex", "f", "--model", str(tiny_model), "--batch-size", "2",
                  "--output", str(results)])
@@ -199,19 +192,12 @@ def test_parquet_output_survives_a_kill_and_resumes(tiny_model: Path, tmp_path: 
     inputs = files(tmp_path, 7)
     out = tmp_path / "results.parquet"
     common = ["predict", *inputs, "--sex", "f", "--model", str(tiny_model), "--batch-size", "2", "--output", str(out)]
-    original = BoneAgeEstimator.predict_many
-    calls = {"n": 0}
-
-    def killed_on_third_batch(self: BoneAgeEstimator, *args: object, **kwargs: object) -> object:
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+    killed_on_third_batch = failing_on_batch(3, lambda: KeyboardInterrupt)
 
     from boneage.cli.results import ResultFile
 
     # A SIGKILL after two batches: nothing is tidied up, so the Parquet file is never written.
-    monkeypatch.setattr(BoneAgeEstimator, "predict_many", killed_on_third_batch)
+    monkeypatch.setattr(BoneAgeEstimator, "iter_predictions", killed_on_third_batch)
     monkeypatch.setattr(ResultFile, "close", lambda self: self._file.close())
     assert main(common) == 130
     monkeypatch.undo()

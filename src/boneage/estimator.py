@@ -7,8 +7,7 @@ card, and is safe to share between threads (no state changes after construction)
 from __future__ import annotations
 
 import os
-from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -171,36 +170,42 @@ class BoneAgeEstimator:
                      ages: Sequence[float | None] | None = None,
                      workers: int | None = None) -> list[Prediction | BoneAgeError]:
         """Like :meth:`predict_batch`, but keeps going: a bad input gets its error in its place.
-        Runs the model ``batch_size`` images at a time, so memory stays bounded for any number.
-        ``ages``: the children's ages in months (None where unknown). ``workers`` threads decode
-        and preprocess the next batch while the model runs this one (OpenCV and ONNX Runtime
-        release the GIL); 0 does everything in the caller's thread."""
+        See :meth:`iter_predictions` for the arguments."""
+        return [r for batch in self.iter_predictions(images, male, batch_size, ages=ages, workers=workers) for r in batch]
+
+    def iter_predictions(self, images: Sequence[ImageInput], male: Sequence[Any], batch_size: int = 64, *,
+                         ages: Sequence[float | None] | None = None,
+                         workers: int | None = None) -> Iterator[list[Prediction | BoneAgeError]]:
+        """Each batch's results as soon as it is done, in input order; the model runs ``batch_size``
+        images at a time, so memory stays bounded for any number. ``ages``: the children's ages in
+        months (None where unknown). ``workers`` threads decode and preprocess the next batch while
+        the model runs this one (OpenCV and ONNX Runtime release the GIL); 0 does everything in the
+        caller's thread."""
         if len(images) != len(male):
             raise InputError(f"{len(images)} images but {len(male)} sexes")
         ages = [None] * len(images) if ages is None else list(ages)
         if len(ages) != len(images):
             raise InputError(f"{len(images)} images but {len(ages)} ages")
-        if batch_size < 1:
-            raise InputError(f"batch_size must be at least 1, not {batch_size}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch_size must be a whole number of at least 1, not {batch_size!r}")
         chunks = [range(start, min(start + batch_size, len(images))) for start in range(0, len(images), batch_size)]
         workers = default_workers() if workers is None else workers
-        results: list[Prediction | BoneAgeError] = []
         if workers < 1:
             for chunk in chunks:
-                prepared = [self._prepare(images[i], male[i], ages[i]) for i in chunk]
-                results += self._finish([images[i] for i in chunk], prepared)
-            return results
+                yield self._finish([images[i] for i in chunk], [self._prepare(images[i], male[i], ages[i]) for i in chunk])
+            return
         pool = ThreadPoolExecutor(workers, thread_name_prefix="boneage-prepare")
         try:
-            ahead: deque[tuple[range, list[Future[Prepared | InputError]]]] = deque()
-            for n, chunk in enumerate(chunks):  # at most two batches in flight: memory stays bounded
-                ahead.append((chunk, [pool.submit(self._prepare, images[i], male[i], ages[i]) for i in chunk]))
-                while len(ahead) == 2 or (ahead and n == len(chunks) - 1):
-                    done, futures = ahead.popleft()
-                    results += self._finish([images[i] for i in done], [f.result() for f in futures])
+            pending: tuple[range, list[Future[Prepared | InputError]]] | None = None
+            for chunk in chunks:  # this batch is prepared while the previous one runs: two in flight at most
+                futures = [pool.submit(self._prepare, images[i], male[i], ages[i]) for i in chunk]
+                if pending is not None:
+                    yield self._finish([images[i] for i in pending[0]], [f.result() for f in pending[1]])
+                pending = (chunk, futures)
+            if pending is not None:
+                yield self._finish([images[i] for i in pending[0]], [f.result() for f in pending[1]])
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-        return results
 
     def _prepare(self, image: ImageInput, male: Any, age: float | None) -> Prepared | InputError:
         """One input ready for the model, or its own error (a model's or a plugin's error is raised)."""

@@ -55,7 +55,9 @@ def check_jpeg_scans(data: bytes, what: str) -> None:
 
 
 def jpeg_is_progressive(data: bytes) -> bool:
-    return b"\xff\xc2" in data[: data.find(b"\xff\xda")] if b"\xff\xda" in data else False
+    """A progressive frame header (SOF2, 6, 10, 14) anywhere: an EXIF thumbnail's own scan comes
+    before the main frame, so the first scan marker is no boundary."""
+    return any(marker in data for marker in (b"\xff\xc2", b"\xff\xc6", b"\xff\xca", b"\xff\xce"))
 
 
 def tiff_info(data: bytes, what: str) -> TiffInfo:

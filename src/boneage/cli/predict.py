@@ -148,7 +148,10 @@ def run(args: argparse.Namespace) -> int:
         fatal = InputError(f"cannot write the results: {exc.strerror or exc}")
     finally:
         if output is not None:
-            output.close()
+            try:
+                output.close()
+            except BoneAgeError as exc:
+                fatal = fatal or exc
     code = _report(args, results, output, interrupted or fatal is not None, len(jobs))
     if plot is not None and not interrupted and fatal is None:
         draw_chart(estimator, results, plot)
@@ -179,8 +182,8 @@ def _outcomes(args: argparse.Namespace, estimator: BoneAgeEstimator,
         yield from outcomes(paths, males, ages, model=args.model, runtime=args.runtime, threads=args.threads,
                             actors=args.actors, batch_size=size, progress=False)
         return
-    for s in range(0, len(jobs), size):
-        yield from estimator.predict_many(paths[s : s + size], males[s : s + size], size, ages=ages[s : s + size])
+    for batch in estimator.iter_predictions(paths, males, size, ages=ages):  # the next batch decodes meanwhile
+        yield from batch
 
 
 def _report(args: argparse.Namespace, results: list[dict[str, Any]], output: ResultFile | None,

@@ -158,9 +158,12 @@ class ResultFile:
         os.fsync(self._file.fileno())
 
     def close(self) -> None:
-        self._file.close()
-        if self.suffix == ".parquet":
-            self._to_parquet()
+        try:
+            self._file.close()
+            if self.suffix == ".parquet":
+                self._to_parquet()
+        except OSError as exc:  # a full disk: typed, and what was journalled stays for --resume
+            raise InputError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
 
     def _to_parquet(self) -> None:
         """The rows of an earlier Parquet file and the journal, written whole, then renamed in place."""
