@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import stat
 import struct
 import warnings
 from collections.abc import Callable
@@ -25,7 +24,9 @@ from boneage.errors import (
     ImageTooSmallError,
     UnsupportedImageError,
 )
+from boneage.files import FileTooLargeError, NotRegularFileError, read_regular_file
 from boneage.formats import (
+    TiffInfo,
     check_jpeg_scans,
     check_png_chunks,
     jpeg_is_progressive,
@@ -79,6 +80,8 @@ class Header:
     channels: int  # as OpenCV decodes it
     sample_bytes: int
     orientation: int = 1
+    photometric: int | None = None  # TIFF: 0 is MinIsWhite
+    maxval: int | None = None  # PGM/PPM: the largest sample value
 
     @property
     def decoded_bytes(self) -> int:
@@ -171,7 +174,7 @@ def exif_orientation(data: bytes) -> int:
         return 1
 
 
-def structure_checked(header: Header, data: bytes, what: str) -> Header:
+def structure_checked(header: Header, data: bytes, what: str, tiff: TiffInfo | None = None) -> Header:
     """The format's own bombs refused (see :mod:`boneage.formats`), and the decoded size made
     exact where the header alone under-counts it."""
     if header.format == "PNG":
@@ -183,11 +186,13 @@ def structure_checked(header: Header, data: bytes, what: str) -> Header:
         if jpeg_is_progressive(data):  # the decoder keeps every coefficient: 2 bytes per sample more
             header = replace(header, sample_bytes=3)
     elif header.format == "TIFF":
-        info = tiff_info(data, what)
+        info = tiff or tiff_info(data, what)
         channels = max(info.samples, 3 if info.photometric in (2, 6, 8) else 1)
-        header = replace(header, channels=channels, sample_bytes=max(header.sample_bytes, (info.bits + 7) // 8))
-    elif header.format == "PPM" and (pnm_maxval(data) or 0) > 255:
-        header = replace(header, sample_bytes=2)
+        header = replace(header, channels=channels, sample_bytes=max(header.sample_bytes, (info.bits + 7) // 8),
+                         photometric=info.photometric)
+    elif header.format == "PPM":
+        maxval = pnm_maxval(data)
+        header = replace(header, maxval=maxval, sample_bytes=2 if (maxval or 0) > 255 else header.sample_bytes)
     return header
 
 
@@ -199,9 +204,9 @@ def read_header(data: bytes, what: str) -> Header:
         check_size(header.width, header.height, what)
         header = replace(structure_checked(header, data, what), orientation=exif_orientation(data))
     else:
-        if data[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
-            tiff_info(data, what)  # a tag bomb is refused before Pillow reads the tags too
-        header = structure_checked(pillow_header(data, what), data, what)
+        # a TIFF's tag bomb is refused before Pillow reads the tags too
+        tiff = tiff_info(data, what) if data[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+") else None
+        header = structure_checked(pillow_header(data, what), data, what, tiff)
         check_size(header.width, header.height, what)
     if header.decoded_bytes > MAX_DECODED_BYTES:
         raise ImageTooLargeError(
@@ -212,15 +217,14 @@ def read_header(data: bytes, what: str) -> Header:
     return header
 
 
-def as_viewers_show(image: np.ndarray, fmt: str, data: bytes) -> np.ndarray:
+def as_viewers_show(image: np.ndarray, header: Header) -> np.ndarray:
     """What OpenCV leaves undone: a 16-bit MinIsWhite TIFF (as DICOM MONOCHROME1 exports) is not
     inverted, a PGM/PPM whose maxval is under 255 is not scaled to it (it does both at 8 bits and
     for 8-bit TIFFs respectively)."""
-    if fmt == "TIFF" and image.dtype == np.uint16 and tiff_info(data, "image").photometric == 0:
+    if header.photometric == 0 and image.dtype == np.uint16:
         return np.asarray(65535 - image, dtype=np.uint16)
-    maxval = pnm_maxval(data) if fmt == "PPM" else None
-    if maxval and maxval < 255 and image.dtype == np.uint8:
-        scaled: np.ndarray = np.clip(np.rint(image.astype(np.float32) * (255.0 / maxval)), 0, 255).astype(np.uint8)
+    if header.maxval and header.maxval < 255 and image.dtype == np.uint8:
+        scaled: np.ndarray = np.clip(np.rint(image.astype(np.float32) * (255.0 / header.maxval)), 0, 255).astype(np.uint8)
         return scaled
     return image
 
@@ -238,7 +242,7 @@ def decode(data: bytes, what: str = "image") -> Loaded:
         raise ImageReadError(f"{what} is not a readable image (truncated, or not PNG/JPEG/TIFF/BMP/WebP)")
     if image.ndim == 3 and image.shape[2] >= 3:  # OpenCV decodes to BGR(A)
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-    image = as_viewers_show(image, header.format, data)
+    image = as_viewers_show(image, header)
     notes: tuple[str, ...] = ()
     if header.orientation != 1 and header.format in ORIENT_AFTER_DECODE:
         description, turn = ORIENTATIONS[header.orientation]
@@ -248,37 +252,22 @@ def decode(data: bytes, what: str = "image") -> Loaded:
 
 
 def read_path(path: Path) -> bytes:
-    """The file's bytes, if it is a regular file of at most MAX_BYTES: a device, a FIFO or a socket is
-    refused without reading (the file is opened non-blocking and checked on the open descriptor)."""
+    """The file's bytes, if it is a regular file of at most MAX_BYTES (see :mod:`boneage.files`)."""
     what = str(path)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        return read_regular_file(path, MAX_BYTES)
     except FileNotFoundError as exc:
         raise ImageReadError(f"{what}: no such file") from exc
     except IsADirectoryError as exc:
         raise ImageReadError(f"{what} is a directory, not an image") from exc
+    except NotRegularFileError as exc:
+        raise ImageReadError(f"{what} is not a regular file (a device, FIFO or socket)") from exc
+    except FileTooLargeError as exc:
+        raise ImageTooLargeError(f"{what} is larger than {MAX_BYTES // 2**20} MiB") from exc
     except ValueError as exc:  # e.g. a NUL byte in the path
         raise ImageReadError(f"{what!r} is not a usable path: {exc}") from exc
     except OSError as exc:
         raise ImageReadError(f"{what} cannot be read: {exc.strerror or exc}") from exc
-    try:
-        info = os.fstat(fd)
-        mode = info.st_mode
-        if stat.S_ISDIR(mode):
-            raise ImageReadError(f"{what} is a directory, not an image")
-        if not stat.S_ISREG(mode):
-            raise ImageReadError(f"{what} is not a regular file (a device, FIFO or socket)")
-        if info.st_size > MAX_BYTES:  # said before reading; the read below is bounded as well
-            raise ImageTooLargeError(f"{what} is larger than {MAX_BYTES // 2**20} MiB")
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read(MAX_BYTES + 1)
-    except OSError as exc:
-        raise ImageReadError(f"{what} cannot be read: {exc.strerror or exc}") from exc
-    finally:
-        os.close(fd)
-    if len(data) > MAX_BYTES:
-        raise ImageTooLargeError(f"{what} is larger than {MAX_BYTES // 2**20} MiB")
-    return data
 
 
 def check_array(image: np.ndarray, what: str = "array") -> np.ndarray:

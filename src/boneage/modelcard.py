@@ -16,6 +16,7 @@ from pydantic_core import from_json
 
 from boneage.calibration import IntervalCalibration
 from boneage.errors import ChecksumMismatchError, InvalidModelError
+from boneage.onnxwire import varint
 from boneage.preprocess.config import PreprocessConfig
 
 SCHEMA_VERSION = "1.0"
@@ -107,18 +108,6 @@ def one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
 
 
-def _varint(data: bytes, at: int) -> tuple[int, int]:
-    value, shift = 0, 0
-    while at < len(data):
-        byte = data[at]
-        value |= (byte & 0x7F) << shift
-        at += 1
-        if not byte & 0x80:
-            return value, at
-        shift += 7
-    raise InvalidModelError("truncated metadata entry")
-
-
 def metadata_entry(data: bytes, key: str) -> str | None:
     """One ``metadata_props`` value read straight from the serialized model, so reading a card
     needs no ONNX parser and no inference session."""
@@ -126,7 +115,7 @@ def metadata_entry(data: bytes, key: str) -> str | None:
     at = data.rfind(bytes([0x0A, len(k)]) + k + b"\x12")
     if at < 0:
         return None
-    length, start = _varint(data, at + 2 + len(k) + 1)
+    length, start = varint(data, at + 2 + len(k) + 1, len(data))
     if start + length > len(data):
         raise InvalidModelError("truncated metadata entry")
     return data[start : start + length].decode("utf-8", "replace")

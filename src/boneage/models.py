@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from boneage.errors import ChecksumMismatchError, InvalidModelError, ModelNotFoundError
+from boneage.files import FileTooLargeError, NotRegularFileError, read_regular_file
 from boneage.modelcard import ModelCard, file_sha256, one_line, read_card, verify_embedded
 from boneage.onnxwire import external_tensors
 
@@ -137,23 +137,17 @@ def inside(directory: Path, name: str) -> Path:
 
 
 def read_bounded(path: Path, limit: int, what: str) -> bytes:
-    """The bytes of a regular file of at most ``limit`` bytes. Opened without blocking and checked on
-    the open descriptor, so a FIFO, a device (``/dev/zero``) or a file swapped in meanwhile is refused
-    rather than read forever."""
+    """The bytes of a regular file of at most ``limit`` bytes (see :mod:`boneage.files`)."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        return read_regular_file(path, limit)
     except FileNotFoundError as exc:
         raise ModelNotFoundError(f"{what} {path} not found") from exc
-    except OSError as exc:
-        raise InvalidModelError(f"{what} {path} cannot be read: {exc.strerror or exc}") from exc
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise InvalidModelError(f"{what} {path} is not a regular file")
-    with os.fdopen(fd, "rb") as f:
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise InvalidModelError(f"{what} {path} is larger than {limit:,} bytes")
-    return data
+    except (NotRegularFileError, IsADirectoryError) as exc:
+        raise InvalidModelError(f"{what} {path} is not a regular file") from exc
+    except FileTooLargeError as exc:
+        raise InvalidModelError(f"{what} {path} is larger than {limit:,} bytes") from exc
+    except (OSError, ValueError) as exc:
+        raise InvalidModelError(f"{what} {path} cannot be read: {getattr(exc, 'strerror', None) or exc}") from exc
 
 
 @dataclass(frozen=True)

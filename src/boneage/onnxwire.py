@@ -36,7 +36,8 @@ class WireError(InvalidModelError):
     """The bytes are not a well-formed protobuf message."""
 
 
-def _varint(data: memoryview, at: int, end: int) -> tuple[int, int]:
+def varint(data: bytes | memoryview, at: int, end: int) -> tuple[int, int]:
+    """The protobuf varint at ``data[at]`` and where the next field starts."""
     value, shift = 0, 0
     while at < end and shift < 70:
         byte = data[at]
@@ -53,14 +54,14 @@ def fields(data: memoryview, start: int, end: int) -> Iterator[tuple[int, int, i
     is the payload's span for length-delimited fields and (value, value) for varints."""
     at = start
     while at < end:
-        key, at = _varint(data, at, end)
+        key, at = varint(data, at, end)
         number, wire = key >> 3, key & 7
         if wire == VARINT:
-            value, at = _varint(data, at, end)
+            value, at = varint(data, at, end)
             yield number, wire, value, value
             continue
         if wire == LENGTH:
-            length, at = _varint(data, at, end)
+            length, at = varint(data, at, end)
             if at + length > end:
                 raise WireError("a field runs past the end of its message")
             yield number, wire, at, at + length

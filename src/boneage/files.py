@@ -1,0 +1,40 @@
+"""Reading a file a user named, safely: only a regular file, opened without blocking and checked on
+the open descriptor (so a FIFO, a device such as ``/dev/zero``, or a file swapped in meanwhile is
+refused rather than read forever), and never more than a limit. Callers turn the errors into
+their own typed ones (an image's, a model's)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+
+class NotRegularFileError(OSError):
+    """A device, FIFO or socket: not read."""
+
+
+class FileTooLargeError(OSError):
+    """Over the caller's limit: refused from the size on disk, or after reading one byte more."""
+
+
+def read_regular_file(path: Path, limit: int) -> bytes:
+    """The file's bytes. Raises FileNotFoundError, IsADirectoryError, NotRegularFileError,
+    FileTooLargeError, ValueError (e.g. a NUL in the path) or another OSError."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(f"{path} is a directory")
+        if not stat.S_ISREG(info.st_mode):
+            raise NotRegularFileError(f"{path} is not a regular file")
+        if info.st_size > limit:
+            raise FileTooLargeError(f"{path} is larger than {limit} bytes")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise FileTooLargeError(f"{path} is larger than {limit} bytes")
+    return data
