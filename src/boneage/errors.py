@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 
 class BoneAgeError(Exception):
     """Base of every error boneage raises on purpose."""
@@ -105,3 +108,15 @@ class TrainingInterrupted(BoneAgeError):
     """Training was stopped by the user; the finished epochs are kept for ``--resume``."""
 
     exit_code = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+
+
+@contextlib.contextmanager
+def failures_as(error: type[BoneAgeError], message: str) -> Iterator[None]:
+    """Another library's or a plugin's exception, raised as ``error("message: Type: text")``; ours
+    (and running out of memory) pass through as they are."""
+    try:
+        yield
+    except (BoneAgeError, MemoryError):
+        raise
+    except Exception as exc:
+        raise error(f"{message}: {type(exc).__name__}: {exc}") from exc

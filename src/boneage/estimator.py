@@ -16,7 +16,7 @@ import numpy as np
 
 from boneage import plugins
 from boneage.age import check_age
-from boneage.errors import BoneAgeError, InputError, InvalidModelError, ModelOutputError, PluginError
+from boneage.errors import BoneAgeError, InputError, InvalidModelError, ModelOutputError, PluginError, failures_as
 from boneage.imageio import ImageInput, read_image
 from boneage.models import ModelFile, open_model
 from boneage.prediction import Prediction
@@ -80,12 +80,8 @@ class BoneAgeEstimator:
         self.card = self.model.card
         self.pipeline = build_pipeline(self.card.preprocessing)
         self._steps = {step.name for step in self.card.preprocessing.steps}
-        try:
+        with failures_as(PluginError, f"runtime {runtime!r} could not load {self.model.card.ref}"):
             self.runtime: Runtime = spec.load(self.model, threads)
-        except (BoneAgeError, MemoryError):
-            raise
-        except Exception as exc:  # a plugin runtime that fails to load: typed, naming it
-            raise PluginError(f"runtime {runtime!r} could not load {self.model.card.ref}: {type(exc).__name__}: {exc}") from exc
         self.runtime_name = runtime
 
     def __repr__(self) -> str:
@@ -113,13 +109,8 @@ class BoneAgeEstimator:
     def run(self, images: np.ndarray, male: Sequence[bool]) -> np.ndarray:
         """Months for a batch that is already preprocessed (N, H, W, 1)."""
         sexes = np.array([[float(check_male(m))] for m in male], dtype=np.float32)
-        try:
+        with failures_as(ModelOutputError, f"runtime {self.runtime_name!r} failed on {self.card.ref}"):
             out = self.runtime.predict(np.ascontiguousarray(images, dtype=np.float32), sexes)
-        except (BoneAgeError, MemoryError):
-            raise
-        except Exception as exc:  # ONNX Runtime's own errors, or a plugin runtime's: typed, naming it
-            raise ModelOutputError(f"runtime {self.runtime_name!r} failed on {self.card.ref}: "
-                                   f"{type(exc).__name__}: {exc}") from exc
         return checked_months(out, len(sexes))  # NaN or a wrong shape is the model's fault: exit 3
 
     def make_prediction(self, months: float, male: bool, source: str | None, notes: Notes,

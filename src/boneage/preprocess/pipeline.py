@@ -8,7 +8,7 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from boneage import plugins
-from boneage.errors import BoneAgeError, ConfigError, PluginError, PreprocessError
+from boneage.errors import BoneAgeError, ConfigError, PluginError, PreprocessError, failures_as
 from boneage.preprocess.config import PreprocessConfig
 from boneage.specs import StepSpec, Transform
 
@@ -41,12 +41,8 @@ class Pipeline:
         for step in config.steps:
             spec: StepSpec = plugins.get("preprocess_steps", step.name)
             params = validated(spec.params, step.params, f"step {step.name!r}")
-            try:
+            with failures_as(PluginError, f"preprocessing step {step.name!r} could not be built"):
                 transform = spec.build(params)
-            except (BoneAgeError, MemoryError):
-                raise
-            except Exception as exc:  # a plugin's step that cannot even be built: typed, naming it
-                raise PluginError(f"preprocessing step {step.name!r} could not be built: {type(exc).__name__}: {exc}") from exc
             self._transforms.append((step.name, transform))
 
     def __call__(self, image: np.ndarray, notes: Notes | None = None) -> np.ndarray:

@@ -16,7 +16,7 @@ from importlib import resources
 import numpy as np
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from boneage.errors import ConfigError, PluginError
+from boneage.errors import ConfigError, PluginError, failures_as
 from boneage.hookspecs import hookimpl
 from boneage.prediction import NORMAL_SDS, Category, Comparison
 from boneage.specs import ReferenceSpec
@@ -95,10 +95,8 @@ def load_reference(name: str | None = None) -> ReferenceTable:
     from boneage import plugins
 
     spec: ReferenceSpec = plugins.get("references", name or DEFAULT_REFERENCE)
-    try:
+    with failures_as(PluginError, f"reference {spec.name!r} could not be loaded"):
         table = spec.load()
-    except Exception as exc:  # a plugin's table that cannot be loaded: typed, naming it
-        raise PluginError(f"reference {spec.name!r} could not be loaded: {type(exc).__name__}: {exc}") from exc
     if not isinstance(table, ReferenceTable):
         raise ConfigError(f"reference {spec.name!r} loaded a {type(table).__name__}, not a ReferenceTable")
     return table
