@@ -74,7 +74,22 @@ class ModelCard(BaseModel):
         resized = self.preprocessing.input_size
         if resized is not None and resized != self.input_size:
             raise ValueError(f"input_size is {self.input_size} but the preprocessing resizes to {resized}")
+        named = [f"{step.name}.{key}" for step in self.preprocessing.steps for key in _file_options(step.params)]
+        if named:  # a model file would otherwise choose what boneage opens on the user's machine
+            raise ValueError(f"the preprocessing names files to read ({', '.join(named)}); a card may not: "
+                             "give such files through their environment variable (e.g. BONEAGE_MEDIAPIPE_MODEL)")
         return self
+
+
+FILE_OPTIONS = ("model_path",)
+
+
+def _file_options(params: Any) -> list[str]:
+    """The options, at any depth, that name a file (the MediaPipe cropper's hand model)."""
+    if isinstance(params, dict):
+        found = [k for k, v in params.items() if k in FILE_OPTIONS and v is not None]
+        return found + [f"{k}.{sub}" for k, v in params.items() for sub in _file_options(v)]
+    return []
 
 
 def parse_card(metadata: dict[str, str], what: str) -> ModelCard:
