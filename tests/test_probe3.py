@@ -3,12 +3,17 @@ model card that could choose a file to open. One test each."""
 
 from __future__ import annotations
 
+import csv
+import json
+import shutil
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from boneage import onnxwire
+from boneage.cli.main import main
 from boneage.modelcard import ModelCard
 from boneage.onnxwire import WireError, external_tensors
 from boneage.preprocess.builtin import to_uint8_gray
@@ -68,3 +73,40 @@ def test_a_card_cannot_name_a_file_to_open(options: dict[str, object]) -> None:
              *tiny_card().model_dump(mode="json")["preprocessing"]["steps"]]
     with pytest.raises(ValueError, match=r"names files to read \(hand_crop.options.model_path\)"):
         ModelCard.model_validate({**tiny_card().model_dump(mode="json"), "preprocessing": {"steps": steps}})
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_resume_tries_again_what_failed(tiny_model: Path, radiograph_png: Path, tmp_path: Path, suffix: str,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow", reason="Parquet output needs the parquet extra")
+    late = tmp_path / "late.png"  # missing on the first run, there on the second
+    results = tmp_path / f"results{suffix}"
+    command = ["predict", str(radiograph_png), str(late), "--sex", "f", "--model", str(tiny_model),
+               "--output", str(results)]
+    assert main(command) == 2
+    shutil.copy(radiograph_png, late)
+    assert main([*command, "--resume"]) == 0
+    rows = read_rows(results)
+    assert [(Path(r["source"]).name, bool(r.get("error_type") or r.get("error"))) for r in rows] == [
+        (radiograph_png.name, False), ("late.png", True), ("late.png", False)]
+    capsys.readouterr()
+
+
+def read_rows(path: Path) -> list[dict[str, object]]:
+    if path.suffix == ".csv":
+        return list(csv.DictReader(path.open()))
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in path.read_text().splitlines()]
+    import pyarrow.parquet as pq
+
+    return list(pq.read_table(path).to_pylist())
+
+
+def test_csv_list_columns_match_whatever_their_case(tiny_model: Path, radiograph_png: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    listing = tmp_path / "list.csv"
+    listing.write_text(f" Path ,SEX,Age\n{radiograph_png.name},F,10y\n")
+    assert main(["predict", "--csv", str(listing), "--model", str(tiny_model), "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["male"] is False and row["comparison"]["chronological_age_months"] == 120

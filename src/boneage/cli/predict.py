@@ -90,7 +90,9 @@ def read_jobs(args: argparse.Namespace) -> list[Job]:
         try:
             # a regular file of bounded size: /dev/zero or a FIFO with no writer must not hang it
             text = read_path(path).decode("utf-8-sig")
-            rows = list(csv.DictReader(io.StringIO(text, newline="")))
+            # Path,Sex or " path " as spreadsheets write them: columns are matched case-insensitively
+            rows = [{(key or "").strip().lower(): value for key, value in row.items()}
+                    for row in csv.DictReader(io.StringIO(text, newline=""))]
         except (UnicodeDecodeError, csv.Error, BoneAgeError) as exc:
             raise InputError(f"cannot read the list {printable(str(path))}: {exc}") from exc
         if rows and not {"path", "sex"} <= set(rows[0]):

@@ -1,5 +1,6 @@
 """Results streamed to a file as they are made, so an interruption loses nothing and ``--resume``
-picks up where it stopped. The format follows the suffix: ``.csv``, ``.jsonl`` or ``.parquet``.
+picks up where it stopped, trying again the inputs that failed. The format follows the suffix:
+``.csv``, ``.jsonl`` or ``.parquet``.
 
 CSV and JSON Lines are appended and flushed after every batch. Parquet cannot be appended to, so
 its rows go first to a journal beside it (``NAME.parquet.partial.jsonl``) and become the Parquet
@@ -24,6 +25,7 @@ COLUMNS = ("source", "sex", "bone_age_months", "bone_age_years", "interval_low_m
 NUMBERS = {"bone_age_months", "bone_age_years", "interval_low_months", "interval_high_months", "interval_level",
            "chronological_age_months", "bone_age_minus_age_months", "sds"}
 FORMATS = (".csv", ".jsonl", ".parquet")
+ERROR_TYPE = COLUMNS.index("error_type")
 
 
 def flat(result: dict[str, Any]) -> dict[str, Any]:
@@ -104,8 +106,9 @@ class ResultFile:
             self._csv.writeheader()
 
     def _read_done(self) -> set[str]:
-        """The sources already answered; the file is checked to be this command's results (same
-        columns) before a line cut short by a kill is cut off it."""
+        """The sources already answered; those that failed are tried again (the file may then hold
+        an error row and, after it, the answer). The file is checked to be this command's results
+        (same columns) before a line cut short by a kill is cut off it."""
         try:
             if self.suffix == ".csv":
                 text, length = complete_lines(self.path)
@@ -113,23 +116,24 @@ class ResultFile:
                 if next(reader, None) != list(COLUMNS):
                     raise InputError(f"--resume: {self.path} is not a results file of this version of boneage "
                                      "(its columns differ)")
-                done = {row[0] for row in reader if row}
+                done = {row[0] for row in reader if row and not row[ERROR_TYPE]}
                 cut_to(self.path, length)
                 return done
             lines, length = self._journal_lines()
-            done = {self._source(line) for line in lines}
+            done = {source for source, failed in map(self._source, lines) if not failed}
             if self.journal.exists():
                 cut_to(self.journal, length)
-            return done | {r["source"] for r in self._parquet_rows()}
+            return done | {r["source"] for r in self._parquet_rows() if not r.get("error_type")}
         except (ValueError, KeyError, TypeError, csv.Error, OSError, RecursionError) as exc:
             raise InputError(f"--resume: cannot read the results in {self.path}: {exc}") from exc
 
     @staticmethod
-    def _source(line: str) -> str:
+    def _source(line: str) -> tuple[str, bool]:
+        """The line's source, and whether it failed (an error in JSON Lines, an error_type in the journal)."""
         row = json.loads(line)
         if not isinstance(row, dict) or not isinstance(row.get("source"), str):
             raise InputError("--resume: a line without a source: not a results file of this command")
-        return str(row["source"])
+        return str(row["source"]), bool(row.get("error") or row.get("error_type"))
 
     def _journal_lines(self) -> tuple[list[str], int]:
         if not self.journal.exists():
