@@ -244,10 +244,12 @@ def decode(data: bytes, what: str = "image") -> Loaded:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
     image = as_viewers_show(image, header)
     notes: tuple[str, ...] = ()
-    if header.orientation != 1 and header.format in ORIENT_AFTER_DECODE:
+    if header.orientation != 1:
         description, turn = ORIENTATIONS[header.orientation]
-        image = np.ascontiguousarray(turn(image))
-        notes = (f"EXIF orientation {header.orientation} applied: the stored image was {description} to show it upright",)
+        if header.format in ORIENT_AFTER_DECODE:  # OpenCV has already turned a TIFF
+            image = np.ascontiguousarray(turn(image))
+        tag = "TIFF" if header.format == "TIFF" else "EXIF"
+        notes = (f"{tag} orientation {header.orientation} applied: the stored image was {description} to show it upright",)
     return Loaded(check_array(image, what), notes)
 
 
