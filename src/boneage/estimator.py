@@ -16,6 +16,7 @@ import numpy as np
 
 from boneage import plugins
 from boneage.age import check_age
+from boneage.defaults import BATCH_SIZE
 from boneage.errors import BoneAgeError, InputError, InvalidModelError, ModelOutputError, PluginError, failures_as
 from boneage.imageio import ImageInput, read_image
 from boneage.models import ModelFile, open_model
@@ -148,7 +149,7 @@ class BoneAgeEstimator:
 
         return growth_chart(prediction, self.reference, path)
 
-    def predict_batch(self, images: Sequence[ImageInput], male: Sequence[Any], batch_size: int = 64, *,
+    def predict_batch(self, images: Sequence[ImageInput], male: Sequence[Any], batch_size: int = BATCH_SIZE, *,
                       ages: Sequence[float | None] | None = None) -> list[Prediction]:
         """Many images, ``batch_size`` per model call; raises the first bad input's error (see :meth:`predict_many`)."""
         results = self.predict_many(images, male, batch_size, ages=ages)
@@ -157,14 +158,14 @@ class BoneAgeEstimator:
                 raise result
         return results  # type: ignore[return-value]
 
-    def predict_many(self, images: Sequence[ImageInput], male: Sequence[Any], batch_size: int = 64, *,
+    def predict_many(self, images: Sequence[ImageInput], male: Sequence[Any], batch_size: int = BATCH_SIZE, *,
                      ages: Sequence[float | None] | None = None,
                      workers: int | None = None) -> list[Prediction | BoneAgeError]:
         """Like :meth:`predict_batch`, but keeps going: a bad input gets its error in its place.
         See :meth:`iter_predictions` for the arguments."""
         return [r for batch in self.iter_predictions(images, male, batch_size, ages=ages, workers=workers) for r in batch]
 
-    def iter_predictions(self, images: Sequence[ImageInput], male: Sequence[Any], batch_size: int = 64, *,
+    def iter_predictions(self, images: Sequence[ImageInput], male: Sequence[Any], batch_size: int = BATCH_SIZE, *,
                          ages: Sequence[float | None] | None = None,
                          workers: int | None = None) -> Iterator[list[Prediction | BoneAgeError]]:
         """Each batch's results as soon as it is done, in input order; the model runs ``batch_size``

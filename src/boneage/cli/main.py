@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 
 from boneage._version import __version__
+from boneage.defaults import BATCH_SIZE
 
 Configure = Callable[[argparse.ArgumentParser], None]
 
@@ -53,7 +54,7 @@ def _predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="a registered model name or an .onnx path (default: the shipped model)")
     p.add_argument("--runtime", help=RUNTIME_HELP)
     p.add_argument("--threads", type=_threads, help="inference threads (default: OMP_NUM_THREADS or all cores)")
-    p.add_argument("--batch-size", type=_positive, default=16, help="images per model call (default 16)")
+    p.add_argument("--batch-size", type=_positive, default=BATCH_SIZE, help=f"images per model call (default {BATCH_SIZE})")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--output", metavar="RESULTS",
                    help="write results to a .csv, .jsonl or .parquet file as they are made (Parquet: extra parquet)")
