@@ -32,8 +32,8 @@ def _env() -> dict[str, str]:
 
 @nox.session(python=ALL_PYTHONS)
 def tests(session: nox.Session) -> None:
-    """The core suite: inference, plugins, preprocessing, CLI. TensorFlow tests skip."""
-    session.install("-e", ".[dev]")
+    """The core suite: inference, plugins, preprocessing, CLI, DICOM input. TensorFlow tests skip."""
+    session.install("-e", ".[dev,dicom]")
     session.run("pytest", "-m", "not tensorflow and not keras and not ray", *session.posargs, env=_env())
 
 
@@ -73,6 +73,17 @@ def wheel(session: nox.Session) -> None:
     session.run("boneage", "predict", str(SAMPLE), "--sex", "female", "--output", str(result),
                 env=_outside_env(tmp), include_outer_env=False)
     _check_prediction(session, result)
+    _check_dicom_needs_extra(session, tmp)
+
+
+def _check_dicom_needs_extra(session: nox.Session, tmp: Path) -> None:
+    """Without the dicom extra, a DICOM file gets the typed error (exit 5) that names the extra."""
+    scan = tmp / "scan.dcm"
+    scan.write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)  # the marker is enough: pydicom is asked for first
+    said = session.run("boneage", "predict", str(scan), "--sex", "female", success_codes=[5], silent=True,
+                       env=_outside_env(tmp), include_outer_env=False)
+    if 'boneage[dicom]' not in str(said):
+        session.error(f"a DICOM without the dicom extra should name it, got: {said}")
 
 
 def _build_wheel(session: nox.Session, dist: Path) -> Path:
@@ -125,6 +136,14 @@ def lint(session: nox.Session) -> None:
 
 
 @nox.session(python=FULL_PYTHON)
+def docs(session: nox.Session) -> None:
+    """The documentation site with its API reference from the docstrings (mkdocs.yml); strict, so a
+    broken link or a docstring mkdocstrings cannot read fails the session. Output: build/site."""
+    session.install("-e", ".[docs]")
+    session.run("mkdocs", "build", "--strict")
+
+
+@nox.session(python=FULL_PYTHON)
 def typecheck(session: nox.Session) -> None:
-    session.install("-e", ".[dev]")
+    session.install("-e", ".[dev,dicom]")
     session.run("mypy")
