@@ -18,8 +18,9 @@ from boneage import plugins
 from boneage.age import check_age
 from boneage.defaults import BATCH_SIZE
 from boneage.errors import BoneAgeError, InputError, InvalidModelError, ModelOutputError, PluginError, failures_as
-from boneage.imageio import ImageInput, read_image
+from boneage.imageio import ImageInput, Loaded, read_image
 from boneage.models import ModelFile, open_model
+from boneage.patient import resolve
 from boneage.prediction import Prediction
 from boneage.preprocess import build_pipeline
 from boneage.preprocess.builtin import to_uint8_gray
@@ -92,10 +93,10 @@ class BoneAgeEstimator:
     def path(self) -> Path:
         return self.model.path
 
-    def preprocess(self, image: ImageInput) -> tuple[np.ndarray, Notes]:
+    def preprocess(self, image: ImageInput | Loaded) -> tuple[np.ndarray, Notes]:
         """The model input for one image, and notes on it: warnings (the steps' own, and the input
         checks') and what was applied on the way (e.g. an EXIF rotation)."""
-        loaded = read_image(image)
+        loaded = image if isinstance(image, Loaded) else read_image(image)
         notes = Notes(applied=list(loaded.notes))
         notes.warnings.extend(input_warnings(loaded.image, self._steps))
         prepared = self.pipeline(loaded.image, notes)
@@ -130,13 +131,14 @@ class BoneAgeEstimator:
             notes=tuple(notes.applied),
         )
 
-    def predict(self, image: ImageInput, male: Any, age_months: float | None = None) -> Prediction:
+    def predict(self, image: ImageInput, male: Any = None, age_months: float | None = None) -> Prediction:
         """Bone age for one image: a path, encoded bytes, or an array (uint8/uint16, gray/RGB/RGBA,
         or float in [0, 1]). With the child's age in months (see :mod:`boneage.age` for years and
-        dates) the prediction also compares the bone age with it."""
+        dates) the prediction also compares the bone age with it. A DICOM's header gives the sex and
+        age left as None (see docs/dicom.md)."""
         return self.predict_batch([image], [male], ages=None if age_months is None else [age_months])[0]
 
-    def explain(self, image: ImageInput, male: Any, age_months: float | None = None) -> Explanation:
+    def explain(self, image: ImageInput, male: Any = None, age_months: float | None = None) -> Explanation:
         """The prediction and where the model looked: occlusion sensitivity (see :mod:`boneage.explain`)."""
         from boneage.explain import explain
 
@@ -202,9 +204,15 @@ class BoneAgeEstimator:
     def _prepare(self, image: ImageInput, male: Any, age: float | None) -> Prepared | InputError:
         """One input ready for the model, or its own error (a model's or a plugin's error is raised)."""
         try:
-            sex = check_male(male)
+            if male is not None:
+                check_male(male)  # a bad sex is refused before the image is decoded
             checked_age = None if age is None else check_age(age)
-            return (sex, checked_age, *self.preprocess(image))
+            loaded = read_image(image)
+            patient = resolve(male, checked_age, loaded.patient)  # a DICOM header fills what was not given
+            prepared, notes = self.preprocess(loaded)
+            notes.applied.extend(patient.notes)
+            notes.warnings.extend(patient.warnings)
+            return (patient.male, patient.age_months, prepared, notes)
         except InputError as exc:
             return exc
 

@@ -22,6 +22,7 @@ import numpy as np
 from boneage.age import check_age
 from boneage.errors import InputError
 from boneage.imageio import ImageInput, read_image
+from boneage.patient import resolve
 from boneage.prediction import Prediction
 from boneage.preprocess.builtin import to_uint8_gray
 from boneage.preprocess.config import PreprocessConfig
@@ -171,18 +172,22 @@ def explain(estimator: BoneAgeEstimator, image: ImageInput, male: object, age_mo
             patch: int | None = None, stride: int | None = None) -> Explanation:
     """Occlusion sensitivity of one radiograph: every patch hidden in turn, all copies through the
     estimator's one session, 64 at a time. Patch default: 16% of the input side, stride half a patch."""
-    male = check_male(male)
+    if male is not None:
+        check_male(male)  # refused before the image is decoded
     age_months = None if age_months is None else check_age(age_months)
     loaded = read_image(image)
+    patient = resolve(male, age_months, loaded.patient)  # a DICOM header fills what was not given
+    sex, age_months = patient.male, patient.age_months
     prepared, notes = estimator.preprocess(loaded.image)
-    notes.applied[:0] = loaded.notes
+    notes.applied[:0] = [*loaded.notes, *patient.notes]
+    notes.warnings.extend(patient.warnings)
     size = prepared.shape[0]
     patch = patch or max(2, round(size * PATCH_FRACTION))
     stride = stride or max(1, patch // 2)
-    baseline, heatmap = occlusion_map(lambda batch: estimator.run(batch, [male] * len(batch)),
+    baseline, heatmap = occlusion_map(lambda batch: estimator.run(batch, [sex] * len(batch)),
                                       prepared, patch, stride, background_level(prepared))
     source = str(image) if isinstance(image, (str, os.PathLike)) else None
-    prediction = estimator.make_prediction(baseline, male, source, notes, age_months)
+    prediction = estimator.make_prediction(baseline, sex, source, notes, age_months)
     gray = to_uint8_gray(loaded.image)
     mapped = to_original(heatmap, estimator.card.preprocessing, gray.shape[:2])
     if mapped is None:

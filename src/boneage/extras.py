@@ -17,6 +17,9 @@ TRAIN_ANY_BACKEND = (
 )
 """Keras on any backend: enough for training, not for export."""
 
+DICOM = 'pip install "boneage[dicom]"'
+"""pydicom and the decoders of compressed DICOM pixel data (see docs/dicom.md)."""
+
 
 def require(module: str, install: str, purpose: str) -> ModuleType:
     """Import ``module`` where an extra's code is entered, so that a missing package (or a Keras

@@ -34,8 +34,10 @@ from boneage.formats import (
     pnm_maxval,
     tiff_info,
 )
+from boneage.patient import HeaderPatient
 
 ImageInput = str | os.PathLike[str] | bytes | bytearray | memoryview | np.ndarray
+DICOM_SUFFIXES = (".dcm", ".dicom")  # read as DICOM even without the DICM marker
 
 MIN_SIDE = 32
 MAX_PIXELS = 64_000_000  # a large CR plate is ~4300x3500 = 15 MP
@@ -66,10 +68,12 @@ ORIENT_AFTER_DECODE = {"PNG", "JPEG", "MPO", "WEBP"}
 
 @dataclass(frozen=True)
 class Loaded:
-    """A checked image, and what was done to it on the way (e.g. an EXIF rotation)."""
+    """A checked image, and what was done to it on the way (e.g. an EXIF rotation); ``patient``:
+    the sex and age its header holds (a DICOM's), for the caller to use where none was given."""
 
     image: np.ndarray
     notes: tuple[str, ...] = ()
+    patient: HeaderPatient | None = None
 
 
 @dataclass(frozen=True)
@@ -229,9 +233,14 @@ def as_viewers_show(image: np.ndarray, header: Header) -> np.ndarray:
     return image
 
 
-def decode(data: bytes, what: str = "image") -> Loaded:
+def decode(data: bytes, what: str = "image", dicom: bool = False) -> Loaded:
+    """``dicom``: read it as DICOM even without the ``DICM`` marker (a ``.dcm`` file)."""
     if not data:
         raise ImageReadError(f"{what} is empty")
+    if dicom or data[128:132] == b"DICM":
+        from boneage.dicom import read_dicom  # pydicom (extra: dicom) only for a DICOM
+
+        return read_dicom(data, what)
     header = read_header(data, what)
     buffer = np.frombuffer(data, np.uint8)
     try:
@@ -300,7 +309,7 @@ def read_image(source: ImageInput) -> Loaded:
         return decode(bytes(source), "image bytes")
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        return decode(read_path(path), str(path))
+        return decode(read_path(path), str(path), dicom=path.suffix.lower() in DICOM_SUFFIXES)
     raise UnsupportedImageError(f"cannot read an image from a {type(source).__name__}")
 
 

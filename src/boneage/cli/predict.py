@@ -58,7 +58,9 @@ def row_age(row: dict[str, str | None]) -> float | None:
     return None
 
 
-IMAGE_PATTERN = "*.png,*.jpg,*.jpeg,*.tif,*.tiff,*.bmp,*.webp"
+IMAGE_PATTERN = "*.png,*.jpg,*.jpeg,*.tif,*.tiff,*.bmp,*.webp,*.dcm,*.dicom"
+# Files that cannot say their sex; any other (a .dcm, a DICOM named by its UID) may, in its header.
+NO_HEADER_SEX = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm", ".mpo"}
 
 
 def expand(path: str, pattern: str) -> list[str]:
@@ -80,11 +82,15 @@ def expand(path: str, pattern: str) -> list[str]:
 
 def read_jobs(args: argparse.Namespace) -> list[Job]:
     jobs: list[Job] = []
-    if args.files and not args.sex:
-        raise InputError("--sex male|female is required with FILE arguments (or use --csv with a sex column)")
     age = command_line_age(args)
+    sex = parse_sex(args.sex) if args.sex else None  # None: each DICOM's header says it
     for f in args.files:
-        jobs += [Job(file, parse_sex(args.sex), age) for file in expand(f, args.pattern)]
+        files = expand(f, args.pattern)
+        headerless = [file for file in files if Path(file).suffix.lower() in NO_HEADER_SEX]
+        if sex is None and headerless:
+            raise InputError(f"--sex male|female is required for {printable(headerless[0])} (only a DICOM header can "
+                             "give the sex; or use --csv with a sex column)")
+        jobs += [Job(file, sex, age) for file in files]
     if args.csv:
         path = Path(args.csv)
         try:
@@ -100,7 +106,8 @@ def read_jobs(args: argparse.Namespace) -> list[Job]:
         for row in rows:
             file = (path.parent / (row["path"] or "")).as_posix()
             try:
-                jobs.append(Job(file, parse_sex(row["sex"] or ""), row_age(row)))
+                sex_text = (row["sex"] or "").strip()  # empty: a DICOM's header says it
+                jobs.append(Job(file, parse_sex(sex_text) if sex_text else None, row_age(row)))
             except BoneAgeError as exc:
                 jobs.append(Job(file, None, None, exc))
     if not jobs:

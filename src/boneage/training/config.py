@@ -17,7 +17,7 @@ class DataSource(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     labels: Path = Field(description="CSV with columns id,boneage,male")
-    images: Path = Field(description="folder of <id>.png")
+    images: Path = Field(description="folder of <id>.png (or <id>.dcm: extra dicom)")
 
 
 class Augment(BaseModel):

@@ -35,6 +35,8 @@ def read_source(source: DataSource) -> list[Record]:
         for line, row in enumerate(csv.DictReader(f), start=2):
             try:
                 path = source.images / f"{row['id']}.png"
+                if not path.is_file() and (source.images / f"{row['id']}.dcm").is_file():
+                    path = source.images / f"{row['id']}.dcm"  # DICOM (extra: dicom), for evaluate
                 record = Record(row["id"], path, float(row["boneage"]), parse_sex(row["male"] or ""))
             except (KeyError, TypeError, ValueError) as exc:  # SexError is a ValueError
                 raise ConfigError(f"{source.labels}:{line}: needs id,boneage,male ({exc})") from exc
