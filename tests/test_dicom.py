@@ -330,6 +330,18 @@ def test_a_syntax_no_decoder_reads_is_refused(gray: np.ndarray) -> None:
         read_image(encoded(ds))
 
 
+def test_a_missing_decoder_is_named_with_the_extra(gray: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pydicom.pixels.decoders.base as decoders
+
+    class Missing:
+        is_available = False
+        missing_dependencies = ["gdcm - requires gdcm>=3.0.10"]
+
+    monkeypatch.setattr(decoders, "get_decoder", lambda uid: Missing())
+    with pytest.raises(MissingDependencyError, match=r'no installed decoder reads \(gdcm - requires .*boneage\[dicom\]'):
+        read_image(encoded(jpeg_baseline(dataset(gray), gray)))
+
+
 def test_a_dcm_that_is_no_dicom_is_a_read_error(tmp_path: Path) -> None:
     path = tmp_path / "notes.dcm"
     path.write_text("these are not pixels\n" * 20)
@@ -431,6 +443,7 @@ def test_predict_takes_sex_and_age_from_the_header(tiny_model: Path, gray: np.nd
         estimator.predict(gray)  # nor for an array
 
 
+@pytest.mark.filterwarnings("ignore:Invalid value for VR")  # pydicom, writing the malformed tags below
 def test_cli_predict_dicom_without_sex(tiny_model: Path, tmp_path: Path, gray: np.ndarray,
                                        capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
     from boneage.cli.main import main

@@ -155,8 +155,8 @@ def _syntax(ds: Any, what: str) -> Any:
         raise UnsupportedImageError(f"{what} is compressed as {syntax.name}, which no DICOM decoder here reads")
     if not decoder.is_available:
         missing = "; ".join(decoder.missing_dependencies) or "a decoder"
-        raise MissingDependencyError(f"{what} is compressed as {syntax.name}: decoding it needs one of: {missing} "
-                                     f"({DICOM} installs them)")
+        raise MissingDependencyError(f"{what} is compressed as {syntax.name}, which no installed decoder reads "
+                                     f"({missing}): {DICOM}")
     return syntax
 
 
