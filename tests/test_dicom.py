@@ -192,7 +192,9 @@ def test_window_functions(gray: np.ndarray, function: str) -> None:
 
 def test_an_unusable_window_shows_the_whole_range(gray: np.ndarray) -> None:
     ds = dataset(gray.astype(np.uint16) * 257, WindowCenter=100, WindowWidth=0)
-    assert np.array_equal(read_image(encoded(ds)).image, gray.astype(np.uint16) * 257)
+    loaded = read_image(encoded(ds))
+    assert np.array_equal(loaded.image, gray.astype(np.uint16) * 257)
+    assert "its window unusable, the whole range shown" in loaded.notes[0]
 
 
 def voi_lut_case(gray: np.ndarray) -> Dataset:

@@ -55,6 +55,7 @@ def read_dicom(data: bytes, what: str) -> Loaded:
         ds = _parse(data, what)
         tags = image_tags(ds, what)
         stored = _decode(ds, tags, what)
+        del ds["PixelData"]  # the encoded copy, before the output is allocated (a 16-bit 64 MP plate: 128 MB)
         table, steps = display_table(ds, tags)
         patient = header_patient(ds)
     image = _lookup(stored, table)
@@ -208,6 +209,8 @@ def display_table(ds: Any, tags: ImageTags) -> tuple[np.ndarray, list[str]]:
         if window is not None:
             grey = windowed(modality, *window)
             steps.append("window" + _of(_count(ds.get("WindowCenter"))))
+        elif ds.get("WindowCenter") is not None or ds.get("WindowWidth") is not None:
+            steps.append("its window unusable, the whole range shown")
     if grey is None:
         grey = _stretch(modality, fits)  # no VOI: the whole range the stored bits can hold
     shape = str(ds.get("PresentationLUTShape", "") or "").strip().upper()
