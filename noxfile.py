@@ -125,7 +125,7 @@ def _check_prediction(session: nox.Session, result: Path) -> None:
 def tests_ray(session: nox.Session) -> None:
     """The Ray Data engine against the local one, on a local Ray the tests start (extra: ray).
     Without TensorFlow: Ray and TensorFlow need not agree on protobuf."""
-    session.install("-e", ".[ray,parquet,dev]")
+    session.install("-e", ".[ray,parquet,dicom,dev]")
     session.run("pytest", "-m", "ray", *session.posargs, env=_env())
 
 

@@ -18,7 +18,7 @@ from boneage.cli.results import flat
 from boneage.engines.ray import result
 from boneage.estimator import BoneAgeEstimator
 
-BATCH = 4  # 10 inputs: three batches, so both actors get work
+BATCH = 4  # 11 inputs: three batches, so both actors get work
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +32,13 @@ def local_ray() -> Iterator[Any]:
 
 @pytest.fixture
 def inputs(data_dir: Path) -> tuple[list[str], list[Any], list[float | None]]:
-    """8 real radiographs, a missing file and a sex that is no sex; two with the child's age."""
+    """8 real radiographs, a missing file, a sex that is no sex and a missing sex (which only a
+    DICOM header could give); two with the child's age."""
     files = sorted((data_dir / "rsna-512").glob("*.png"))[:8]
-    paths = [*map(str, files[:5]), str(data_dir / "rsna-512" / "missing.png"), *map(str, files[5:]), str(files[0])]
-    male: list[Any] = [True, False, True, False, True, True, False, True, False, "yes"]
-    ages: list[float | None] = [None, 120.0, None, None, 150.0, None, None, None, None, None]
+    paths = [*map(str, files[:5]), str(data_dir / "rsna-512" / "missing.png"), *map(str, files[5:]), str(files[0]),
+             str(files[1])]
+    male: list[Any] = [True, False, True, False, True, True, False, True, False, "yes", None]
+    ages: list[float | None] = [None, 120.0, None, None, 150.0, None, None, None, None, None, None]
     return paths, male, ages
 
 
@@ -56,7 +58,7 @@ def test_ray_rows_equal_local_rows(local_ray: Any, inputs: tuple[list[str], list
     rows = predict_files(paths, male, ages, model=model, actors=2, batch_size=BATCH)
     assert rows == expected
     assert [r["source"] for r in rows] == paths
-    assert [r["error_type"] for r in rows][5::4] == ["ImageReadError", "SexError"]
+    assert [rows[i]["error_type"] for i in (5, 9, 10)] == ["ImageReadError", "SexError", "SexError"]
     assert sum(r["error_type"] is None for r in rows) == 8 and rows[1]["chronological_age_months"] == 120.0
 
 
@@ -97,3 +99,19 @@ def test_engine_ray_without_ray_names_the_extra(tiny_model: Path, radiograph_png
 def test_ray_options_need_the_ray_engine(tiny_model: Path, radiograph_png: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["predict", str(radiograph_png), "--sex", "f", "--model", str(tiny_model), "--actors", "2"])
     assert code == 2 and "--engine ray" in capsys.readouterr().err
+
+
+@pytest.mark.ray
+def test_ray_reads_the_sex_from_a_dicom_header(local_ray: Any, data_dir: Path, tmp_path: Path) -> None:
+    """No sex given: the actor takes it from the header, as the local engine does."""
+    pytest.importorskip("pydicom", reason="the dicom extra is not installed")
+    import cv2
+
+    from boneage.engines.ray import predict_files
+    from tests.test_dicom import dataset, write
+
+    png = sorted((data_dir / "rsna-512").glob("*.png"))[0]
+    scan = write(tmp_path / "scan.dcm", dataset(cv2.imread(str(png), cv2.IMREAD_GRAYSCALE), PatientSex="F"))
+    (row,) = predict_files([str(scan)], [None], model=None, actors=1)
+    assert row["error_type"] is None and row["sex"] == "female"
+    assert row["bone_age_months"] == BoneAgeEstimator().predict(png, male=False).bone_age_months

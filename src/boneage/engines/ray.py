@@ -86,9 +86,10 @@ class Predictor:
 
 
 def _checked(male: Any, age: float | None) -> tuple[bool | None, float | None, BoneAgeError | None]:
-    """A row's sex and age as plain values, or the error the local engine would give for them."""
+    """A row's sex and age as plain values, or the error the local engine would give for them.
+    A missing sex goes on to the actor, which reads it from a DICOM header or refuses the row."""
     try:
-        return check_male(male), None if age is None else check_age(age), None
+        return None if male is None else check_male(male), None if age is None else check_age(age), None
     except InputError as exc:
         return None, None, exc
 
