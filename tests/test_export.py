@@ -153,7 +153,9 @@ def test_lean_release_with_another_resize(exported: Path, tmp_path: Path, data_d
     assert estimator.predict(sorted((data_dir / "rsna-512").glob("*.png"))[0], male=True).bone_age_months > 0
     with pytest.raises(Exception, match="only run on the ONNX runtime"):
         BoneAgeEstimator(tmp_path / "lean" / entry.file, runtime="tensorflow")
-    other_size = area.with_size(size * 2)
+    with pytest.raises(ConfigError, match="resize step says size"):
+        area.with_size(size * 2)  # it used to replace the size silently
+    other_size = PreprocessConfig.default(size * 2)
     with pytest.raises(ConfigError, match="resizes to"):
         export_run(run, "0.2.1", tmp_path / "refused", preprocessing=other_size)
     assert not (tmp_path / "refused").exists()

@@ -27,7 +27,7 @@ from boneage.preprocess.builtin import to_uint8_gray
 from boneage.preprocess.crop import downscale, is_uniform
 from boneage.preprocess.crop_classical import ClassicalParams, find_hand
 from boneage.preprocess.inversion import looks_inverted
-from boneage.preprocess.pipeline import Notes
+from boneage.preprocess.pipeline import Notes, check_output
 from boneage.references import compare, load_reference
 from boneage.runtimes import checked_months
 from boneage.sex import check_male
@@ -81,6 +81,7 @@ class BoneAgeEstimator:
         spec: RuntimeSpec = plugins.get("runtimes", runtime)
         self.card = self.model.card
         self.pipeline = build_pipeline(self.card.preprocessing)
+        check_output(self.pipeline, self.card.input_size, InvalidModelError, self.card.ref)  # once, not per image
         self._steps = {step.name for step in self.card.preprocessing.steps}
         with failures_as(PluginError, f"runtime {runtime!r} could not load {self.model.card.ref}"):
             self.runtime: Runtime = spec.load(self.model, threads)
@@ -99,13 +100,7 @@ class BoneAgeEstimator:
         loaded = image if isinstance(image, Loaded) else read_image(image)
         notes = Notes(applied=list(loaded.notes))
         notes.warnings.extend(input_warnings(loaded.image, self._steps))
-        prepared = self.pipeline(loaded.image, notes)
-        size = self.card.input_size
-        if prepared.shape != (size, size, 1) or not 0.0 <= float(prepared.min()) <= float(prepared.max()) <= 1.0:
-            raise InvalidModelError(
-                f"the preprocessing of {self.card.ref} gives {prepared.shape} in "
-                f"[{prepared.min():g}, {prepared.max():g}], not ({size}, {size}, 1) in [0, 1]: its card is inconsistent"
-            )
+        prepared = self.pipeline(loaded.image, notes)  # its output shape was checked at load
         return prepared, notes
 
     def run(self, images: np.ndarray, male: Sequence[bool]) -> np.ndarray:

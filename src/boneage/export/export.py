@@ -20,9 +20,10 @@ from boneage.errors import ExportError as ExportError  # re-exported: its home b
 from boneage.export.convert import OPSET, keras_to_onnx
 from boneage.export.onnxcard import attach_card
 from boneage.metrics import summary
-from boneage.modelcard import ModelCard, TrainingData, file_sha256
+from boneage.modelcard import IMAGE_INPUT, ModelCard, TrainingData, file_sha256
 from boneage.models import Registry, RegistryEntry, load_registry, save_registry
 from boneage.preprocess import PreprocessConfig, build_pipeline
+from boneage.preprocess.pipeline import check_output
 from boneage.training.config import TrainConfig, load_config
 from boneage.training.data import Record, prepare_data, thin
 
@@ -58,6 +59,24 @@ def with_preprocessing(config: TrainConfig, preprocessing: PreprocessConfig | No
                           f"on {config.input_size}x{config.input_size} inputs")
     build_pipeline(preprocessing)  # unknown steps and bad parameters are refused before anything is written
     return config.model_copy(update={"preprocessing": preprocessing})
+
+
+def check_shapes(model: Any, config: TrainConfig, what: Path) -> None:
+    """The pipeline's output against the model's image input, once, before anything is written:
+    the ONNX graph takes ``config.input_size`` (see :func:`keras_to_onnx`), and so must both."""
+    from boneage.runtimes.tensorflow import image_shape
+
+    size = config.input_size
+    shape = image_shape(model, what)
+    if any(d not in (None, size) for d in shape[:2]) or shape[2] not in (None, 1):
+        raise ExportError(f"{what} takes images of shape {shape}, but the run's input size is {size}")
+    check_output(build_pipeline(config.resolved_preprocessing()), size, ConfigError, f"export of {what}")
+
+
+def onnx_image_shape(proto: Any) -> tuple[int | None, ...]:
+    """(H, W, C) of the graph's image input; None for a symbolic dimension."""
+    image = next(i for i in proto.graph.input if i.name == IMAGE_INPUT)
+    return tuple(d.dim_value or None for d in image.type.tensor_type.shape.dim[1:])
 
 
 def preprocessed(records: list[Record], config: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -112,9 +131,13 @@ def export_run(
         log.warning("overwriting %s (--force)", onnx_path)
 
     model = load_keras_model(keras_file)
+    check_shapes(model, config, keras_file)
     train_records, val = prepare_data(config)
     images, male, ages = preprocessed(val, config)
     proto = keras_to_onnx(model, config.input_size)
+    if onnx_image_shape(proto) != (config.input_size, config.input_size, 1):
+        raise ExportError(f"the ONNX graph takes images of shape {onnx_image_shape(proto)}, "
+                          f"not the pipeline's ({config.input_size}, {config.input_size}, 1)")
     unsealed = proto.SerializeToString()
     sample = slice(0, parity_images)
     reference = np.asarray(model({"image": images[sample], "male": male[sample]}, training=False)).reshape(-1)

@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from boneage.errors import ConfigError
+
 
 class StepConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -49,6 +51,12 @@ class PreprocessConfig(BaseModel):
         )
 
     def with_size(self, size: int) -> PreprocessConfig:
+        """The resize steps that leave the size out given ``size``. One that names another size is
+        refused (it was silently replaced: a 224 became 100, the model trained on another input)."""
+        for step in self.steps:
+            if step.name == "resize" and "size" in step.params and step.params["size"] != size:
+                raise ConfigError(f"the resize step says size {step.params['size']!r}, but the input size is "
+                                  f"{size}: give one size (or leave it out of the resize step)")
         steps = tuple(
             StepConfig(name=s.name, params={**s.params, "size": size}) if s.name == "resize" else s
             for s in self.steps

@@ -62,3 +62,25 @@ class Pipeline:
 
 def build_pipeline(config: PreprocessConfig) -> Pipeline:
     return Pipeline(config)
+
+
+def probe_image() -> np.ndarray:
+    """A plausible radiograph: a bright palm and five fingers on a dark, noisy background."""
+    image = np.random.default_rng(0).integers(0, 25, (320, 256), dtype=np.uint8)
+    image[170:290, 70:186] = 190
+    for left in range(82, 182, 22):
+        image[80:170, left : left + 10] = 170
+    return image
+
+
+def check_output(pipeline: Pipeline, size: int, error: type[BoneAgeError], what: str) -> None:
+    """Refuse a pipeline whose output the model cannot take, once (at export and when a model is
+    loaded) instead of on every image: it must give (size, size, 1) in [0, 1]."""
+    try:
+        out = pipeline(probe_image())
+    except BoneAgeError as exc:
+        raise error(f"{what}: its preprocessing could not be checked on a test image: {exc}") from exc
+    low, high = float(out.min()), float(out.max())
+    if out.shape != (size, size, 1) or not 0.0 <= low <= high <= 1.0:
+        raise error(f"{what}: the preprocessing gives {out.shape} in [{low:g}, {high:g}], "
+                    f"not ({size}, {size}, 1) in [0, 1]")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from boneage.errors import ConfigError
 from boneage.preprocess.config import PreprocessConfig
@@ -40,7 +40,7 @@ class TrainConfig(BaseModel):
 
     backbone: str = "densenet121"
     backbone_options: dict[str, Any] = Field(default_factory=dict)
-    input_size: int = Field(100, ge=32, le=1024)
+    input_size: int = Field(100, ge=32, le=1024, description="defaults to the size the preprocessing's resize step names")
     preprocessing: PreprocessConfig | None = Field(
         None, description="defaults to PreprocessConfig.default(input_size)"
     )
@@ -83,8 +83,26 @@ class TrainConfig(BaseModel):
     )
     output_dir: Path = Path("runs/run")
 
+    @model_validator(mode="after")
+    def _one_input_size(self) -> TrainConfig:
+        """One input size, refused now when the resize step names another (it used to be replaced
+        silently, so a model meant for 224 px trained on 100)."""
+        if self.preprocessing is None:
+            return self
+        named = [s.params["size"] for s in self.preprocessing.steps if s.name == "resize" and "size" in s.params]
+        if "input_size" not in self.model_fields_set and named:
+            size = named[0]
+            if isinstance(size, bool) or not isinstance(size, int) or not 32 <= size <= 1024:
+                raise ValueError(f"the resize step's size must be a whole number from 32 to 1024, not {size!r}")
+            self.input_size = size
+        self.preprocessing.with_size(self.input_size)  # a ConfigError (ValueError) if they disagree
+        return self
+
     def resolved_preprocessing(self) -> PreprocessConfig:
-        return (self.preprocessing or PreprocessConfig.default()).with_size(self.input_size)
+        """The preprocessing with its resize at ``input_size`` (they agree: checked when made)."""
+        if self.preprocessing is None:
+            return PreprocessConfig.default(self.input_size)
+        return self.preprocessing.with_size(self.input_size)
 
 
 def _read(path: Path) -> dict[str, Any]:
