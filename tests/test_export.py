@@ -70,6 +70,7 @@ def test_registry_card_and_files(models: Path) -> None:
     int8_card = read_card((models / int8.file).read_bytes(), int8.file)
     assert int8_card.interval is not None and int8_card.interval != card.interval  # its own errors
     assert card.git_commit == checkout_commit() and card.created and "non-commercial" in card.licence
+    assert [(p.name, p.source) for p in card.providers] == [(s.name, "built-in") for s in card.preprocessing.steps]
     assert type(card).model_validate_json(card.model_dump_json()) == card
 
 

@@ -51,38 +51,64 @@ def listed(capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     return code, capsys.readouterr().out
 
 
+POSITIONAL = "boneage_register_preprocess_steps raised TypeError: StepSpec.__init__() takes 1 positional argument"
 GARBAGE: dict[str, tuple[Callable[[], Any], str]] = {
     "None in the list": (lambda: [None], "item 0 is None, not a StepSpec"),
     "a string": (lambda: "grayscale", "returned str, not a list"),
-    "one spec, not a list": (lambda: StepSpec("one", _build), "returned StepSpec, not a list"),
-    "a spec of another hook": (lambda: [RuntimeSpec("r", _build)], "item 0 is RuntimeSpec, not a StepSpec"),
-    "fields in the wrong order": (lambda: [StepSpec(_build, "flip")], "item 0: StepSpec.name must be a non-empty str"),  # type: ignore[arg-type]
-    "params not a model": (lambda: [StepSpec("flip", _build, dict)], "item 0: StepSpec.params must be a pydantic BaseModel"),  # type: ignore[arg-type]
-    "build not callable": (lambda: [StepSpec("flip", "not a function")], "item 0: StepSpec.build must be callable"),  # type: ignore[arg-type]
-    "doc not a string": (lambda: [StepSpec("flip", _build, doc=3)], "item 0: StepSpec.doc must be a str"),  # type: ignore[arg-type]
-    "a name with a newline": (lambda: [StepSpec("a\nb", _build)], "item 0: StepSpec.name must be a non-empty str"),
-    "a generator": (lambda: (s for s in [StepSpec("flip", _build)]), "returned generator, not a list"),
+    "one spec, not a list": (lambda: StepSpec(name="one", build=_build), "returned StepSpec, not a list"),
+    "a spec of another hook": (lambda: [RuntimeSpec(name="r", load=_build)], "item 0 is RuntimeSpec, not a StepSpec"),
+    "positional fields": (lambda: [StepSpec("flip", _build, "mirror")], POSITIONAL),  # type: ignore[misc]
+    "fields swapped": (lambda: [StepSpec(name=_build, build="flip")], "item 0: StepSpec.name must be a non-empty str"),  # type: ignore[arg-type]
+    "params not a model": (lambda: [StepSpec(name="flip", build=_build, params=dict)], "item 0: StepSpec.params must be a pydantic BaseModel"),  # type: ignore[arg-type]
+    "build not callable": (lambda: [StepSpec(name="flip", build="not a function")], "item 0: StepSpec.build must be callable"),  # type: ignore[arg-type]
+    "doc not a string": (lambda: [StepSpec(name="flip", build=_build, doc=3)], "item 0: StepSpec.doc must be a str"),  # type: ignore[arg-type]
+    "a name with a newline": (lambda: [StepSpec(name="a\nb", build=_build)], "item 0: StepSpec.name must be a non-empty str"),
+    "a generator": (lambda: (s for s in [StepSpec(name="flip", build=_build)]), "returned generator, not a list"),
 }
 
 
+def hook_message(message: str) -> str:
+    return message if message.startswith("boneage_") else f"boneage_register_preprocess_steps: {message}"
+
+
 @pytest.mark.parametrize("case", sorted(GARBAGE))
-def test_a_hook_returning_garbage_is_rejected_and_the_rest_work(case: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_hook_returning_garbage_is_refused_at_registration(case: str) -> None:
+    """Refused when it registers, with the plugin named: not accepted, then failing when used."""
     value, message = GARBAGE[case]
     manager = plugins.get_plugins()
-    manager.register(returning(value), "garbage 0.1", name="garbage")
+    with pytest.raises(PluginError) as raised:
+        manager.register(returning(value), "garbage 0.1", name="garbage")
+    assert str(raised.value).startswith(f"plugin garbage (garbage 0.1): {hook_message(message)}")
+    assert not manager.pm.has_plugin("garbage") and "flip" not in manager.registry("preprocess_steps")
+    builtins_work(manager)
+
+
+@pytest.mark.parametrize("case", sorted(GARBAGE))
+def test_an_installed_plugin_returning_garbage_is_listed_and_the_rest_work(
+        case: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    value, message = GARBAGE[case]
+    use_entry_points(monkeypatch, FakeEntryPoint("garbage", returning(value)), FakeEntryPoint("good", RuntimePlugin()))
+    manager = plugins.get_plugins()
     builtins_work(manager)
     (rejection,) = manager.rejections
-    assert rejection.plugin == "garbage" and message in rejection.error
+    assert rejection.plugin == "boneage-fake 2.0:garbage" and rejection.error.startswith(hook_message(message))
     code, out = listed(capsys)
-    assert code == 1 and "grayscale" in out and "onnx" in out
-    assert f"rejected: garbage (garbage 0.1): boneage_register_preprocess_steps: {message}" in out
+    assert code == 1 and "grayscale" in out and "constant" in out
+    assert f"rejected: boneage-fake 2.0:garbage (boneage-fake 2.0): {hook_message(message)}" in out
+
+
+def test_a_positional_spec_is_refused_with_a_hint() -> None:
+    with pytest.raises(PluginError, match=r"^plugin old \(old 0.1\): .*positional.* \(specs take keyword arguments "
+                                          r"only: StepSpec\(name=\.\.\., \.\.\.\), see docs/plugins.md\)$"):
+        plugins.get_plugins().register(returning(GARBAGE["positional fields"][0]), "old 0.1", name="old")
 
 
 def test_a_backbone_with_a_wrong_input_size_is_rejected() -> None:
     manager = plugins.get_plugins()
-    manager.register(returning(lambda: [BackboneSpec("b", _build, "224")], "boneage_register_backbones"), "t", name="b")  # type: ignore[arg-type]
+    plugin = returning(lambda: [BackboneSpec(name="b", build=_build, default_input_size="224")], "boneage_register_backbones")  # type: ignore[arg-type]
+    with pytest.raises(PluginError, match="^plugin b .*BackboneSpec.default_input_size must be a positive int, not '224'"):
+        manager.register(plugin, "t", name="b")
     assert "b" not in manager.registry("backbones") and "densenet121" in manager.registry("backbones")
-    assert "BackboneSpec.default_input_size must be a positive int, not '224'" in manager.rejections[0].error
 
 
 @pytest.mark.parametrize("error", [RuntimeError("oops"), SystemExit(3), GeneratorExit()], ids=type)
@@ -106,24 +132,38 @@ def test_keyboard_interrupt_in_a_hook_is_not_swallowed() -> None:
         raise KeyboardInterrupt
 
     manager = plugins.get_plugins()
-    manager.register(returning(interrupt), "t", name="interrupt")
     with pytest.raises(KeyboardInterrupt):
-        manager.registry("preprocess_steps")
+        manager.register(returning(interrupt), "t", name="interrupt")
+    assert not manager.pm.has_plugin("interrupt")
 
 
 def test_a_rejected_plugin_is_withdrawn_whole() -> None:
     class Half:
         @hookimpl
         def boneage_register_runtimes(self) -> list[RuntimeSpec]:
-            return [RuntimeSpec("constant", lambda model, threads: ConstantRuntime())]
+            return [RuntimeSpec(name="constant", load=lambda model, threads: ConstantRuntime())]
 
         @hookimpl
         def boneage_register_preprocess_steps(self) -> list[StepSpec]:
             raise ValueError("bug")
 
     manager = plugins.get_plugins()
-    manager.register(Half(), "half 1.0")
+    with pytest.raises(PluginError, match="^plugin Half .half 1.0.: boneage_register_preprocess_steps raised ValueError: bug"):
+        manager.register(Half(), "half 1.0")
     assert "constant" not in manager.registry("runtimes")
+
+
+def test_an_installed_rejected_plugin_is_withdrawn_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Half:
+        @hookimpl
+        def boneage_register_runtimes(self) -> list[RuntimeSpec]:
+            return [RuntimeSpec(name="constant", load=lambda model, threads: ConstantRuntime())]
+
+        @hookimpl
+        def boneage_register_preprocess_steps(self) -> list[StepSpec]:
+            raise ValueError("bug")
+
+    use_entry_points(monkeypatch, FakeEntryPoint("half", Half()))
     with pytest.raises(PluginNotFoundError, match=r"no runtime named 'constant' \(registered: onnx, tensorflow; "
                                                   r"1 plugin failed to load or was refused, see `boneage plugins`\)"):
         plugins.get("runtimes", "constant")
@@ -162,12 +202,12 @@ def test_unreadable_entry_point_metadata_is_a_load_failure(monkeypatch: pytest.M
 class Misspelled:
     @hookimpl
     def boneage_register_runtime(self) -> list[RuntimeSpec]:
-        return [RuntimeSpec("constant", lambda model, threads: ConstantRuntime())]
+        return [RuntimeSpec(name="constant", load=lambda model, threads: ConstantRuntime())]
 
 
 class Unmarked:
     def boneage_register_runtimes(self) -> list[RuntimeSpec]:
-        return [RuntimeSpec("constant", lambda model, threads: ConstantRuntime())]
+        return [RuntimeSpec(name="constant", load=lambda model, threads: ConstantRuntime())]
 
 
 class UnmarkedTypo:
@@ -217,18 +257,22 @@ def test_a_misspelled_hook_in_an_installed_plugin_is_reported(monkeypatch: pytes
     assert "rejected: boneage-fake 2.0:typo (boneage-fake 2.0): unknown hook 'boneage_register_runtime'" in out
 
 
-def test_a_plugin_cannot_take_a_builtin_name(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_plugin_cannot_take_a_builtin_name(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     class Impostor:
         @hookimpl
         def boneage_register_runtimes(self) -> list[RuntimeSpec]:
-            return [RuntimeSpec("onnx", lambda model, threads: ConstantRuntime())]
+            return [RuntimeSpec(name="onnx", load=lambda model, threads: ConstantRuntime())]
 
     manager = plugins.get_plugins()
-    manager.register(Impostor(), "impostor 0.1")
+    with pytest.raises(PluginError, match=r"^plugin Impostor \(impostor 0.1\): runtime 'onnx' is registered twice"):
+        manager.register(Impostor(), "impostor 0.1")
     assert manager.registry("runtimes")["onnx"].source == plugins.BUILTIN
+    monkeypatch.setattr(plugins.importlib.metadata, "entry_points", lambda group: [FakeEntryPoint("impostor", Impostor())])
+    monkeypatch.setenv(plugins.DISABLE_AUTOLOAD_ENV, "0")
+    plugins.reset_plugins()
     code, out = listed(capsys)
-    assert code == 1 and "rejected: Impostor (impostor 0.1): runtime 'onnx' is registered twice: " \
-                         "by boneage.runtimes (built-in) and by Impostor (impostor 0.1)" in out
+    assert code == 1 and "rejected: boneage-fake 2.0:impostor (boneage-fake 2.0): runtime 'onnx' is registered twice: " \
+                         "by boneage.runtimes (built-in) and by boneage-fake 2.0:impostor (boneage-fake 2.0)" in out
 
 
 def test_two_entry_points_to_one_module_load_it_once(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -249,7 +293,8 @@ class SomeBackbones:
         def explode(size: int, **options: Any) -> Any:
             raise SystemExit("a plugin's build exited")
 
-        return [BackboneSpec("exploding", explode, 32, "raises"), BackboneSpec("fine", lambda size: Counted(), 32)]
+        return [BackboneSpec(name="exploding", build=explode, default_input_size=32, doc="raises"),
+                BackboneSpec(name="fine", build=lambda size: Counted(), default_input_size=32)]
 
 
 def test_backbones_lists_a_failing_build_and_the_rest(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:

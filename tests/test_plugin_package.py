@@ -42,7 +42,8 @@ def test_install_train_export_predict_uninstall(env: Path, data_dir: Path, tmp_p
     cli = ("-m", "boneage.cli.main")
     run(env, "-m", "pip", "install", "-q", "--no-deps", str(PLUGIN))
     listed = run(env, *cli, "plugins").stdout
-    assert "mobilenet_v3_small" in listed and "boneage-mobilenet 0.1.0" in listed and "unsharp" in listed
+    assert "mobilenet_v3_small" in listed and "boneage-mobilenet 0.2.0" in listed and "unsharp" in listed
+    assert "backbones, preprocess_steps" in listed  # the plugin's row: its hooks
 
     labels = data_dir / "rsna-100" / "labels.csv"
     run(env, *cli, "train", "--backbone", "mobilenet_v3_small", "--data", f"{labels}:{labels.parent}",
@@ -52,6 +53,10 @@ def test_install_train_export_predict_uninstall(env: Path, data_dir: Path, tmp_p
     run(env, *cli, "export", str(tmp_path / "run"), "--version", "0.0.1", "--output", str(tmp_path / "models"))
 
     model = tmp_path / "models" / "boneage-mobilenet_v3_small-0.0.1.onnx"
+    card = json.loads(run(env, "-c", f"from boneage.modelcard import read_card; from pathlib import Path; "
+                                     f"print(read_card(Path({str(model)!r}).read_bytes(), 'm').model_dump_json())").stdout)
+    unsharp = next(p for p in card["providers"] if p["name"] == "unsharp")
+    assert (unsharp["source"], unsharp["version"]) == ("boneage-mobilenet 0.2.0", "0.2.0")
     image = str(data_dir / "rsna-100" / "1378.png")
     out = json.loads(run(env, *cli, "predict", image, "--sex", "female", "--model", str(model), "--json").stdout)
     assert out[0]["model_name"] == "boneage-mobilenet_v3_small" and out[0]["bone_age_months"] > 0

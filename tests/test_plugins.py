@@ -14,7 +14,7 @@ import pytest
 from pydantic import BaseModel
 
 from boneage import BoneAgeEstimator, hookimpl, hookspecs, plugins
-from boneage.errors import PreprocessError
+from boneage.errors import PluginError, PreprocessError
 from boneage.preprocess import PreprocessConfig, StepConfig, build_pipeline
 from boneage.specs import BackboneSpec, CropperSpec, RuntimeSpec, StepSpec
 
@@ -28,19 +28,20 @@ class FlipParams(BaseModel):
 class StepPlugin:
     @hookimpl
     def boneage_register_preprocess_steps(self) -> list[StepSpec]:
-        return [StepSpec("flip", lambda p: (lambda image, trace: np.flip(image, p.axis)), FlipParams, "mirror")]
+        return [StepSpec(name="flip", build=lambda p: (lambda image, trace: np.flip(image, p.axis)), params=FlipParams,
+                         doc="mirror")]
 
 
 class CropperPlugin:
     @hookimpl
     def boneage_register_croppers(self) -> list[CropperSpec]:
-        return [CropperSpec("centre", lambda p: (lambda image, trace: image[10:-10, 10:-10]), doc="fixed border")]
+        return [CropperSpec(name="centre", build=lambda p: (lambda image, trace: image[10:-10, 10:-10]), doc="fixed border")]
 
 
 class BackbonePlugin:
     @hookimpl
     def boneage_register_backbones(self) -> list[BackboneSpec]:
-        return [BackboneSpec("toy", lambda size, **kw: ("toy-model", size, kw), 32, "a toy")]
+        return [BackboneSpec(name="toy", build=lambda size, **kw: ("toy-model", size, kw), default_input_size=32, doc="a toy")]
 
 
 class ConstantRuntime:
@@ -53,7 +54,7 @@ class ConstantRuntime:
 class RuntimePlugin:
     @hookimpl
     def boneage_register_runtimes(self) -> list[RuntimeSpec]:
-        return [RuntimeSpec("constant", lambda model, threads: ConstantRuntime(), "always 42")]
+        return [RuntimeSpec(name="constant", load=lambda model, threads: ConstantRuntime(), doc="always 42")]
 
 
 def register(plugin: object, source: str = "thirdparty 1.0") -> plugins.Plugins:
@@ -75,7 +76,7 @@ class BrokenStepPlugin:
         def broken(image: np.ndarray, trace: object) -> np.ndarray:
             raise RuntimeError("division by zero somewhere in a plugin")
 
-        return [StepSpec("broken", lambda p: broken, FlipParams, "always fails")]
+        return [StepSpec(name="broken", build=lambda p: broken, params=FlipParams, doc="always fails")]
 
 
 def test_a_failing_plugin_step_is_a_typed_error(radiograph: np.ndarray) -> None:
@@ -111,7 +112,7 @@ class ReferencePlugin:
 
         rows = ((0.0, 10.0, 2.0), (240.0, 250.0, 2.0))
         table = ReferenceTable(name="flat", title="a test reference", source="made up", male=rows, female=rows)
-        return [ReferenceSpec("flat", lambda: table, "BA = CA + 10 months, SD 2")]
+        return [ReferenceSpec(name="flat", load=lambda: table, doc="BA = CA + 10 months, SD 2")]
 
 
 def hook_references(radiograph: np.ndarray, tiny_model: Path) -> None:
@@ -168,23 +169,23 @@ def test_a_hook_that_raises_is_a_rejection() -> None:
         def boneage_register_runtimes(self) -> list[RuntimeSpec]:
             raise RuntimeError("oops")
 
-    manager = register(Broken(), "broken 0.0.1")
-    assert "onnx" in manager.registry("runtimes")
-    (rejection,) = manager.rejections
-    assert (rejection.plugin, rejection.source) == ("Broken", "broken 0.0.1")
-    assert rejection.error == "boneage_register_runtimes raised RuntimeError: oops"
+    with pytest.raises(PluginError) as raised:
+        register(Broken(), "broken 0.0.1")
+    assert str(raised.value) == "plugin Broken (broken 0.0.1): boneage_register_runtimes raised RuntimeError: oops"
+    assert "onnx" in plugins.get_plugins().registry("runtimes")
 
 
 def test_duplicate_name_names_both_sources() -> None:
     class Again:
         @hookimpl
         def boneage_register_runtimes(self) -> list[RuntimeSpec]:
-            return [RuntimeSpec("onnx", lambda model, threads: ConstantRuntime())]
+            return [RuntimeSpec(name="onnx", load=lambda model, threads: ConstantRuntime())]
 
-    manager = register(Again(), "impostor 0.1")
-    assert manager.registry("runtimes")["onnx"].source == plugins.BUILTIN
-    (rejection,) = manager.rejections
-    assert rejection.error == "runtime 'onnx' is registered twice: by boneage.runtimes (built-in) and by Again (impostor 0.1)"
+    with pytest.raises(PluginError) as raised:
+        register(Again(), "impostor 0.1")
+    assert str(raised.value) == "plugin Again (impostor 0.1): runtime 'onnx' is registered twice: " \
+                                "by boneage.runtimes (built-in) and by Again (impostor 0.1)"
+    assert plugins.get_plugins().registry("runtimes")["onnx"].source == plugins.BUILTIN
 
 
 class FakeDist:
@@ -231,19 +232,17 @@ class UnbuildablePlugin:
         def build(params: object) -> Any:
             raise RuntimeError("needs a GPU it cannot find")
 
-        return [StepSpec("unbuildable", build, FlipParams, "fails when built")]
+        return [StepSpec(name="unbuildable", build=build, params=FlipParams, doc="fails when built")]
 
     @hookimpl
     def boneage_register_runtimes(self) -> list[RuntimeSpec]:
         def load(model: object, threads: object) -> Any:
             raise OSError("no such accelerator")
 
-        return [RuntimeSpec("unloadable", load, "fails when loaded")]
+        return [RuntimeSpec(name="unloadable", load=load, doc="fails when loaded")]
 
 
 def test_a_plugin_that_cannot_build_or_load_is_a_plugin_error(tiny_model: Path) -> None:
-    from boneage.errors import PluginError
-
     register(UnbuildablePlugin())
     with pytest.raises(PluginError, match="'unbuildable' could not be built: RuntimeError: needs a GPU"):
         build_pipeline(PreprocessConfig(steps=(StepConfig(name="unbuildable"),)))

@@ -107,7 +107,7 @@ def test_registry_versions_are_bounded(models_dir: Path) -> None:
 class BadStepPlugin:
     @hookimpl
     def boneage_register_preprocess_steps(self) -> list[StepSpec]:
-        return [StepSpec("returns_none", lambda p: (lambda image, trace: None), FlipParams, "returns None")]
+        return [StepSpec(name="returns_none", build=lambda p: (lambda image, trace: None), params=FlipParams, doc="returns None")]
 
 
 def test_a_step_returning_something_else_than_an_image_is_typed(radiograph: np.ndarray) -> None:
@@ -126,14 +126,14 @@ class FailingRuntime:
 class FailingPlugin:
     @hookimpl
     def boneage_register_runtimes(self) -> list[RuntimeSpec]:
-        return [RuntimeSpec("failing", lambda model, threads: FailingRuntime(), "always fails")]
+        return [RuntimeSpec(name="failing", load=lambda model, threads: FailingRuntime(), doc="always fails")]
 
     @hookimpl
     def boneage_register_references(self) -> list[ReferenceSpec]:
         def load() -> object:
             raise OSError("table missing")
 
-        return [ReferenceSpec("broken", load, "cannot load")]
+        return [ReferenceSpec(name="broken", load=load, doc="cannot load")]
 
 
 def test_failing_runtime_and_reference_plugins_are_typed(tiny_model: Path, radiograph: np.ndarray) -> None:

@@ -11,7 +11,7 @@ from boneage.specs import BackboneSpec
 def build(input_size: int, **options: Any) -> Any:
     from keras import layers
 
-    from boneage.backbones.head import build_model
+    from boneage.backbones import build_model
 
     def features(image: Any) -> Any:
         x = image
@@ -27,7 +27,7 @@ def build(input_size: int, **options: Any) -> Any:
 class TinyBackbone:
     @hookimpl
     def boneage_register_backbones(self) -> list[BackboneSpec]:
-        return [BackboneSpec("tiny_cnn", build, 64, "four conv-BN-ReLU-pool blocks, for tests")]
+        return [BackboneSpec(name="tiny_cnn", build=build, default_input_size=64, doc="four conv-BN-ReLU-pool blocks, for tests")]
 
 
 def register() -> None:

@@ -1,7 +1,9 @@
 """The hooks a plugin can implement. Every hook contributes items; none picks an answer.
 
-Each ``boneage_register_*`` hook returns a list of specs (see :mod:`boneage.specs`); the
-results of all plugins, built-in ones included, are collected and keyed by name.
+Each ``boneage_register_*`` hook returns a list of specs (see :mod:`boneage.specs`), made with
+keyword arguments; it is called once, when its plugin registers, and the results of all plugins,
+built-in ones included, are collected and keyed by name. The hooks are part of the plugin API
+versioned by :data:`boneage.specs.API_VERSION`.
 """
 
 from __future__ import annotations

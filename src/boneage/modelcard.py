@@ -19,8 +19,8 @@ from boneage.errors import ChecksumMismatchError, InvalidModelError
 from boneage.onnxwire import varint
 from boneage.preprocess.config import PreprocessConfig
 
-SCHEMA_VERSION = "1.0"
-SUPPORTED_SCHEMAS = ("1.0",)
+SCHEMA_VERSION = "1.1"  # 1.1: providers
+SUPPORTED_SCHEMAS = ("1.0", "1.1")
 CARD_KEY = "boneage.card"
 CHECKSUM_KEY = "boneage.sha256"
 PLACEHOLDER = "0" * 64
@@ -44,6 +44,19 @@ class TrainingData(BaseModel):
     val_fraction: float | None = None
 
 
+class Provider(BaseModel):
+    """Which plugin provided a preprocessing step (or a cropper) when the model was exported, so
+    that a model whose steps come from a plugin says which package, and which release, it needs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: str = Field(description="preprocess_step or cropper")
+    name: str
+    plugin: str = Field(description="the plugin's registered name, e.g. boneage.preprocess.builtin")
+    source: str = Field(description="'built-in', or the distribution and version it was installed from")
+    version: str = ""
+
+
 class ModelCard(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
@@ -62,6 +75,8 @@ class ModelCard(BaseModel):
     git_commit: str = ""
     licence: str = LICENCE
     keras_sha256: str | None = Field(None, description="the .keras file beside it, for the TensorFlow runtime")
+    providers: list[Provider] = Field(default_factory=list, description="who provided each preprocessing step "
+                                      "and cropper at export; empty in cards before schema 1.1")
     notes: dict[str, Any] = Field(default_factory=dict)
 
     @property

@@ -1,11 +1,13 @@
 """The plugin manager: built-in parts and third-party packages register through the same hooks.
 
 Third-party plugins come from the entry-point group ``boneage`` and are loaded on first use,
-not at ``import boneage``. A plugin costs only itself when it is broken: one whose import fails
-(``sys.exit()`` included) is recorded as a load failure; one with an unknown or unmarked hook, a
-hook that raises, returns something other than a list of the right specs, or takes a name
-already taken is refused whole. The built-ins and the other plugins keep working, and
-``boneage plugins`` reports both lists.
+not at ``import boneage``. A plugin is checked whole when it registers: its declared plugin API
+version (``BONEAGE_API_VERSION``), its hooks (unknown, unmarked or wrapper hooks), and what they
+return, called once then (a list of the right specs, made with keyword arguments, with names not
+taken yet). One that fails any check is refused whole, with a message naming it: a
+:class:`PluginError` from :meth:`Plugins.register`, or a rejection listed by ``boneage plugins``
+for an installed plugin. One whose import fails (``sys.exit()`` included) is a load failure.
+The built-ins and the other plugins keep working.
 """
 
 from __future__ import annotations
@@ -23,8 +25,20 @@ from typing import Any, Literal
 import pluggy
 
 from boneage import hookspecs
+from boneage._version import __version__
 from boneage.errors import PluginError, PluginNotFoundError
-from boneage.specs import BackboneSpec, CropperSpec, ReferenceSpec, RuntimeSpec, StepSpec, spec_problem, type_name
+from boneage.specs import (
+    API_ATTRIBUTE,
+    API_VERSION,
+    BackboneSpec,
+    CropperSpec,
+    ReferenceSpec,
+    RuntimeSpec,
+    StepSpec,
+    api_problem,
+    spec_problem,
+    type_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +66,25 @@ SPEC_TYPES: dict[Kind, type] = {
 
 @dataclass(frozen=True)
 class Registered:
+    """One item and the plugin that provided it (recorded in a model card at export)."""
+
     kind: Kind
     name: str
     spec: Any
     source: str
     plugin: str
+    version: str = ""
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """One registered plugin as ``boneage plugins`` lists it (as ``datasette plugins`` does)."""
+
+    name: str
+    source: str
+    version: str
+    api_version: str | None
+    hooks: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -101,38 +129,53 @@ def hook_name(kind: Kind) -> str:
 
 
 class Plugins:
-    """One plugin manager with its sources, load failures, rejections and the collected registries."""
+    """One plugin manager with its plugins' sources, versions and items, and its load failures and
+    rejections."""
 
     def __init__(self, autoload: bool = True) -> None:
         self.pm = pluggy.PluginManager("boneage")
         self.pm.add_hookspecs(hookspecs)
         self.sources: dict[str, str] = {}
+        self.versions: dict[str, str] = {}
+        self.api_versions: dict[str, str | None] = {}
         self.failures: list[LoadFailure] = []
-        self._refused: list[Rejection] = []  # at registration: kept
-        self._rejected: list[Rejection] = []  # at collection: recomputed with the registries
+        self._refused: list[Rejection] = []
+        self._items: dict[str, list[Registered]] = {}  # by plugin, in registration order
         self._registries: dict[Kind, dict[str, Registered]] = {}
         self._lock = threading.RLock()
         for module_name in BUILTIN_MODULES:
-            self.register(importlib.import_module(module_name), BUILTIN, name=module_name)
+            self.register(importlib.import_module(module_name), BUILTIN, name=module_name, version=__version__)
         if autoload:
             self._load_entry_points()
 
-    def register(self, plugin: object, source: str, name: str | None = None) -> None:
-        """Add ``plugin``; one whose hooks cannot work is refused with a :class:`PluginError`."""
+    def register(self, plugin: object, source: str, name: str | None = None, version: str | None = None) -> None:
+        """Add ``plugin``, checked whole now; one that cannot work is refused with a
+        :class:`PluginError` naming it. ``version`` defaults to the plugin's ``__version__``."""
         name = name or _default_name(plugin)
-        problem = self._register(plugin, source, name)
+        problem = self._register(plugin, source, name, _version_of(plugin) if version is None else version)
         if problem is not None:
             raise PluginError(f"plugin {name} ({source}): {problem}")
 
-    def _register(self, plugin: object, source: str, name: str) -> str | None:
+    def _register(self, plugin: object, source: str, name: str, version: str) -> str | None:
         """Register, or leave nothing behind and say why not."""
         with self._lock:
             plugin_name: str | None = None
+            api: Any = None
+            items: list[Registered] = []
             try:
-                plugin_name = self.pm.register(plugin, name=name)
-                problem = None if plugin_name is None else _hook_problem(self.pm, plugin)
+                api = getattr(plugin, API_ATTRIBUTE, None)
+                problem = api_problem(api)
+                if problem is None:
+                    plugin_name = self.pm.register(plugin, name=name)
+                    problem = None if plugin_name is None else _hook_problem(self.pm, plugin)
+                if problem is None and plugin_name is not None:
+                    items = self._items_of(plugin, plugin_name, source, version)
             except KeyboardInterrupt:
+                if plugin_name is not None:
+                    self.pm.unregister(name=plugin_name)
                 raise
+            except PluginError as exc:  # one of its hooks failed, returned garbage or took a name
+                problem = str(exc)
             except BaseException as exc:  # pluggy's refusals, or plugin code run by getattr
                 problem = _refusal(exc)
             if problem is not None:
@@ -141,8 +184,32 @@ class Plugins:
                 return problem
             if plugin_name is not None:  # None: blocked on purpose
                 self.sources[plugin_name] = source
+                self.versions[plugin_name] = version
+                self.api_versions[plugin_name] = API_VERSION if api is None and source == BUILTIN else api
+                self._items[plugin_name] = items
                 self._registries.clear()
             return None
+
+    def _items_of(self, plugin: object, plugin_name: str, source: str, version: str) -> list[Registered]:
+        """All of one plugin's items, its hooks called once, or a PluginError saying why the plugin
+        is refused. Names are first come, first served: built-ins register first."""
+        items: list[Registered] = []
+        for kind in KINDS:
+            for impl in getattr(self.pm.hook, hook_name(kind)).get_hookimpls():
+                if impl.plugin is not plugin:
+                    continue
+                for spec in _call_hook(kind, impl):
+                    item = Registered(kind, spec.name, spec, source, plugin_name, version)
+                    first = self._find(kind, item.name) or next(
+                        (i for i in items if (i.kind, i.name) == (kind, item.name)), None)
+                    if first is not None:
+                        raise PluginError(f"{_label(kind)} {item.name!r} is registered twice: by {first.plugin} "
+                                          f"({first.source}) and by {plugin_name} ({source})")
+                    items.append(item)
+        return items
+
+    def _find(self, kind: Kind, name: str) -> Registered | None:
+        return next((i for items in self._items.values() for i in items if (i.kind, i.name) == (kind, name)), None)
 
     def _load_entry_points(self) -> None:
         try:
@@ -166,70 +233,42 @@ class Plugins:
         if self.pm.is_registered(plugin):  # a second entry point to the same module
             return
         name = f"{source}:{ep.name}"
-        problem = self._register(plugin, source, name)
+        version = str(dist.version) if dist is not None else _version_of(plugin)
+        problem = self._register(plugin, source, name, version)
         if problem is not None:
-            self._refuse(Rejection(name, source, problem), self._refused)
+            rejection = Rejection(name, source, problem)
+            log.warning("boneage plugin %s (%s) refused: %s", rejection.plugin, rejection.source, rejection.error)
+            self._refused.append(rejection)
 
     def _fail(self, failure: LoadFailure) -> None:
         log.warning("boneage plugin %r (%s) failed to load: %s", failure.entry_point, failure.source, failure.error)
         self.failures.append(failure)
 
-    @staticmethod
-    def _refuse(rejection: Rejection, into: list[Rejection]) -> None:
-        log.warning("boneage plugin %s (%s) refused: %s", rejection.plugin, rejection.source, rejection.error)
-        into.append(rejection)
-
     @property
     def rejections(self) -> list[Rejection]:
-        """Plugins refused at registration or when their hooks were collected."""
+        """Installed plugins refused when they registered."""
         with self._lock:
-            self._collect()
-            return self._refused + self._rejected
+            return list(self._refused)
 
     def registry(self, kind: Kind) -> dict[str, Registered]:
         with self._lock:
-            self._collect()
+            if not self._registries:
+                found: dict[Kind, dict[str, Registered]] = {k: {} for k in KINDS}
+                for items in self._items.values():
+                    for item in items:
+                        found[item.kind][item.name] = item
+                self._registries = found
             return self._registries[kind]
 
-    def _collect(self) -> None:
-        """Call every plugin's hooks once, in registration order (built-ins first, so no plugin
-        can take a built-in's name), keeping only the plugins whose every item is valid."""
-        if self._registries:
-            return
-        self._rejected = []
-        found: dict[Kind, dict[str, Registered]] = {kind: {} for kind in KINDS}
-        for plugin_name, impls in self._impls_by_plugin().items():
-            source = self.sources.get(plugin_name, plugin_name)
-            try:
-                items = self._items(plugin_name, source, impls, found)
-            except PluginError as exc:
-                self._refuse(Rejection(plugin_name, source, str(exc)), self._rejected)
-                continue
-            for item in items:
-                found[item.kind][item.name] = item
-        self._registries = found
-
-    def _impls_by_plugin(self) -> dict[str, list[tuple[Kind, Any]]]:
-        by_plugin: dict[str, list[tuple[Kind, Any]]] = {name: [] for name in self.sources}
-        for kind in KINDS:
-            for impl in getattr(self.pm.hook, hook_name(kind)).get_hookimpls():
-                by_plugin.setdefault(impl.plugin_name, []).append((kind, impl))
-        return by_plugin
-
-    def _items(self, plugin_name: str, source: str, impls: list[tuple[Kind, Any]],
-               found: dict[Kind, dict[str, Registered]]) -> list[Registered]:
-        """All of one plugin's items, or a PluginError saying why the plugin is refused."""
-        items: list[Registered] = []
-        for kind, impl in impls:
-            for spec in _call_hook(kind, impl):
-                item = Registered(kind, spec.name, spec, source, plugin_name)
-                first = found[kind].get(item.name) or next(
-                    (i for i in items if (i.kind, i.name) == (kind, item.name)), None)
-                if first is not None:
-                    raise PluginError(f"{_label(kind)} {item.name!r} is registered twice: by {first.plugin} "
-                                      f"({first.source}) and by {plugin_name} ({source})")
-                items.append(item)
-        return items
+    def describe(self) -> list[PluginInfo]:
+        """Every registered plugin, in registration order, with the hooks it implements."""
+        with self._lock:
+            infos = []
+            for name, source in self.sources.items():
+                plugin = self.pm.get_plugin(name)
+                hooks = tuple(sorted(c.name for c in self.pm.get_hookcallers(plugin) or []))
+                infos.append(PluginInfo(name, source, self.versions.get(name, ""), self.api_versions.get(name), hooks))
+            return infos
 
     def get(self, kind: Kind, name: str) -> Registered:
         items = self.registry(kind)
@@ -255,10 +294,19 @@ def _call_hook(kind: Kind, impl: Any) -> list[Any]:
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # SystemExit too: a plugin must not end the caller
-        raise PluginError(f"{hook} raised {describe_error(exc)}") from exc
+        raise PluginError(f"{hook} raised {describe_error(exc)}{_positional_hint(exc)}") from exc
     if problem is not None:
         raise PluginError(f"{hook}: {problem}")
     return list(value or [])
+
+
+def _positional_hint(exc: BaseException) -> str:
+    """Specs take keywords only: say so when a plugin made one positionally."""
+    text = str(exc) if isinstance(exc, TypeError) else ""
+    spec = next((t.__name__ for t in SPEC_TYPES.values() if text.startswith(f"{t.__name__}.__init__()")), None)
+    if spec is None or "positional" not in text:
+        return ""
+    return f" (specs take keyword arguments only: {spec}(name=..., ...), see docs/plugins.md)"
 
 
 def _return_problem(value: object, expected: type) -> str | None:
@@ -305,6 +353,15 @@ def _unmarked_hooks(pm: pluggy.PluginManager, plugin: object, known: list[str]) 
                 and inspect.isroutine(getattr(plugin, name, None)) and pm.parse_hookimpl_opts(plugin, name) is None:
             names.append(name)
     return names
+
+
+def _version_of(plugin: object) -> str:
+    """A plugin object's or module's ``__version__``, or ""."""
+    try:
+        version = getattr(plugin, "__version__", "")
+    except Exception:  # plugin code run by getattr
+        return ""
+    return version if isinstance(version, str) else ""
 
 
 def _default_name(plugin: object) -> str:

@@ -1,4 +1,6 @@
-"""What plugins hand over: small frozen records, one per registered item.
+"""What plugins hand over: small frozen records, one per registered item, made with keyword
+arguments only (``StepSpec(name="flip", build=..., doc="...")``), so fields can be added later
+without breaking a plugin.
 
 Builders are called only when the item is used, so registering never imports a heavy library.
 """
@@ -39,11 +41,19 @@ class Runtime(Protocol):
     def predict(self, images: np.ndarray, male: np.ndarray) -> np.ndarray: ...
 
 
+API_VERSION = "1.0"
+"""The plugin API that this boneage implements, ``MAJOR.MINOR``. A plugin may declare the version it
+was written for as ``BONEAGE_API_VERSION = "1.0"`` (a module or object attribute): another major,
+or a newer minor, is refused when the plugin registers. Minor versions only add."""
+
+API_ATTRIBUTE = "BONEAGE_API_VERSION"
+
+
 class EmptyParams(BaseModel):
     model_config = {"extra": "forbid"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ConfiguredSpec:
     """An item built from pydantic-validated parameters: ``build(params)``."""
 
@@ -53,20 +63,21 @@ class ConfiguredSpec:
     doc: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StepSpec(ConfiguredSpec):
     """A preprocessing step: ``build(params)`` returns a :data:`Transform`."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CropperSpec(ConfiguredSpec):
     """A hand cropper: ``build(params)`` returns a :class:`Cropper`."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BackboneSpec:
     """``build(input_size, **options)`` returns an uncompiled Keras model with inputs
-    ``image`` (H, W, 1) and ``male`` (1,) and one output in months."""
+    ``image`` (H, W, 1) and ``male`` (1,) and one output in months: see
+    :func:`boneage.backbones.build_model`, which adds the inputs and the head to a feature extractor."""
 
     name: str
     build: Callable[..., Any]
@@ -74,7 +85,7 @@ class BackboneSpec:
     doc: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RuntimeSpec:
     """``load(model, threads)`` returns a :class:`Runtime` for a verified :class:`ModelFile`."""
 
@@ -83,7 +94,7 @@ class RuntimeSpec:
     doc: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ReferenceSpec:
     """``load()`` returns a :class:`boneage.references.ReferenceTable`: bone-age norms by age and sex."""
 
@@ -128,4 +139,30 @@ def spec_problem(spec: object, expected: type) -> str | None:
         value = getattr(spec, field.name)
         if check is not None and not check(value):
             return f"{expected.__name__}.{field.name} must be {wanted}, not {reprlib.repr(value)}"
+    return None
+
+
+def _major_minor(version: str) -> tuple[int, int] | None:
+    parts = version.split(".")
+    if len(parts) != 2 or not all(p.isascii() and p.isdigit() and len(p) <= 4 for p in parts):
+        return None
+    return int(parts[0]), int(parts[1])
+
+
+def api_problem(declared: object) -> str | None:
+    """Why a plugin that declares ``BONEAGE_API_VERSION = declared`` cannot work with this boneage,
+    or None (also when it declares nothing: such a plugin is taken to follow the current API)."""
+    if declared is None:
+        return None
+    wanted = _major_minor(declared) if isinstance(declared, str) else None
+    if wanted is None:
+        return f"{API_ATTRIBUTE} must be 'MAJOR.MINOR' (e.g. {API_VERSION!r}), not {reprlib.repr(declared)}"
+    ours = _major_minor(API_VERSION)
+    assert ours is not None
+    if wanted[0] != ours[0]:
+        return (f"written for boneage plugin API {declared}, but this boneage implements {API_VERSION} "
+                f"(another major version): install a release of the plugin made for API {ours[0]}.x")
+    if wanted[1] > ours[1]:
+        return (f"needs boneage plugin API {declared}, newer than this boneage's {API_VERSION}: "
+                "upgrade boneage")
     return None

@@ -7,12 +7,19 @@ import argparse
 from boneage.cli.table import format_table
 from boneage.models import load_registry, models_dir
 from boneage.plugins import KINDS, describe_error, get_plugins
-from boneage.specs import BackboneSpec
+from boneage.specs import API_VERSION, BackboneSpec
 
 
 def plugins(args: argparse.Namespace) -> int:
-    """Every item and its source, then every plugin that failed or was refused (exit 1)."""
+    """Every plugin with its version and the hooks it implements (as ``datasette plugins``), then
+    every item and its source, then every plugin that failed or was refused (exit 1)."""
     manager = get_plugins()
+    rows = [("plugin", "version", "api", "source", "hooks")]
+    for info in manager.describe():
+        hooks = ", ".join(hook.removeprefix("boneage_register_") for hook in info.hooks)
+        rows.append((info.name, info.version or "-", info.api_version or "-", info.source, hooks))
+    print(format_table(rows))
+    print(f"\n(plugin API {API_VERSION}; hooks: boneage_register_<name>)\n")
     rows = [("kind", "name", "source", "plugin", "about")]
     for kind in KINDS:
         for item in manager.registry(kind).values():

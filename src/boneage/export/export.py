@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from boneage import plugins
 from boneage._version import __version__
 from boneage.backbones import load_keras_model
 from boneage.calibration import calibrate
@@ -20,7 +21,7 @@ from boneage.errors import ExportError as ExportError  # re-exported: its home b
 from boneage.export.convert import OPSET, keras_to_onnx
 from boneage.export.onnxcard import attach_card
 from boneage.metrics import summary
-from boneage.modelcard import IMAGE_INPUT, ModelCard, TrainingData, file_sha256
+from boneage.modelcard import IMAGE_INPUT, ModelCard, Provider, TrainingData, file_sha256
 from boneage.models import Registry, RegistryEntry, load_registry, save_registry
 from boneage.preprocess import PreprocessConfig, build_pipeline
 from boneage.preprocess.pipeline import check_output
@@ -71,6 +72,24 @@ def check_shapes(model: Any, config: TrainConfig, what: Path) -> None:
     if any(d not in (None, size) for d in shape[:2]) or shape[2] not in (None, 1):
         raise ExportError(f"{what} takes images of shape {shape}, but the run's input size is {size}")
     check_output(build_pipeline(config.resolved_preprocessing()), size, ConfigError, f"export of {what}")
+
+
+def providers(preprocessing: PreprocessConfig) -> list[Provider]:
+    """The plugin (and its version) behind each step and cropper, for the card: a model whose
+    preprocessing needs a plugin says which one it was exported with."""
+    from boneage.preprocess.builtin import HandCropParams
+
+    manager = plugins.get_plugins()
+    found: list[Provider] = []
+    for step in preprocessing.steps:
+        items = [("preprocess_step", manager.get("preprocess_steps", step.name))]
+        if step.name == "hand_crop":
+            items.append(("cropper", manager.get("croppers", HandCropParams.model_validate(step.params).cropper)))
+        for kind, item in items:
+            provider = Provider(kind=kind, name=item.name, plugin=item.plugin, source=item.source, version=item.version)
+            if provider not in found:
+                found.append(provider)
+    return found
 
 
 def onnx_image_shape(proto: Any) -> tuple[int | None, ...]:
@@ -158,6 +177,7 @@ def export_run(
         backbone=config.backbone,
         input_size=config.input_size,
         preprocessing=config.resolved_preprocessing(),
+        providers=providers(config.resolved_preprocessing()),
         training_data=TrainingData(
             sources=[str(s["name"]) for s in sources],
             checksums=sources,

@@ -132,10 +132,11 @@ def _hand_crop(params: HandCropParams) -> Transform:
 @hookimpl
 def boneage_register_preprocess_steps() -> list[StepSpec]:
     return [
-        StepSpec("grayscale", _grayscale, doc="one 8-bit channel (16-bit stretched min-max)"),
-        StepSpec("invert", _invert, InvertParams, doc="undo a white-background (inverted) radiograph"),
-        StepSpec("hand_crop", _hand_crop, HandCropParams, doc="crop to the hand with a registered cropper"),
-        StepSpec("clahe", _clahe, ClaheParams, doc="contrast-limited adaptive histogram equalization"),
-        StepSpec("resize", _resize, ResizeParams, doc="to a square: aspect-preserving pad, or stretch"),
-        StepSpec("normalize", _normalize, doc="to float32 in [0,1]"),
+        StepSpec(name="grayscale", build=_grayscale, doc="one 8-bit channel (16-bit stretched min-max)"),
+        StepSpec(name="invert", build=_invert, params=InvertParams, doc="undo a white-background (inverted) radiograph"),
+        StepSpec(name="hand_crop", build=_hand_crop, params=HandCropParams,
+                 doc="crop to the hand with a registered cropper"),
+        StepSpec(name="clahe", build=_clahe, params=ClaheParams, doc="contrast-limited adaptive histogram equalization"),
+        StepSpec(name="resize", build=_resize, params=ResizeParams, doc="to a square: aspect-preserving pad, or stretch"),
+        StepSpec(name="normalize", build=_normalize, doc="to float32 in [0,1]"),
     ]

@@ -75,4 +75,4 @@ def build(params: ClassicalParams) -> Cropper:
 
 @hookimpl
 def boneage_register_croppers() -> list[CropperSpec]:
-    return [CropperSpec("classical", build, ClassicalParams, doc="Otsu threshold + largest region")]
+    return [CropperSpec(name="classical", build=build, params=ClassicalParams, doc="Otsu threshold + largest region")]

@@ -117,4 +117,4 @@ def build(params: MediaPipeParams) -> Cropper:
 
 @hookimpl
 def boneage_register_croppers() -> list[CropperSpec]:
-    return [CropperSpec("mediapipe", build, MediaPipeParams, doc="MediaPipe hand landmarks; classical fallback")]
+    return [CropperSpec(name="mediapipe", build=build, params=MediaPipeParams, doc="MediaPipe hand landmarks; classical fallback")]

@@ -49,6 +49,7 @@ def _tensorflow(model: ModelFile, threads: int | None) -> Runtime:
 @hookimpl
 def boneage_register_runtimes() -> list[RuntimeSpec]:
     return [
-        RuntimeSpec("onnx", _onnx, "ONNX Runtime on the CPU (default)"),
-        RuntimeSpec("tensorflow", _tensorflow, "Keras on TensorFlow: a .keras model, or the .keras exported beside an ONNX model"),
+        RuntimeSpec(name="onnx", load=_onnx, doc="ONNX Runtime on the CPU (default)"),
+        RuntimeSpec(name="tensorflow", load=_tensorflow,
+                    doc="Keras on TensorFlow: a .keras model, or the .keras exported beside an ONNX model"),
     ]

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from boneage import hookimpl
 from boneage.specs import BackboneSpec, StepSpec, Trace, Transform
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+BONEAGE_API_VERSION = "1.0"  # the boneage plugin API this plugin is written for (boneage.specs.API_VERSION)
 
 
 def build_mobilenet_v3_small(
@@ -24,7 +25,7 @@ def build_mobilenet_v3_small(
     their initial values after 1,000 steps; a short CPU run then validates far worse than it trains."""
     import keras
 
-    from boneage.backbones.head import build_model
+    from boneage.backbones import build_model
 
     def features(image: Any) -> Any:
         net = keras.applications.MobileNetV3Small(
@@ -56,9 +57,10 @@ def _unsharp(params: UnsharpParams) -> Transform:
 
 @hookimpl
 def boneage_register_backbones() -> list[BackboneSpec]:
-    return [BackboneSpec("mobilenet_v3_small", build_mobilenet_v3_small, 224, "MobileNetV3-Small (keras.applications, no weights)")]
+    return [BackboneSpec(name="mobilenet_v3_small", build=build_mobilenet_v3_small, default_input_size=224,
+                         doc="MobileNetV3-Small (keras.applications, no weights)")]
 
 
 @hookimpl
 def boneage_register_preprocess_steps() -> list[StepSpec]:
-    return [StepSpec("unsharp", _unsharp, UnsharpParams, "unsharp mask: sharpen bone edges")]
+    return [StepSpec(name="unsharp", build=_unsharp, params=UnsharpParams, doc="unsharp mask: sharpen bone edges")]
