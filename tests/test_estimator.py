@@ -18,6 +18,7 @@ from boneage.errors import (
     InputError,
     InvalidModelError,
     ModelNotFoundError,
+    NotARadiographError,
     SexError,
 )
 from boneage.export.onnxcard import attach_card
@@ -105,7 +106,9 @@ def test_shared_between_threads(tiny_model: Path) -> None:
 def test_doubtful_inputs_are_flagged(tiny_model: Path, radiograph: np.ndarray) -> None:
     est = BoneAgeEstimator(tiny_model)
     assert est.predict(radiograph, True).warnings == ()
-    assert "blank" in est.predict(np.full((100, 100), 128, np.uint8), True).warnings[0]
+    with pytest.raises(NotARadiographError, match="blank"):  # refused by default (issue 18)
+        est.predict(np.full((100, 100), 128, np.uint8), True)
+    assert "blank" in BoneAgeEstimator(tiny_model, check_input=False).predict(np.full((100, 100), 128, np.uint8), True).warnings[0]
     assert any("inverted" in w for w in est.predict(255 - radiograph, True).warnings)
     noise = np.random.default_rng(0).integers(0, 256, (120, 120), dtype=np.uint8)
     assert any("no hand" in w for w in est.predict(noise, True).warnings)

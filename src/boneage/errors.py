@@ -26,6 +26,11 @@ class UnsupportedImageError(InputError):
     """The image decodes but its type, shape or values cannot be a radiograph."""
 
 
+class NotARadiographError(UnsupportedImageError):
+    """The image is not a hand radiograph as far as the input checks can tell (colour, blank,
+    saturated); ``BoneAgeEstimator(check_input=False)`` or ``--no-input-check`` answers anyway."""
+
+
 class ImageTooSmallError(InputError):
     """Too few pixels to hold a hand that a model could read."""
 

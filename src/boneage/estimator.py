@@ -28,6 +28,7 @@ from boneage.preprocess.crop import downscale, is_uniform
 from boneage.preprocess.crop_classical import ClassicalParams, find_hand
 from boneage.preprocess.inversion import looks_inverted
 from boneage.preprocess.pipeline import Notes, check_output
+from boneage.preprocess.screening import screen
 from boneage.references import compare, load_reference
 from boneage.runtimes import checked_months
 from boneage.sex import check_male
@@ -45,10 +46,11 @@ def default_workers() -> int:
     return min(4, os.cpu_count() or 1)
 
 
-def input_warnings(image: np.ndarray, steps: set[str]) -> list[str]:
+def input_warnings(image: np.ndarray, steps: set[str], small: np.ndarray | None = None) -> list[str]:
     """Cheap checks that flag an input the model will answer anyway but should not be trusted on.
     Checks that a pipeline step does itself (``invert``, ``hand_crop``) are left to it."""
-    gray, _ = downscale(to_uint8_gray(image), CHECK_SIZE)  # cheap on the hot path
+    # cheap on the hot path; ``small``: that working copy, when the caller has made it already
+    gray = small if small is not None else downscale(to_uint8_gray(image), CHECK_SIZE)[0]
     if is_uniform(gray):
         return ["the image is blank or nearly uniform: no radiograph to read"]
     warnings = []
@@ -72,9 +74,13 @@ class BoneAgeEstimator:
         runtime: str | None = None,
         threads: int | None = None,
         reference: str | None = None,
+        check_input: bool = True,
     ) -> None:
         """``runtime`` defaults to ONNX Runtime, or TensorFlow for a ``.keras`` model; ``reference``
-        (default Greulich & Pyle / Brush) is what a bone age is compared with when an age is given."""
+        (default Greulich & Pyle / Brush) is what a bone age is compared with when an age is given.
+        ``check_input`` (see :mod:`boneage.preprocess.screening`): refuse images that cannot be a
+        radiograph and turn quarter-turned ones upright; False answers anyway, with warnings."""
+        self.check_input = check_input
         self.model: ModelFile = open_model(model)
         self.reference = load_reference(reference)
         runtime = runtime or ("tensorflow" if self.model.path.suffix == ".keras" else "onnx")
@@ -99,8 +105,9 @@ class BoneAgeEstimator:
         checks') and what was applied on the way (e.g. an EXIF rotation)."""
         loaded = image if isinstance(image, Loaded) else read_image(image)
         notes = Notes(applied=list(loaded.notes))
-        notes.warnings.extend(input_warnings(loaded.image, self._steps))
-        prepared = self.pipeline(loaded.image, notes)  # its output shape was checked at load
+        pixels, small = screen(loaded.image, notes, strict=self.check_input)  # may turn it upright, or refuse it
+        notes.warnings.extend(input_warnings(pixels, self._steps, small))
+        prepared = self.pipeline(pixels, notes)  # its output shape was checked at load
         return prepared, notes
 
     def run(self, images: np.ndarray, male: Sequence[bool]) -> np.ndarray:

@@ -26,6 +26,8 @@ from boneage.patient import resolve
 from boneage.prediction import Prediction
 from boneage.preprocess.builtin import to_uint8_gray
 from boneage.preprocess.config import PreprocessConfig
+from boneage.preprocess.orientation import turn_upright
+from boneage.preprocess.screening import turns_applied
 from boneage.sex import check_male
 
 if TYPE_CHECKING:
@@ -188,7 +190,7 @@ def explain(estimator: BoneAgeEstimator, image: ImageInput, male: object, age_mo
                                       prepared, patch, stride, background_level(prepared))
     source = str(image) if isinstance(image, (str, os.PathLike)) else None
     prediction = estimator.make_prediction(baseline, sex, source, notes, age_months)
-    gray = to_uint8_gray(loaded.image)
+    gray = turn_upright(to_uint8_gray(loaded.image), turns_applied(notes))  # as the model saw it
     mapped = to_original(heatmap, estimator.card.preprocessing, gray.shape[:2])
     if mapped is None:
         shown = np.rint(prepared[..., 0] * 255).astype(np.uint8)

@@ -15,7 +15,8 @@ from boneage.sex import parse_sex
 def run(args: argparse.Namespace) -> int:
     output = new_png(args.output, args.force, "--output")  # refused before the work, not after it
     male, age = parse_sex(args.sex) if args.sex else None, command_line_age(args)  # None: a DICOM's header
-    estimator = BoneAgeEstimator(args.model, runtime=args.runtime, threads=args.threads)
+    estimator = BoneAgeEstimator(args.model, runtime=args.runtime, threads=args.threads,
+                                 check_input=not args.no_input_check)
     explanation = estimator.explain(args.file, male, age)
     explanation.save(output)
     result = explanation.prediction.model_dump(mode="json")

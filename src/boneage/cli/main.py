@@ -56,6 +56,8 @@ def _predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime", help=RUNTIME_HELP)
     p.add_argument("--threads", type=_threads, help="inference threads (default: OMP_NUM_THREADS or all cores)")
     p.add_argument("--batch-size", type=_positive, default=BATCH_SIZE, help=f"images per model call (default {BATCH_SIZE})")
+    p.add_argument("--no-input-check", action="store_true",
+                   help="answer images the input checks refuse (colour, blank, saturated) and leave turned ones as given, with warnings")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--output", metavar="RESULTS",
                    help="write results to a .csv, .jsonl or .parquet file as they are made (Parquet: extra parquet)")
@@ -83,6 +85,8 @@ def _explain(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime", help=RUNTIME_HELP)
     p.add_argument("--threads", type=_threads, help="inference threads (default: OMP_NUM_THREADS or all cores)")
     p.add_argument("--json", action="store_true", help="print the prediction as JSON instead of a table")
+    p.add_argument("--no-input-check", action="store_true",
+                   help="answer images the input checks refuse (colour, blank, saturated) and leave turned ones as given, with warnings")
 
 
 def _train(p: argparse.ArgumentParser) -> None:

@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     # Many files: one inference thread, and the other cores decode the next batch meanwhile
     # (1.86x the radiographs per second of the default on 2 cores, benchmarks/batch_throughput.py).
     threads = args.threads or (1 if len(jobs) > args.batch_size else None)
-    estimator = BoneAgeEstimator(args.model, runtime=args.runtime, threads=threads)
+    estimator = BoneAgeEstimator(args.model, runtime=args.runtime, threads=threads, check_input=not args.no_input_check)
     _check_engine(args)
     output = ResultFile(Path(args.output), resume=args.resume, force=args.force) if args.output else None
     if output is not None and output.done:
