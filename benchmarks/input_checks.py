@@ -45,7 +45,7 @@ def radiographs(folder: str, validation_only: bool) -> tuple[list[np.ndarray], n
 
 
 def outcomes(estimator: BoneAgeEstimator, images: list[np.ndarray], male: list[bool]) -> list[Prediction | BoneAgeError]:
-    return estimator.predict_many(images, male, workers=0)
+    return list(estimator.predict_many(images, male, workers=0))
 
 
 def real(estimator: BoneAgeEstimator) -> None:
