@@ -1,19 +1,24 @@
 """What was left after the second probe (issue 19): memory that grew with a crafted input, and a
-model card that could choose a file to open. One test each."""
+model card that could choose a file to open; and what the third probe found in crafted DICOM files.
+One test each."""
 
 from __future__ import annotations
 
 import csv
 import json
 import shutil
+import threading
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from boneage import onnxwire
 from boneage.cli.main import main
+from boneage.errors import ImageReadError, ImageTooLargeError
+from boneage.imageio import read_image
 from boneage.modelcard import ModelCard
 from boneage.onnxwire import WireError, external_tensors
 from boneage.preprocess.builtin import to_uint8_gray
@@ -110,3 +115,130 @@ def test_csv_list_columns_match_whatever_their_case(tiny_model: Path, radiograph
     assert main(["predict", "--csv", str(listing), "--model", str(tiny_model), "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
     assert row["male"] is False and row["comparison"]["chronological_age_months"] == 120
+
+
+# --- third probe: crafted DICOM headers (pydicom builds them at test time) ---------------------------
+
+
+def dicom_case(**tags: object) -> Any:
+    pytest.importorskip("pydicom", reason="the dicom extra is not installed")
+    from tests.helpers import synthetic_radiograph
+    from tests.test_dicom import dataset
+
+    return dataset(synthetic_radiograph().astype(np.uint16) * 200, **tags)
+
+
+def dicom_bytes(ds: Any, replace: tuple[bytes, bytes] = (b"", b"")) -> bytes:
+    from tests.test_dicom import encoded
+
+    return encoded(ds).replace(*replace) if replace[0] else encoded(ds)
+
+
+def lut_item(descriptor: list[int] | None, data: bytes | None) -> Any:
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    if descriptor is not None:
+        item.add_new(0x00283002, "US", descriptor)
+    if data is not None:
+        item.add_new(0x00283006, "OW", data)
+    return item
+
+
+@pytest.mark.parametrize("case", ["slope text", "two slopes", "slope nan", "slope 1e308", "modality LUT short",
+                                  "modality LUT of 99 bits", "VOI LUT without descriptor", "VOI LUT without data"])
+def test_a_malformed_dicom_lut_or_rescale_is_a_read_error(case: str, tiny_model: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from pydicom.sequence import Sequence
+
+    replace = (b"", b"")
+    if case in ("slope text", "slope nan"):  # pydicom will not write a DS it cannot read: patched in the bytes
+        ds, replace = dicom_case(RescaleSlope="1.2345", RescaleIntercept="0"), (b"1.2345", case[-3:].encode() + b"   ")
+    elif case == "two slopes":
+        ds = dicom_case(RescaleSlope=[1, 2], RescaleIntercept=0)
+    elif case == "slope 1e308":
+        ds = dicom_case(RescaleSlope="1e308", RescaleIntercept="0")
+    else:
+        ds = dicom_case()
+        item = {"modality LUT short": lut_item([4096, 0, 16], b"\x01\x00" * 10),
+                "modality LUT of 99 bits": lut_item([256, 0, 99], b"\x00\x01" * 256),
+                "VOI LUT without descriptor": lut_item(None, b"\x00\x01" * 256),
+                "VOI LUT without data": lut_item([256, 0, 16], None)}[case]
+        setattr(ds, "ModalityLUTSequence" if case.startswith("modality") else "VOILUTSequence", Sequence([item]))
+    data = dicom_bytes(ds, replace)
+    with pytest.raises(ImageReadError, match="its DICOM (rescale|modality LUT|VOI LUT)"):  # was TypeError, KeyError,
+        read_image(data)  # struct.error, UFuncTypeError... (exit 70), or a blank image for NaN and 1e308
+    path = tmp_path / "x.dcm"
+    path.write_bytes(data)
+    assert main(["predict", str(path), "--sex", "m", "--model", str(tiny_model)]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_jp2_box_of_length_zero_does_not_hang() -> None:
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless
+
+    ds = dicom_case()
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    ds.PixelData = encapsulate([b"\x00\x00\x00\x0cjP  \r\n\x87\n" + b"\x00" * 500])  # then a box of length 0
+    ds["PixelData"].VR = "OB"
+    data, outcome = dicom_bytes(ds), []
+    worker = threading.Thread(target=lambda: outcome.append(raised(read_image, data)), daemon=True)
+    worker.start()
+    worker.join(20)
+    assert outcome and isinstance(outcome[0], ImageReadError)  # pydicom looped forever on a 1 KB file
+
+
+def raised(fn: Any, *args: object) -> BaseException | None:
+    try:
+        fn(*args)
+    except BaseException as exc:  # noqa: BLE001 - the test looks at it
+        return exc
+    return None
+
+
+def test_a_compressed_frame_is_checked_against_the_dicom_header_before_decoding() -> None:
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    from tests.test_dicom import jpeg_bytes
+
+    ds = dicom_case()
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    big = np.zeros((6000, 6000), np.uint8)
+    big[::7] = 200
+    ds.PixelData = encapsulate([jpeg_bytes(big, 50)])  # 6000x6000 in a 240x300 DICOM: was decoded whole (36 MB)
+    ds["PixelData"].VR = "OB"
+    with pytest.raises(ImageReadError, match="frame is 6000x6000 .* not the 240x300"):
+        read_image(dicom_bytes(ds))
+
+
+def test_an_rle_segment_that_decodes_past_its_size_is_refused() -> None:
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import RLELossless
+
+    ds = dicom_case()
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.file_meta.TransferSyntaxUID = RLELossless
+    header = np.array([1, 64] + [0] * 14, "<u4").tobytes()
+    ds.PixelData = encapsulate([header + b"\x81\x00" * 500_000])  # 1 MB of runs: 64 MB decoded (was read)
+    ds["PixelData"].VR = "OB"
+    with pytest.raises(ImageReadError, match="RLE segment decodes to more than the 72,000 bytes"):
+        read_image(dicom_bytes(ds))
+
+
+def test_a_deflated_dicom_is_inflated_within_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    from boneage import dicom
+
+    monkeypatch.setattr(dicom, "MAX_INFLATED_BYTES", 2**20)  # 224 MiB: a 1.5 MB file inflated to 1.5 GB before
+    ds = dicom_case()
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    assert read_image(dicom_bytes(ds)).image.shape == (300, 240)  # 144 KB inflated: read
+    ds.add_new(0x00091010, "OB", b"\x00" * 2 * 2**20)
+    with pytest.raises(ImageTooLargeError, match="deflated DICOM that inflates to more than"):
+        read_image(dicom_bytes(ds))

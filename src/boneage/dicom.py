@@ -14,7 +14,9 @@ own warnings, which may quote a value, are silenced while a file is read.
 from __future__ import annotations
 
 import io
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +24,7 @@ import numpy as np
 
 from boneage.errors import ImageReadError, ImageTooLargeError, MissingDependencyError, UnsupportedImageError
 from boneage.extras import DICOM, require
+from boneage.formats import check_jpeg_scans
 from boneage.imageio import MAX_DECODED_BYTES, Loaded, check_array, check_size
 from boneage.patient import HeaderPatient
 
@@ -56,7 +59,7 @@ def read_dicom(data: bytes, what: str) -> Loaded:
         tags = image_tags(ds, what)
         stored = _decode(ds, tags, what)
         del ds["PixelData"]  # the encoded copy, before the output is allocated (a 16-bit 64 MP plate: 128 MB)
-        table, steps = display_table(ds, tags)
+        table, steps = display_table(ds, tags, what)
         patient = header_patient(ds)
     image = _lookup(stored, table)
     note = f"read as DICOM ({tags.syntax}, {tags.bits_stored} of {tags.bits_allocated} bits{''.join(', ' + s for s in steps)})"
@@ -66,6 +69,7 @@ def read_dicom(data: bytes, what: str) -> Loaded:
 def _parse(data: bytes, what: str) -> Any:
     from pydicom import dcmread
 
+    check_inflated_size(data, what)
     try:
         ds = dcmread(io.BytesIO(data), force=not is_dicom(data))
     except MemoryError:
@@ -75,6 +79,54 @@ def _parse(data: bytes, what: str) -> Any:
     if not is_dicom(data) and "SOPClassUID" not in ds and "Rows" not in ds:
         raise ImageReadError(f"{what} is not a DICOM file (no DICM marker and no DICOM image elements)")
     return ds
+
+
+DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
+MAX_INFLATED_BYTES = MAX_DECODED_BYTES + 64 * 2**20
+LONG_VRS = (b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV")
+
+
+def meta_syntax(data: bytes) -> tuple[str | None, int]:
+    """The transfer syntax its file meta group names (None without one), and where the dataset
+    after that group begins; read as pydicom reads the group, with or without the preamble."""
+    i, syntax = (132 if is_dicom(data) else 0), None
+    while i + 8 <= len(data):
+        group, element = struct.unpack("<HH", data[i : i + 4])
+        if group != 2:
+            break
+        vr = data[i + 4 : i + 6]
+        if not vr.isalpha():  # implicit VR: a 4-byte length
+            head, length = 8, struct.unpack("<I", data[i + 4 : i + 8])[0]
+        elif vr in LONG_VRS:
+            head, length = 12, struct.unpack("<I", data[i + 8 : i + 12].ljust(4, b"\0"))[0]
+        else:
+            head, length = 8, struct.unpack("<H", data[i + 6 : i + 8])[0]
+        if element == 0x0010:
+            syntax = data[i + head : i + head + length].rstrip(b"\0 ").decode("ascii", "replace")
+        i += head + length
+    return syntax, i
+
+
+def check_inflated_size(data: bytes, what: str) -> None:
+    """A deflated dataset may inflate to no more than MAX_INFLATED_BYTES (the pixel data allowed
+    per image, and 64 MiB for the rest), counted in chunks before pydicom inflates it whole: a
+    1.5 MB file inflating to 1.5 GB was a MemoryError (exit 70) or gigabytes of memory."""
+    syntax, start = meta_syntax(data)
+    if syntax != DEFLATED:
+        return
+    stream, total, pending = zlib.decompressobj(-zlib.MAX_WBITS), 0, data[start:]
+    try:
+        while True:
+            chunk = len(stream.decompress(pending, 16 * 2**20))
+            total += chunk
+            if total > MAX_INFLATED_BYTES:
+                raise ImageTooLargeError(f"{what} is a deflated DICOM that inflates to more than the "
+                                         f"{MAX_INFLATED_BYTES // 2**20} MiB allowed")
+            pending = stream.unconsumed_tail
+            if stream.eof or (not pending and chunk < 16 * 2**20):
+                return
+    except zlib.error:
+        return  # corrupted: pydicom's own read says so, as a read error
 
 
 def _int(ds: Any, keyword: str, what: str, default: int | None = None) -> int:
@@ -123,7 +175,130 @@ def image_tags(ds: Any, what: str) -> ImageTags:
         if held < expected:
             raise ImageReadError(f"{what} is truncated: its pixel data holds {held:,} of the {expected:,} bytes its "
                                  "header describes")
+    else:
+        check_frame(ds.PixelData, syntax, tags, what)
     return tags
+
+
+MAX_J2K_TILES = 16_384  # a 64 MP plate in 64x64 tiles; real ones are one tile or a few dozen
+RLE_SLACK = 1024  # bytes a sloppy encoder may add to a segment (pydicom drops them)
+
+
+def check_frame(pixel_data: bytes, syntax: Any, tags: ImageTags, what: str) -> None:
+    """The compressed frame's own header, read before a decoder sees it: it must describe the
+    Rows x Columns grayscale image of the DICOM header. Decoders trust the frame, not the DICOM
+    header: a 7 MB JPEG frame of 6000x6000 in a 300x240 DICOM was decoded whole; a JP2 box of
+    length 0 made pydicom loop forever; an RLE segment of 20 MB decoded to 1.3 GB."""
+    from pydicom.encaps import generate_frames
+    from pydicom.uid import JPEG2000TransferSyntaxes, JPEGLSTransferSyntaxes, JPEGTransferSyntaxes, RLELossless
+
+    try:
+        frame = next(generate_frames(pixel_data, number_of_frames=1))
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a malformed item structure is a read error
+        raise ImageReadError(f"{what}: its DICOM pixel data is not valid encapsulated data ({type(exc).__name__})") from exc
+    if syntax == RLELossless:
+        _check_rle(frame, tags, what)
+        return
+    if syntax in JPEG2000TransferSyntaxes:
+        size = _j2k_size(frame, what)
+    elif syntax in JPEGTransferSyntaxes or syntax in JPEGLSTransferSyntaxes:
+        check_jpeg_scans(frame, what)
+        size = _jpeg_size(frame)
+    else:  # every other syntax with a decoder was refused or handled above
+        raise UnsupportedImageError(f"{what} is compressed as {syntax.name}, which boneage cannot check before decoding")
+    if size is None:
+        raise ImageReadError(f"{what}: its compressed frame ({syntax.name}) has no readable header")
+    width, height, components = size
+    if (width, height, components) != (tags.columns, tags.rows, 1):
+        raise ImageReadError(f"{what}: its compressed frame is {width}x{height} with {components} component(s), "
+                             f"not the {tags.columns}x{tags.rows} grayscale image its DICOM header describes")
+
+
+def _jpeg_size(frame: bytes) -> tuple[int, int, int] | None:
+    """Width, height and components from the first start-of-frame marker (JPEG's SOF0-15 and
+    JPEG-LS's SOF55), or None if the markers before it are not well formed."""
+    if frame[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 10 <= len(frame):
+        if frame[i] != 0xFF:
+            return None
+        marker = frame[i + 1]
+        if marker in (0xD8, 0x01, 0xFF) or 0xD0 <= marker <= 0xD7:
+            i += 1 if marker == 0xFF else 2
+            continue
+        if marker in (0xDA, 0xD9):  # a scan or the end before any frame header
+            return None
+        if (0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC)) or marker == 0xF7:
+            h, w, components = struct.unpack(">HHB", frame[i + 5 : i + 10])
+            return int(w), int(h), int(components)
+        i += 2 + struct.unpack(">H", frame[i + 2 : i + 4])[0]
+    return None
+
+
+def _j2k_size(frame: bytes, what: str) -> tuple[int, int, int] | None:
+    """Width, height and components from the codestream's SIZ marker, inside a JP2 wrapper if
+    there is one; its boxes are walked as pydicom walks them, refusing a box that would not
+    move the walk forward (pydicom loops forever on a length of 0)."""
+    offset = 0
+    if frame.startswith(b"\x00\x00\x00\x0cjP  "):
+        offset = 12
+        while True:
+            if offset + 8 > len(frame):
+                return None
+            length, kind = struct.unpack(">I4s", frame[offset : offset + 8])
+            if kind == b"jp2c":
+                offset += 8
+                break
+            if length < 8:
+                return None
+            offset += length
+    if frame[offset : offset + 4] != b"\xff\x4f\xff\x51" or len(frame) < offset + 42:
+        return None
+    x, y, x0, y0, tile_w, tile_h, tile_x0, tile_y0 = struct.unpack(">8I", frame[offset + 8 : offset + 40])
+    (components,) = struct.unpack(">H", frame[offset + 40 : offset + 42])
+    if not (x0 < x and y0 < y and tile_w and tile_h and tile_x0 <= x0 and tile_y0 <= y0):
+        return None
+    tiles = -(-(x - tile_x0) // tile_w) * -(-(y - tile_y0) // tile_h)
+    if tiles > MAX_J2K_TILES:
+        raise ImageReadError(f"{what}: its JPEG 2000 frame has {tiles:,} tiles, more than the {MAX_J2K_TILES:,} allowed")
+    return x - x0, y - y0, components
+
+
+def _check_rle(frame: bytes, tags: ImageTags, what: str) -> None:
+    """An RLE frame's segments (one per byte of a sample) must decode to about Rows x Columns
+    bytes each: pydicom's decoder grows each segment for as long as its runs say."""
+    if len(frame) < 64:
+        raise ImageReadError(f"{what}: its RLE frame is shorter than its 64-byte header")
+    count, *offsets = struct.unpack("<16I", frame[:64])
+    if count != tags.bits_allocated // 8:
+        raise ImageReadError(f"{what}: its RLE frame has {count} segments, not the {tags.bits_allocated // 8} "
+                             "a grayscale image of its bits needs")
+    bounds = [*offsets[:count], len(frame)]
+    need = tags.rows * tags.columns
+    for start, end in zip(bounds, bounds[1:], strict=False):
+        if not 64 <= start <= end <= len(frame):
+            raise ImageReadError(f"{what}: its RLE frame's segment offsets are out of order or past its end")
+        if _rle_decoded_length(frame, start, end, need + RLE_SLACK) > need + RLE_SLACK:
+            raise ImageReadError(f"{what}: an RLE segment decodes to more than the {need:,} bytes its header describes")
+
+
+def _rle_decoded_length(frame: bytes, start: int, end: int, limit: int) -> int:
+    """How many bytes the PackBits runs in ``frame[start:end]`` decode to, counting stopped once
+    past ``limit``; as pydicom reads them (n < 128: n + 1 literal bytes; n > 128: one byte
+    repeated 257 - n times; 128: nothing)."""
+    total, pos = 0, start
+    while pos < end and total <= limit:
+        n = frame[pos]
+        if n < 128:
+            total, pos = total + n + 1, pos + n + 2
+        elif n > 128:
+            total, pos = total + 257 - n, pos + 2
+        else:
+            pos += 1
+    return total
 
 
 def _sop_class(ds: Any) -> str:
@@ -187,21 +362,25 @@ def _domain(tags: ImageTags) -> tuple[np.ndarray, np.ndarray]:
     return values, fits
 
 
-def display_table(ds: Any, tags: ImageTags) -> tuple[np.ndarray, list[str]]:
+def display_table(ds: Any, tags: ImageTags, what: str = "the DICOM") -> tuple[np.ndarray, list[str]]:
     """The grey level of every stored value: modality LUT, then the VOI LUT or first window, then
-    inversion; 8 bits out for 8 stored bits or fewer, 16 bits otherwise. And what was applied."""
+    inversion; 8 bits out for 8 stored bits or fewer, 16 bits otherwise. And what was applied.
+    A LUT or rescale that cannot be applied, or gives values that are not finite, is an
+    ``ImageReadError`` naming the step (never its values)."""
     from pydicom.pixels.processing import apply_modality_lut, apply_voi
 
     values, fits = _domain(tags)
     steps: list[str] = []
-    modality = np.asarray(apply_modality_lut(values, ds), dtype=np.float64)
-    if ds.get("ModalityLUTSequence"):
+    has_lut = bool(ds.get("ModalityLUTSequence"))
+    modality = _applied("modality LUT" if has_lut else "rescale slope and intercept", what, fits,
+                        apply_modality_lut, values, ds)
+    if has_lut:
         steps.append("modality LUT")
-    elif float(ds.get("RescaleSlope", 1) or 1) != 1 or float(ds.get("RescaleIntercept", 0) or 0) != 0:
+    elif not np.array_equal(modality, values):
         steps.append("rescale slope and intercept")
     grey: np.ndarray | None = None
     if ds.get("VOILUTSequence"):
-        lut = np.asarray(apply_voi(np.rint(modality).astype(np.int64), ds, 0), dtype=np.float64)
+        lut = _applied("VOI LUT", what, fits, apply_voi, np.rint(modality).astype(np.int64), ds, 0)
         grey = _stretch(lut, fits)
         steps.append("VOI LUT" + _of(len(ds.VOILUTSequence)))
     else:
@@ -220,6 +399,22 @@ def display_table(ds: Any, tags: ImageTags) -> tuple[np.ndarray, list[str]]:
         steps.append(f"inverted ({'MONOCHROME1' if tags.photometric == 'MONOCHROME1' else 'INVERSE presentation LUT'})")
     top, dtype = (255, np.uint8) if tags.bits_stored <= 8 else (65535, np.uint16)
     return np.rint(np.clip(grey, 0.0, 1.0) * top).astype(dtype), steps
+
+
+def _applied(name: str, what: str, fits: np.ndarray, step: Any, values: np.ndarray, *args: Any) -> np.ndarray:
+    """``step(values, *args)`` (one of pydicom's LUT functions) as floats, checked: a malformed
+    LUT (short data, no descriptor, 99 bits per entry) or rescale (text, several values, NaN, a
+    slope of 1e308) made pydicom and numpy raise untyped errors, or gave a blank image."""
+    try:
+        with np.errstate(all="ignore"):
+            out = np.asarray(step(values, *args), dtype=np.float64)
+    except MemoryError:
+        raise
+    except Exception as exc:  # pydicom's messages may quote a value: its type only
+        raise ImageReadError(f"{what}: its DICOM {name} cannot be applied ({type(exc).__name__}; malformed)") from exc
+    if out.shape != values.shape or not np.isfinite(out[fits]).all():
+        raise ImageReadError(f"{what}: applying its DICOM {name} gives values that are not finite numbers")
+    return out
 
 
 def _stretch(values: np.ndarray, fits: np.ndarray) -> np.ndarray:
