@@ -242,3 +242,40 @@ def test_a_deflated_dicom_is_inflated_within_a_bound(monkeypatch: pytest.MonkeyP
     ds.add_new(0x00091010, "OB", b"\x00" * 2 * 2**20)
     with pytest.raises(ImageTooLargeError, match="deflated DICOM that inflates to more than"):
         read_image(dicom_bytes(ds))
+
+
+# --- third probe: lists and labels that hold patient data ------------------------------------------
+
+
+def test_a_csv_list_without_its_header_line_is_not_echoed(tiny_model: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    listing = tmp_path / "list.csv"
+    listing.write_text("hand.png,m,Doe^Jane,2008-03-15,MRN-4417\nfoot.png,f,Roe^Ann,2009-01-02,MRN-5\n")  # no header
+    assert main(["predict", "--csv", str(listing), "--model", str(tiny_model)]) == 2
+    err = capsys.readouterr().err
+    assert "no path and sex column" in err  # was "needs the columns path,sex (found: hand.png, m, doe^jane, ...)"
+    assert not any(s in err.lower() for s in ("doe", "2008", "mrn"))
+
+
+@pytest.mark.parametrize("row", ["1,Doe^Jane 2008-03-15,true", "1,100,Doe^Jane", "1,nan,true", "1,-1e308,true",
+                                 "1,1e308,true"])
+def test_labels_are_checked_and_their_values_never_echoed(tmp_path: Path, row: str) -> None:
+    from boneage.errors import ConfigError
+    from boneage.training.config import DataSource
+    from boneage.training.data import read_source
+
+    (tmp_path / "labels.csv").write_text(f"id,boneage,male\n{row}\n")
+    (tmp_path / "1.png").write_bytes(b"")
+    with pytest.raises(ConfigError, match="labels.csv:2") as caught:  # NaN gave NaN metrics (exit 0), -1e308 exit 70
+        read_source(DataSource(labels=tmp_path / "labels.csv", images=tmp_path))
+    assert "Doe" not in str(caught.value) and "2008" not in str(caught.value)
+
+
+def test_labels_in_utf16_are_a_config_error(tmp_path: Path) -> None:
+    from boneage.errors import ConfigError
+    from boneage.training.config import DataSource
+    from boneage.training.data import read_source
+
+    (tmp_path / "labels.csv").write_text("id,boneage,male\n1,100,true\n", encoding="utf-16")  # was exit 70
+    with pytest.raises(ConfigError, match="not a UTF-8 CSV"):
+        read_source(DataSource(labels=tmp_path / "labels.csv", images=tmp_path))

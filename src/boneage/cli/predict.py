@@ -102,7 +102,11 @@ def read_jobs(args: argparse.Namespace) -> list[Job]:
         except (UnicodeDecodeError, csv.Error, BoneAgeError) as exc:
             raise InputError(f"cannot read the list {printable(str(path))}: {exc}") from exc
         if rows and not {"path", "sex"} <= set(rows[0]):
-            raise InputError(f"{path} needs the columns path,sex (found: {', '.join(rows[0])})")
+            # Only the names it lacks: a list without a header line starts with a row of data (a name, a
+            # date of birth, an ID), which was echoed here as "found: ..."
+            lacking = " and ".join(sorted({"path", "sex"} - set(rows[0])))
+            raise InputError(f"{printable(str(path))} has no {lacking} column: its first line must name the "
+                             "columns (path,sex and optionally age); what it holds is not shown")
         for row in rows:
             file = (path.parent / (row["path"] or "")).as_posix()
             try:

@@ -17,6 +17,7 @@ from boneage.sex import parse_sex
 from boneage.training.config import Augment, DataSource, TrainConfig
 
 log = logging.getLogger(__name__)
+MAX_LABEL_MONTHS = 300  # 25 years: bone age is read up to about 19
 
 
 @dataclass(frozen=True)
@@ -31,19 +32,32 @@ def read_source(source: DataSource) -> list[Record]:
     if not source.labels.is_file():
         raise ConfigError(f"labels file {source.labels} not found")
     records, missing = [], 0
-    with source.labels.open(newline="") as f:
-        for line, row in enumerate(csv.DictReader(f), start=2):
-            try:
-                path = source.images / f"{row['id']}.png"
-                if not path.is_file() and (source.images / f"{row['id']}.dcm").is_file():
-                    path = source.images / f"{row['id']}.dcm"  # DICOM (extra: dicom), for evaluate
-                record = Record(row["id"], path, float(row["boneage"]), parse_sex(row["male"] or ""))
-            except (KeyError, TypeError, ValueError) as exc:  # SexError is a ValueError
-                raise ConfigError(f"{source.labels}:{line}: needs id,boneage,male ({exc})") from exc
-            if path.is_file():
-                records.append(record)
-            else:
-                missing += 1
+    with source.labels.open(newline="", encoding="utf-8-sig", errors="strict") as f:
+        try:
+            rows = list(enumerate(csv.DictReader(f), start=2))
+        except (UnicodeDecodeError, csv.Error) as exc:  # a UTF-16 export was an internal error (exit 70)
+            raise ConfigError(f"labels file {source.labels} is not a UTF-8 CSV ({type(exc).__name__})") from exc
+    for line, row in rows:
+        # A cell's value is never echoed: a labels file may hold a name or a date where a number goes
+        try:
+            path = source.images / f"{row['id']}.png"
+            if not path.is_file() and (source.images / f"{row['id']}.dcm").is_file():
+                path = source.images / f"{row['id']}.dcm"  # DICOM (extra: dicom), for evaluate
+            months = float(row["boneage"])
+            male = parse_sex(row["male"] or "")
+        except KeyError as exc:
+            raise ConfigError(f"{source.labels}: needs the columns id,boneage,male (lacks {exc})") from exc
+        except (TypeError, ValueError) as exc:  # SexError is a ValueError
+            raise ConfigError(f"{source.labels}:{line}: needs id, boneage (months) and male (true/false, "
+                              "M/F ...); this row's values do not read as such (not shown)") from exc
+        if not 0 <= months <= MAX_LABEL_MONTHS:  # NaN too: it gave NaN metrics (exit 0), -1e308 exit 70
+            raise ConfigError(f"{source.labels}:{line}: its boneage is not a number of months from 0 to "
+                              f"{MAX_LABEL_MONTHS}")
+        record = Record(row["id"], path, months, male)
+        if path.is_file():
+            records.append(record)
+        else:
+            missing += 1
     if not records:
         raise ConfigError(f"no images of {source.labels} found in {source.images}")
     if missing:
