@@ -136,6 +136,21 @@ def _export(p: argparse.ArgumentParser) -> None:
                    help="leave the .keras out (a lean release; the TensorFlow runtime then needs the run's file)")
 
 
+def _serve(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--model", help="a registered model name or an .onnx path (default: the shipped model)")
+    p.add_argument("--runtime", help=RUNTIME_HELP)
+    p.add_argument("--threads", type=_threads, help="inference threads of the shared model (default: OMP_NUM_THREADS or all cores)")
+    p.add_argument("--max-concurrent", type=_positive, default=2, help="predictions running at once (default 2)")
+    p.add_argument("--queue", type=int, default=16, help="requests waiting for a slot before 503 (default 16)")
+    p.add_argument("--max-upload-mb", type=_positive, default=64, help="largest upload accepted, MiB (default 64)")
+    p.add_argument("--no-input-check", action="store_true",
+                   help="answer images the input checks refuse (colour, blank, saturated), with warnings")
+    p.add_argument("--proxy-headers", action="store_true", help="behind a reverse proxy: trust X-Forwarded-* headers")
+    p.add_argument("--forwarded-allow-ips", default="127.0.0.1", help="with --proxy-headers: the proxy's addresses")
+
+
 def _none(p: argparse.ArgumentParser) -> None:
     pass
 
@@ -149,6 +164,7 @@ COMMANDS: dict[str, tuple[str, str, Configure]] = {
     "train": ("boneage.cli.train:run", "train a backbone (extra: train)", _train),
     "evaluate": ("boneage.cli.evaluate:run", "metrics and plots of a model on labelled radiographs", _evaluate),
     "export": ("boneage.cli.export:run", "a trained run -> versioned ONNX model (extra: train)", _export),
+    "serve": ("boneage.cli.serve:run", "an HTTP service and web page on one shared model (extra: serve)", _serve),
 }
 
 

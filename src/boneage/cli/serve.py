@@ -1,0 +1,43 @@
+"""``boneage serve``: the estimator over HTTP with its web page (extra: serve; see docs/serve.md)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from pydantic import ValidationError
+
+from boneage.errors import InputError
+from boneage.serve import require_serve
+from boneage.serve.settings import MIB, ServeSettings
+
+
+def settings(args: argparse.Namespace) -> ServeSettings:
+    """The options, checked; a value out of range is a usage error (exit 2), not a traceback."""
+    try:
+        return _settings(args)
+    except ValidationError as exc:
+        problems = "; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors())
+        raise InputError(problems) from exc
+
+
+def _settings(args: argparse.Namespace) -> ServeSettings:
+    return ServeSettings(host=args.host, port=args.port, model=args.model, runtime=args.runtime, threads=args.threads,
+                         max_concurrent=args.max_concurrent, queue=args.queue,
+                         max_upload_bytes=args.max_upload_mb * MIB, check_input=not args.no_input_check)
+
+
+def run(args: argparse.Namespace) -> int:
+    require_serve()  # a missing extra is named (exit 5) before anything starts
+    import uvicorn
+
+    from boneage.serve.app import create_app
+
+    config = settings(args)
+    logging.getLogger("boneage.serve").setLevel(logging.INFO)  # one line a request, without patient data
+    print(f"boneage: serving on http://{config.host}:{config.port}/ (API docs at /docs); Ctrl-C stops it")
+    # uvicorn's own access log prints query strings: ours (boneage.serve) prints method, route, status, time
+    uvicorn.run(create_app(config), host=config.host, port=config.port, access_log=False,
+                log_level="info" if args.verbose else "warning", proxy_headers=args.proxy_headers,
+                forwarded_allow_ips=args.forwarded_allow_ips)
+    return 0

@@ -1,0 +1,70 @@
+"""The two limits that keep the service up under hostile or heavy use: the request body's size,
+counted while it arrives, and the number of predictions running or waiting."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import anyio
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from boneage.serve.errors import ServeError
+
+T = TypeVar("T")
+
+
+def too_large(limit: int) -> str:
+    return f"the upload is larger than the {limit / 2**20:g} MiB this service accepts"
+
+
+class BodyLimit:
+    """ASGI middleware: a body over ``limit`` bytes is refused with 413 from its Content-Length,
+    or, when that is absent or lies, as soon as one byte more has arrived; the rest is never read."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            from boneage.serve.app import error_response  # the one place error bodies are made
+
+            await error_response(413, "upload_too_large", too_large(self.limit))(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:  # FastAPI passes an HTTPException from the form parser through
+                    raise HTTPException(413, too_large(self.limit))
+            return message
+
+        await self.app(scope, counted, send)
+
+
+class Gate:
+    """A bounded pool shared by every request: ``running`` predictions at once on worker threads
+    (the event loop never waits on one), ``waiting`` more queued; beyond that, 503 at once."""
+
+    def __init__(self, running: int, waiting: int) -> None:
+        self.capacity = running + waiting
+        self.limiter = anyio.CapacityLimiter(running)
+        self.admitted = 0  # touched only on the event loop's thread: no lock needed
+
+    async def run(self, func: Callable[..., T], *args: Any) -> T:
+        if self.admitted >= self.capacity:
+            raise ServeError(503, "overloaded", f"the service is busy ({self.capacity} requests running or queued); "
+                             "try again shortly", {"Retry-After": "1"})
+        self.admitted += 1
+        try:
+            return await anyio.to_thread.run_sync(func, *args, limiter=self.limiter)
+        finally:
+            self.admitted -= 1

@@ -1,0 +1,25 @@
+"""What ``boneage serve`` is started with: one validated object that the CLI and tests build."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MIB = 1024 * 1024
+
+
+class ServeSettings(BaseModel):
+    """The service's knobs. ``max_concurrent`` predictions run at once in the shared pool and
+    ``queue`` more may wait for it; a request beyond both is answered 503 at once, so a burst
+    cannot pile up unbounded memory or latency."""
+
+    model_config = ConfigDict(frozen=True, protected_namespaces=())
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    model: str | None = Field(None, description="a registered model name or an .onnx path (default: the shipped model)")
+    runtime: str | None = None
+    threads: int | None = Field(None, ge=1, le=256, description="inference threads of the one shared session")
+    max_concurrent: int = Field(2, ge=1, le=64, description="predictions running at once")
+    queue: int = Field(16, ge=0, le=10_000, description="requests that may wait for a free slot")
+    max_upload_bytes: int = Field(64 * MIB, ge=1024, description="the largest request body accepted")
+    check_input: bool = True
