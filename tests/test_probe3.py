@@ -279,3 +279,26 @@ def test_labels_in_utf16_are_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "labels.csv").write_text("id,boneage,male\n1,100,true\n", encoding="utf-16")  # was exit 70
     with pytest.raises(ConfigError, match="not a UTF-8 CSV"):
         read_source(DataSource(labels=tmp_path / "labels.csv", images=tmp_path))
+
+
+def test_a_frame_split_into_too_many_fragments_is_refused_before_joining() -> None:
+    import struct
+
+    from pydicom.uid import JPEGBaseline8Bit
+
+    from tests.test_dicom import jpeg_bytes
+
+    ds = dicom_case()
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+
+    def item(data: bytes) -> bytes:
+        return struct.pack("<HHI", 0xFFFE, 0xE000, len(data)) + data
+
+    # 70,000 empty-ish fragments (700 KB) after a real frame: read before (1M of them: 5 s, 190 MB per 10 MB file)
+    ds.PixelData = item(b"") + item(jpeg_bytes(np.full((300, 240), 99, np.uint8))) + item(b"\x00\x00") * 70_000 \
+        + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+    ds["PixelData"].VR = "OB"
+    with pytest.raises(ImageReadError, match="more than 65,536 fragments"):
+        read_image(dicom_bytes(ds))

@@ -181,6 +181,7 @@ def image_tags(ds: Any, what: str) -> ImageTags:
 
 
 MAX_J2K_TILES = 16_384  # a 64 MP plate in 64x64 tiles; real ones are one tile or a few dozen
+MAX_FRAGMENTS = 65_536  # a frame is one fragment or a few hundred (64 KB pieces of a 40 MB plate: 640)
 RLE_SLACK = 1024  # bytes a sloppy encoder may add to a segment (pydicom drops them)
 
 
@@ -192,6 +193,8 @@ def check_frame(pixel_data: bytes, syntax: Any, tags: ImageTags, what: str) -> N
     from pydicom.encaps import generate_frames
     from pydicom.uid import JPEG2000TransferSyntaxes, JPEGLSTransferSyntaxes, JPEGTransferSyntaxes, RLELossless
 
+    if _fragments(pixel_data, MAX_FRAGMENTS) > MAX_FRAGMENTS:  # 1M fragments: 10 MB, 5 s and 190 MB to join
+        raise ImageReadError(f"{what}: its DICOM pixel data is split into more than {MAX_FRAGMENTS:,} fragments")
     try:
         frame = next(generate_frames(pixel_data, number_of_frames=1))
     except MemoryError:
@@ -214,6 +217,18 @@ def check_frame(pixel_data: bytes, syntax: Any, tags: ImageTags, what: str) -> N
     if (width, height, components) != (tags.columns, tags.rows, 1):
         raise ImageReadError(f"{what}: its compressed frame is {width}x{height} with {components} component(s), "
                              f"not the {tags.columns}x{tags.rows} grayscale image its DICOM header describes")
+
+
+def _fragments(pixel_data: bytes, limit: int) -> int:
+    """How many fragment items follow the basic offset table, counted up to ``limit + 1``: pydicom
+    keeps a bytes object per fragment (18 times the file's size for 2-byte fragments), twice."""
+    count, i = -1, 0
+    while count <= limit and i + 8 <= len(pixel_data):
+        group, element, length = struct.unpack("<HHI", pixel_data[i : i + 8])
+        if (group, element) != (0xFFFE, 0xE000):
+            break
+        count, i = count + 1, i + 8 + length
+    return count
 
 
 def _jpeg_size(frame: bytes) -> tuple[int, int, int] | None:
