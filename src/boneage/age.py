@@ -50,6 +50,8 @@ def parse_age(text: str) -> float:
 
 
 def parse_date(text: str | dt.date, what: str) -> dt.date:
+    """An ISO date (``YYYY-MM-DD``) or a date object; ``what`` names the field in the :class:`AgeError` raised
+    otherwise, which never echoes the text (dates identify patients)."""
     if isinstance(text, dt.datetime):  # a datetime is a date too, but does not compare with one
         return text.date()
     if isinstance(text, dt.date):

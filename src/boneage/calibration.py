@@ -28,6 +28,7 @@ AGE_BANDS = ((0, 24), (24, 72), (72, 120), (120, 168), (168, 240))
 
 
 class Band(BaseModel):
+    """One range of predicted bone age and the interval half-width, in months, that covers it."""
     model_config = ConfigDict(frozen=True)
 
     below_months: float | None = Field(description="predicted bone ages under this (None: the rest)",
@@ -37,6 +38,10 @@ class Band(BaseModel):
 
 
 class IntervalCalibration(BaseModel):
+    """The prediction intervals a model card carries: half-widths by predicted age and their measured coverage.
+
+    Made by :func:`calibrate`; the estimator turns each prediction into an :class:`~boneage.prediction.Interval`
+    with :meth:`interval`."""
     model_config = ConfigDict(frozen=True)
 
     level: float = Field(gt=0, lt=1)
@@ -45,12 +50,14 @@ class IntervalCalibration(BaseModel):
     coverage: dict[str, object] = Field(default_factory=dict, description="measured on the held-out half")
 
     def half_width(self, predicted: float) -> float:
+        """The half-width, in months, of the band that the predicted bone age (months) falls in."""
         for band in self.bands:
             if band.below_months is None or predicted < band.below_months:
                 return band.half_width_months
         return self.bands[-1].half_width_months
 
     def interval(self, predicted: float) -> Interval:
+        """The interval around a predicted bone age (months), clipped at 0 months."""
         w = self.half_width(predicted)
         return Interval(low_months=round(max(predicted - w, 0.0), 2), high_months=round(predicted + w, 2), level=self.level)
 

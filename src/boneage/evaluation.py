@@ -35,6 +35,8 @@ def read_ids(path: Path) -> set[str]:
 
 
 def select(sources: list[DataSource], ids: set[str] | None, limit: int | None) -> list[Record]:
+    """The labelled records of all sources, only those in ``ids`` when given, the first ``limit`` of them;
+    :class:`~boneage.errors.ConfigError` when none are left, rather than a report on nothing."""
     records = [r for s in sources for r in read_source(s) if ids is None or r.id in ids]
     if not records:
         raise ConfigError("no labelled images to evaluate (check --data and --ids)")
@@ -58,6 +60,11 @@ REPORT_FILES = ("report.json", "predictions.csv", "summary.md", "plots.png")
 
 def evaluate(model: str, sources: list[DataSource], output: Path, *, runtime: str | None = None,
              ids: set[str] | None = None, limit: int | None = None, force: bool = False) -> dict[str, Any]:
+    """Score ``model`` on the labelled images and write :data:`REPORT_FILES` into ``output``; returns what
+    ``report.json`` holds (errors in months, unreadable images under ``failures``, the card's interval coverage).
+
+    Reports already in ``output`` are a :class:`~boneage.errors.ConfigError` unless ``force``, so that one run's
+    files never mix with another's."""
     existing = [output / name for name in REPORT_FILES if (output / name).exists()]
     if existing and not force:
         raise ConfigError(f"{output} already holds {', '.join(p.name for p in existing)}: choose another --output, or --force")
@@ -98,6 +105,8 @@ def _row(name: str, m: dict[str, float]) -> str:
 
 
 def summary_markdown(result: dict[str, Any]) -> str:
+    """The ``summary.md`` of an :func:`evaluate` result: one table of errors (months) overall, by sex and by age
+    band, and the interval coverage when the card has intervals."""
     head = "| group | n | MAE | RMSE | R² | bias | off > 24 mo |\n|---|---|---|---|---|---|---|"
     rows = [_row("all", result["overall"])]
     rows += [_row(sex, m) for sex, m in result["by_sex"].items()]
@@ -122,6 +131,8 @@ def _coverage_markdown(c: dict[str, Any] | None) -> str:
 
 
 def plot(true: np.ndarray, pred: np.ndarray, output: Path, title: str) -> None:
+    """Write ``plots.png``: predicted against true, Bland-Altman, and absolute error by age, all in months.
+    Raises ImportError without matplotlib, which :func:`evaluate` turns into a warning."""
     import matplotlib
 
     matplotlib.use("Agg")

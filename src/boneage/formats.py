@@ -19,6 +19,8 @@ TIFF_TYPE_BYTES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 
 
 @dataclass(frozen=True)
 class TiffInfo:
+    """What the size estimate and the inversion check need from a TIFF's first directory: samples per pixel, bits
+    per sample, and the photometric tag (0 is MinIsWhite, i.e. inverted; None when absent)."""
     samples: int
     bits: int
     photometric: int | None

@@ -40,6 +40,8 @@ def build_densenet121(
     dropout: float = 0.3,
     **head: Any,
 ) -> keras.Model:
+    """DenseNet121 with the shared two-input head (:func:`boneage.backbones.head.build_model`), output in months;
+    ``head`` passes further head options (``head_units``, ``sex_units``, ...)."""
     reg = regularizer(l2)
 
     def features(image: Any) -> Any:

@@ -18,6 +18,7 @@ AGE_STD = 41.0
 
 
 def regularizer(l2: float) -> Any:
+    """An L2 kernel regularizer, or ``None`` for ``l2 <= 0`` so that layers carry no regularizer at all."""
     return keras.regularizers.L2(l2) if l2 > 0 else None
 
 

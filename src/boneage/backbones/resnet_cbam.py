@@ -17,13 +17,17 @@ class ChannelPool(layers.Layer):  # type: ignore[misc]
     """The channel-wise mean and max, stacked: the input of CBAM's spatial attention."""
 
     def call(self, x: Any) -> Any:
+        """(N, H, W, C) -> (N, H, W, 2): mean then max over the channels."""
         return ops.concatenate([ops.mean(x, axis=-1, keepdims=True), ops.max(x, axis=-1, keepdims=True)], axis=-1)
 
     def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Needed by Keras to build the layer symbolically: the input shape with two channels."""
         return (*input_shape[:-1], 2)
 
 
 def cbam(x: Any, name: str, reduction: int = 16, reg: Any = None) -> Any:
+    """Channel then spatial attention (CBAM) on ``x``; the shape is kept. ``reduction`` shrinks the shared MLP
+    (at least one unit) and ``name`` prefixes every layer, so it must be unique in the model."""
     channels = int(x.shape[-1])
     hidden = layers.Dense(max(channels // reduction, 1), activation="relu", kernel_regularizer=reg, name=f"{name}_mlp1")
     out = layers.Dense(channels, kernel_regularizer=reg, name=f"{name}_mlp2")
@@ -43,6 +47,8 @@ def _conv_bn(x: Any, filters: int, kernel: int, stride: int, name: str, reg: Any
 
 
 def basic_block(x: Any, filters: int, stride: int, name: str, reg: Any) -> Any:
+    """A ResNet basic block (two 3x3 convolutions) with CBAM before the residual sum; a 1x1 projection shortcut
+    when the stride or the channel count changes."""
     shortcut = x
     if stride != 1 or int(x.shape[-1]) != filters:
         shortcut = _conv_bn(x, filters, 1, stride, f"{name}_down", reg)
@@ -53,6 +59,8 @@ def basic_block(x: Any, filters: int, stride: int, name: str, reg: Any) -> Any:
 
 
 def build_resnet34_cbam(input_size: int = 256, *, l2: float = 0.0, dropout: float = 0.3, **head: Any) -> keras.Model:
+    """ResNet34 with CBAM and the shared two-input head, output in months; the head has 512 units (fixed here, so
+    ``head`` must not pass ``head_units``)."""
     reg = regularizer(l2)
 
     def features(image: Any) -> Any:

@@ -9,6 +9,8 @@ from boneage.cli.train import source
 
 
 def run(args: argparse.Namespace) -> int:
+    """Evaluate a model on one or more labelled sets, writing the reports into ``--output`` and printing its
+    ``summary.md``; exit code 2 when some images could not be read (they are listed in the reports)."""
     from boneage.evaluation import evaluate, read_ids
     from boneage.training.config import DataSource
 

@@ -57,6 +57,7 @@ def complete_lines(path: Path) -> tuple[str, int]:
 
 
 def cut_to(path: Path, length: int) -> None:
+    """Truncate the file to ``length`` bytes, dropping a line cut short by a kill before appending after it."""
     if path.stat().st_size != length:
         with path.open("r+b") as f:
             f.truncate(length)
@@ -72,6 +73,8 @@ def _parquet() -> Any:
 
 
 def parquet_schema(pa: Any) -> Any:
+    """The Parquet schema of :data:`COLUMNS`: numbers as float64, everything else as strings, so that every batch
+    and an earlier file share one schema even where a column is all None."""
     return pa.schema([(c, pa.float64() if c in NUMBERS else pa.string()) for c in COLUMNS])
 
 
@@ -151,6 +154,7 @@ class ResultFile:
             raise InputError(f"--resume: {self.path} is not a readable Parquet file: {exc}") from exc
 
     def write(self, results: list[dict[str, Any]]) -> None:
+        """Append one batch of results and fsync it, so that a kill after this loses none of them."""
         for result in results:
             if self._csv is not None:
                 self._csv.writerow(flat(result))
@@ -162,6 +166,8 @@ class ResultFile:
         os.fsync(self._file.fileno())
 
     def close(self) -> None:
+        """Close the file; for Parquet, write the whole file from the journal. A full disk is an
+        :class:`~boneage.errors.InputError` and leaves the journal for ``--resume``."""
         try:
             self._file.close()
             if self.suffix == ".parquet":

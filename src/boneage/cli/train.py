@@ -13,6 +13,8 @@ from boneage.extras import TRAIN_ANY_BACKEND, require
 
 
 def source(text: str) -> dict[str, str]:
+    """A ``--data LABELS.csv:IMAGES_DIR`` argument as a data source dict; :class:`~boneage.errors.ConfigError`
+    without the colon."""
     labels, sep, images = text.partition(":")
     if not sep:
         raise ConfigError(f"--data wants LABELS.csv:IMAGES_DIR, not {text!r}")
@@ -32,6 +34,9 @@ def duration(text: str) -> float:
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The config values given on the command line (None: not given, the config file decides); each
+    ``--set KEY=VALUE`` is read as JSON when it parses, else kept as text. :class:`~boneage.errors.ConfigError` for
+    a ``--set`` without ``=``."""
     out: dict[str, Any] = {
         "backbone": args.backbone, "input_size": args.input_size, "epochs": args.epochs,
         "batch_size": args.batch_size, "learning_rate": args.learning_rate,
@@ -53,6 +58,9 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train from ``--config`` (or, with ``--resume``, the run folder's own ``config.json``) and the flags on top.
+
+    The training extra is checked first, so a missing Keras is reported before a config error."""
     require("keras", TRAIN_ANY_BACKEND, "boneage train")  # before the config is read: the fix comes first
     from boneage.training.config import load_config
     from boneage.training.train import train

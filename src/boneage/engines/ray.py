@@ -69,6 +69,8 @@ class Predictor:
             self.error = exc
 
     def __call__(self, batch: Any) -> Any:
+        """Score one batch (a pyarrow table of index, path, male, age) for ``map_batches``: a table of index, the
+        pickled outcome and whether it is fatal, as pickling keeps each error's type."""
         import pyarrow as pa
 
         rows = batch.to_pylist()

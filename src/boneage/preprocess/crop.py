@@ -24,6 +24,8 @@ def downscale(gray: np.ndarray, work_size: int) -> tuple[np.ndarray, float]:
 
 
 def expand(box: Box, margin: float, shape: tuple[int, ...]) -> Box:
+    """The box grown on each side by ``margin`` times its width and height, clipped to an image of ``shape``, so
+    that a tight detection keeps the wrist and the finger tips."""
     x0, y0, x1, y1 = box
     dx, dy = int(round((x1 - x0) * margin)), int(round((y1 - y0) * margin))
     h, w = shape[:2]
@@ -31,5 +33,6 @@ def expand(box: Box, margin: float, shape: tuple[int, ...]) -> Box:
 
 
 def apply(image: np.ndarray, box: Box) -> np.ndarray:
+    """The part of ``image`` inside ``box`` (a view, not a copy)."""
     x0, y0, x1, y1 = box
     return image[y0:y1, x0:x1]

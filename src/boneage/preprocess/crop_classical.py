@@ -15,9 +15,10 @@ from boneage.specs import Cropper, CropperSpec, Trace
 
 
 class ClassicalParams(BaseModel):
+    """Settings of the ``classical`` cropper, as a preprocessing config names them (unknown keys are refused)."""
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    margin: float = Field(0.05, ge=0, le=1)
+    margin: float = Field(0.05, ge=0, le=1, description="added on each side, as a share of the box's width and height")
     min_area: float = Field(0.03, gt=0, lt=1, description="smallest hand, as a share of the image")
     work_size: int = Field(256, ge=32, description="the mask is found at this size, for speed")
     field_extent: float = Field(0.85, gt=0, le=1, description="a region filling this share of its box is an exposure field")
@@ -63,6 +64,8 @@ def find_hand(gray: np.ndarray, params: ClassicalParams) -> crop.Box | None:
 
 
 def build(params: ClassicalParams) -> Cropper:
+    """The cropper for these settings; when no hand is found it keeps the whole image and says so in the trace
+    rather than failing: the uncropped radiograph is still a usable input."""
     def cropper(image: np.ndarray, trace: Trace) -> np.ndarray:
         box = find_hand(image, params)
         if box is None:
@@ -75,4 +78,5 @@ def build(params: ClassicalParams) -> Cropper:
 
 @hookimpl
 def boneage_register_croppers() -> list[CropperSpec]:
+    """Registers ``classical``, built in like any plugin: the cropper that needs nothing beyond OpenCV."""
     return [CropperSpec(name="classical", build=build, params=ClassicalParams, doc="Otsu threshold + largest region")]

@@ -31,6 +31,8 @@ def features(gray: np.ndarray) -> np.ndarray:
 
 
 def probability(x: np.ndarray, weights: list[float] | np.ndarray) -> float:
+    """The logistic model's probability that the image is inverted, from :func:`features` and its weights
+    (``tools/train_inversion.py`` uses it too, so training and use cannot disagree)."""
     return float(1 / (1 + np.exp(-float(np.dot(x, weights)))))
 
 

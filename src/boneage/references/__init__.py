@@ -45,9 +45,12 @@ class ReferenceTable(BaseModel):
         return self
 
     def rows(self, male: bool) -> np.ndarray:
+        """One sex's rows as an (n, 3) array: chronological age, mean bone age and SD, all in months."""
         return np.asarray(self.male if male else self.female, dtype=float)
 
     def span(self, male: bool) -> tuple[float, float]:
+        """The first and last chronological age (months) the table covers for this sex; outside it there is no
+        comparison, as values are never extrapolated."""
         rows = self.rows(male)
         return float(rows[0, 0]), float(rows[-1, 0])
 
@@ -83,6 +86,8 @@ def _packaged(name: str) -> ReferenceTable:
 
 @hookimpl
 def boneage_register_references() -> list[ReferenceSpec]:
+    """Registers the packaged Greulich & Pyle / Brush table through the plugin API, as a third-party reference
+    would be; it is read on first use."""
     return [ReferenceSpec(
         name=DEFAULT_REFERENCE,
         load=lambda: _packaged(DEFAULT_REFERENCE),

@@ -27,6 +27,8 @@ def default_threads() -> int:
 
 
 def session_options(threads: int | None) -> ort.SessionOptions:
+    """Options with ``threads`` intra-op threads (default :func:`default_threads`) and one inter-op thread, set
+    explicitly because ONNX Runtime's defaults oversubscribe containers and batch schedulers."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or default_threads()
     options.inter_op_num_threads = 1
@@ -60,6 +62,9 @@ def check_signature(session: ort.InferenceSession, what: str, input_size: int | 
 
 
 class OnnxRuntime:
+    """The default runtime: a CPU ``InferenceSession`` on a boneage model, its inputs and output checked when it
+    loads. Given ``data`` (the verified model's bytes), it runs those bytes rather than reading ``path`` again, so
+    what was checked is what runs. Anything it cannot load is an :class:`~boneage.errors.InvalidModelError`."""
     name = "onnx"
 
     def __init__(self, path: Path, data: bytes | None = None, threads: int | None = None,

@@ -14,6 +14,7 @@ from boneage.preprocess.config import PreprocessConfig
 
 
 class DataSource(BaseModel):
+    """One labelled data set: a labels CSV and the folder of its images (``--data LABELS.csv:IMAGES_DIR``)."""
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     labels: Path = Field(description="CSV with columns id,boneage,male")
@@ -21,6 +22,9 @@ class DataSource(BaseModel):
 
 
 class Augment(BaseModel):
+    """Ranges of the random augmentation of training images: rotation in degrees, shift and zoom as shares of the
+    image, brightness as a shift on the [0, 1] intensity scale, contrast as a factor of 1 ± ``contrast``; all zero and
+    no ``hflip`` turns it off."""
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     rotation_deg: float = Field(10.0, ge=0, le=45)
@@ -32,10 +36,14 @@ class Augment(BaseModel):
 
     @property
     def enabled(self) -> bool:
+        """Whether any augmentation is on; when none is, batches skip the per-image warp altogether."""
         return any((self.rotation_deg, self.shift, self.zoom, self.brightness, self.contrast, self.hflip))
 
 
 class TrainConfig(BaseModel):
+    """Everything a training run depends on, validated when read (unknown keys are refused) and written resolved
+    into the run folder's ``config.json``, from which ``--resume`` continues. Ages are in months, ``time_limit``
+    in seconds."""
     model_config = ConfigDict(extra="forbid")
 
     backbone: str = "densenet121"

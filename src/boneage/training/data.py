@@ -22,6 +22,7 @@ MAX_LABEL_MONTHS = 300  # 25 years: bone age is read up to about 19
 
 @dataclass(frozen=True)
 class Record:
+    """One labelled radiograph: its id, its image file (``.png``, else ``.dcm``), bone age in months, and sex."""
     id: str
     path: Path
     boneage: float
@@ -29,6 +30,11 @@ class Record:
 
 
 def read_source(source: DataSource) -> list[Record]:
+    """The records of one labelled data set; ids without an image file are skipped with a warning.
+
+    A missing or non-UTF-8 labels file, a missing column, a row that does not read, a bone age outside 0 to
+    :data:`MAX_LABEL_MONTHS` or no image at all is a :class:`~boneage.errors.ConfigError` that never echoes a
+    cell's value (labels may hold personal data by mistake)."""
     if not source.labels.is_file():
         raise ConfigError(f"labels file {source.labels} not found")
     records, missing = [], 0
@@ -96,6 +102,8 @@ def is_validation(image_id: str, fraction: float, seed: int) -> bool:
 
 
 def split(records: Iterable[Record], fraction: float, seed: int) -> tuple[list[Record], list[Record]]:
+    """(train, validation) by :func:`is_validation`, in the records' order: an id's side depends on the id and
+    the seed only, so adding data never moves an image from one side to the other."""
     train: list[Record] = []
     val: list[Record] = []
     for r in records:
@@ -104,6 +112,8 @@ def split(records: Iterable[Record], fraction: float, seed: int) -> tuple[list[R
 
 
 def thin(records: list[Record], limit: int | None, seed: int) -> list[Record]:
+    """A random ``limit`` of the records, fixed by ``seed`` and kept in their order (all when ``limit`` is None or
+    not smaller), for quick runs and calibration subsets."""
     if limit is None or limit >= len(records):
         return records
     order = np.random.default_rng(seed).permutation(len(records))[:limit]

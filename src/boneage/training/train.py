@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 
 def data_summary(config: TrainConfig, train: list[Record], val: list[Record]) -> dict[str, Any]:
+    """The run's ``data.json``: each source's checksums, the split and its validation ids, so that
+    ``boneage evaluate --ids`` and the model card can name exactly the images held out."""
     return {
         "sources": [fingerprint(s, read_source(s)) for s in config.sources],
         "train_images": len(train),
@@ -44,6 +46,8 @@ def data_summary(config: TrainConfig, train: list[Record], val: list[Record]) ->
 
 
 def build_and_compile(config: TrainConfig, train: list[Record], steps_per_epoch: int) -> Any:
+    """A new model of the configured backbone, its output scaled by the training labels' mean and SD (months),
+    compiled with AdamW on the :class:`~boneage.training.schedule.WarmupCosine` schedule."""
     ages = np.array([r.boneage for r in train])
     spec = plugins.get("backbones", config.backbone)
     options = {"age_mean": float(ages.mean()), "age_std": float(ages.std() or 1.0), **config.backbone_options}
@@ -112,6 +116,7 @@ class StepCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]
         self.last = time.monotonic()
 
     def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        """Checkpoint when ``every`` seconds have passed; at the deadline, checkpoint and stop the epoch."""
         now = time.monotonic()
         if self.deadline is not None and now >= self.deadline:
             self.save(self.first_batch + batch + 1)
@@ -318,6 +323,8 @@ def train(config: TrainConfig, resume: bool = False, verbose: int | str = "auto"
 
 
 def plot_history(run: Path) -> None:
+    """Write ``learning_curve.png`` (training and validation MAE in months by epoch) from ``history.csv``; nothing
+    when no epoch is logged yet."""
     import csv
 
     import matplotlib
