@@ -302,3 +302,31 @@ def test_a_frame_split_into_too_many_fragments_is_refused_before_joining() -> No
     ds["PixelData"].VR = "OB"
     with pytest.raises(ImageReadError, match="more than 65,536 fragments"):
         read_image(dicom_bytes(ds))
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"])  # explicit VR, deflated
+def test_a_dicom_of_too_many_elements_is_refused_before_pydicom_parses_them(syntax: str) -> None:
+    import struct
+
+    from pydicom.uid import UID
+
+    ds = dicom_case()
+    ds.file_meta.TransferSyntaxUID = UID(syntax)
+    ds.add_new(0x00091010, "OB", b"PLACEHOLDER!")
+    placeholder = struct.pack("<HHH2xI", 0x0009, 0x1010, 0x424F, 12) + b"PLACEHOLDER!"  # tag, "OB", length
+    empty = struct.pack("<HH", 0x0009, 0x1011) + b"LO" + struct.pack("<H", 0)
+    if syntax.endswith(".99"):  # the elements go into the deflated stream: built uncompressed, then deflated
+        import zlib
+
+        from boneage.dicom import meta_syntax
+
+        deflated = dicom_bytes(ds)
+        meta = deflated[: meta_syntax(deflated)[1]]
+        ds.file_meta.TransferSyntaxUID = UID("1.2.840.10008.1.2.1")
+        plain = dicom_bytes(ds, (placeholder, empty * 120_000))
+        squeeze = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+        data = meta + squeeze.compress(plain[meta_syntax(plain)[1] :]) + squeeze.flush()
+    else:
+        data = dicom_bytes(ds, (placeholder, empty * 120_000))  # 960 KB; 2 million of them (16 MB) took 42 s
+    with pytest.raises(ImageReadError, match="more than 100,000 elements"):
+        read_image(data)

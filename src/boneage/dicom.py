@@ -69,7 +69,7 @@ def read_dicom(data: bytes, what: str) -> Loaded:
 def _parse(data: bytes, what: str) -> Any:
     from pydicom import dcmread
 
-    check_inflated_size(data, what)
+    check_structure(data, what)
     try:
         ds = dcmread(io.BytesIO(data), force=not is_dicom(data))
     except MemoryError:
@@ -83,6 +83,7 @@ def _parse(data: bytes, what: str) -> Any:
 
 DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
 MAX_INFLATED_BYTES = MAX_DECODED_BYTES + 64 * 2**20
+MAX_ELEMENTS = 100_000  # a radiograph's header holds a few hundred; pydicom takes ~20 us for each
 LONG_VRS = (b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV")
 
 
@@ -107,26 +108,67 @@ def meta_syntax(data: bytes) -> tuple[str | None, int]:
     return syntax, i
 
 
-def check_inflated_size(data: bytes, what: str) -> None:
-    """A deflated dataset may inflate to no more than MAX_INFLATED_BYTES (the pixel data allowed
-    per image, and 64 MiB for the rest), counted in chunks before pydicom inflates it whole: a
-    1.5 MB file inflating to 1.5 GB was a MemoryError (exit 70) or gigabytes of memory."""
+def check_structure(data: bytes, what: str) -> None:
+    """What pydicom's parse would cost, bounded before it runs: a deflated dataset may inflate to
+    no more than MAX_INFLATED_BYTES (the pixel data allowed per image, and 64 MiB for the rest;
+    a 1.5 MB file inflating to 1.5 GB was a MemoryError, exit 70), and a dataset may hold no more
+    than MAX_ELEMENTS elements (2 million empty ones, 16 MB, took pydicom 42 s)."""
     syntax, start = meta_syntax(data)
-    if syntax != DEFLATED:
-        return
-    stream, total, pending = zlib.decompressobj(-zlib.MAX_WBITS), 0, data[start:]
+    if syntax == DEFLATED:
+        data, start = check_inflated_size(data[start:], what), 0
+    if syntax is None:  # no meta group: pydicom guesses from the first element, so does this
+        explicit, little = data[start + 4 : start + 6].isalpha(), True
+    else:
+        explicit, little = syntax != "1.2.840.10008.1.2", syntax != "1.2.840.10008.1.2.2"
+    if count_elements(data, start, little, explicit, MAX_ELEMENTS) > MAX_ELEMENTS:
+        raise ImageReadError(f"{what} is a DICOM of more than {MAX_ELEMENTS:,} elements; a radiograph's has hundreds")
+
+
+def check_inflated_size(deflated: bytes, what: str) -> bytes:
+    """The inflated dataset, inflated in chunks and refused once past MAX_INFLATED_BYTES (pydicom
+    inflates it whole); empty if it is corrupted (pydicom's own read then says so)."""
+    stream, chunks, total, pending = zlib.decompressobj(-zlib.MAX_WBITS), [], 0, deflated
     try:
         while True:
-            chunk = len(stream.decompress(pending, 16 * 2**20))
-            total += chunk
+            chunks.append(stream.decompress(pending, 16 * 2**20))
+            total += len(chunks[-1])
             if total > MAX_INFLATED_BYTES:
                 raise ImageTooLargeError(f"{what} is a deflated DICOM that inflates to more than the "
                                          f"{MAX_INFLATED_BYTES // 2**20} MiB allowed")
             pending = stream.unconsumed_tail
-            if stream.eof or (not pending and chunk < 16 * 2**20):
-                return
+            if stream.eof or (not pending and len(chunks[-1]) < 16 * 2**20):
+                return b"".join(chunks)
     except zlib.error:
-        return  # corrupted: pydicom's own read says so, as a read error
+        return b""
+
+
+def count_elements(data: bytes, start: int, little: bool, explicit: bool, limit: int) -> int:
+    """Element, item and delimiter headers from ``start``, counted up to ``limit + 1`` without
+    reading a value: sequences and their items are entered (pydicom parses what they hold), other
+    values and the fragments of encapsulated pixel data skipped. Stops at a header that runs past
+    the end (pydicom's read then says what is wrong)."""
+    order, end, i, count, fragments = ("<" if little else ">"), len(data), start, 0, False
+    while count <= limit and i + 8 <= end:
+        group, element, length = struct.unpack_from(order + "HHI", data, i)
+        head, undefined = 8, length == 0xFFFFFFFF
+        if group == 0xFFFE:  # items and delimiters have no VR
+            enter = element == 0xE000 and not fragments
+            fragments = fragments and element != 0xE0DD
+        elif explicit and data[i + 4 : i + 6] in LONG_VRS:
+            if i + 12 > end:
+                break
+            head, length = 12, struct.unpack_from(order + "I", data, i + 8)[0]
+            undefined = length == 0xFFFFFFFF
+            enter = data[i + 4 : i + 6] == b"SQ" or undefined
+        elif explicit:
+            length, enter, undefined = struct.unpack_from(order + "H", data, i + 6)[0], False, False
+        else:
+            enter = undefined
+        if undefined and (group, element) == (0x7FE0, 0x0010):
+            fragments = True  # encapsulated pixel data: its items are compressed bytes
+        count += 1
+        i += head if enter or undefined else head + length
+    return count
 
 
 def _int(ds: Any, keyword: str, what: str, default: int | None = None) -> int:
