@@ -130,6 +130,19 @@ def tests_ray(session: nox.Session) -> None:
 
 
 @nox.session(python=FULL_PYTHON)
+def tests_serve(session: nox.Session) -> None:
+    """``boneage serve`` (extra: serve): the API through FastAPI's test client, and the page in
+    Debian's headless Chromium through Playwright (never Playwright's own browser download). Without
+    a Chromium binary the browser test skips, and this session says so."""
+    session.install("-e", ".[serve,plot,dev]", "httpx", "playwright")
+    chromium = os.environ.get("BONEAGE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    session.log(f"browser test: Chromium at {chromium}" if chromium else
+                "browser test: NO Chromium (apt-get install -y chromium, or set BONEAGE_CHROMIUM): it will be SKIPPED")
+    env = {**_env(), "PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1", **({"BONEAGE_CHROMIUM": chromium} if chromium else {})}
+    session.run("pytest", "-rs", "tests/test_serve.py", "tests/test_serve_browser.py", *session.posargs, env=env)
+
+
+@nox.session(python=FULL_PYTHON)
 def lint(session: nox.Session) -> None:
     session.install("ruff>=0.5")
     session.run("ruff", "check", "src", "tests", "benchmarks", "tools", "noxfile.py")
@@ -145,5 +158,5 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(python=FULL_PYTHON)
 def typecheck(session: nox.Session) -> None:
-    session.install("-e", ".[dev,dicom]")
+    session.install("-e", ".[dev,dicom,serve]")  # serve: FastAPI's types, or its decorators are untyped
     session.run("mypy")

@@ -316,9 +316,13 @@ def test_logs_hold_no_patient_data(client: TestClient, caplog: pytest.LogCapture
     with caplog.at_level(logging.DEBUG):
         assert upload(client, data, "male", "12y6m", name="Doe_John_2013-05-06.png").status_code == 200
         assert error_of(upload(client, data, "male", "1999-01-02", name="Doe_John.png"), 422) == "invalid_age"
-    assert "POST /v1/predict 200" in caplog.text and "POST /v1/predict 422" in caplog.text
-    for secret in ("Doe", "John", "2013-05-06", "12y6m", "1999-01-02", "150"):
-        assert secret not in caplog.text
+        assert error_of(client.get("/patients/Doe_John/2013-05-06?mrn=0042"), 404) == "not_found"
+    # every logger but the test's own HTTP client (httpx logs the URL it sends)
+    logged = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith(("httpx", "httpcore")))
+    assert "POST /v1/predict 200" in logged and "POST /v1/predict 422" in logged
+    assert "GET (another path) 404" in logged
+    for secret in ("Doe", "John", "2013-05-06", "12y6m", "1999-01-02", "0042", "patients"):
+        assert secret not in logged
 
 
 # --- command line and packaging ----------------------------------------------------------------------

@@ -14,5 +14,5 @@ SERVE = 'pip install "boneage[serve]"'
 
 def require_serve() -> None:
     """Raise :class:`~boneage.errors.MissingDependencyError` naming the extra, before any work."""
-    for module in ("fastapi", "uvicorn", "multipart"):
+    for module in ("fastapi", "uvicorn", "python_multipart"):
         require(module, SERVE, "boneage serve")

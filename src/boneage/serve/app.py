@@ -28,7 +28,7 @@ from boneage.errors import BoneAgeError
 from boneage.estimator import BoneAgeEstimator
 from boneage.modelcard import ModelCard
 from boneage.prediction import Prediction
-from boneage.serve.errors import ErrorBody, ServeError, body, library_error
+from boneage.serve.errors import ErrorBody, ServeError, error_response, library_error
 from boneage.serve.limits import BodyLimit, Gate
 from boneage.serve.settings import ServeSettings
 from boneage.serve.upload import check_upload
@@ -78,6 +78,10 @@ class Service:
             self.failed = str(exc)
             log.error("the model could not be loaded: %s", exc)
             return
+        except Exception as exc:  # noqa: BLE001 - /readyz must say it failed, not "still loading" forever
+            self.failed = f"internal error: {type(exc).__name__}"
+            log.error("the model could not be loaded: %s", type(exc).__name__)
+            return
         self.sha256 = hashlib.sha256(estimator.model.data).hexdigest()
         self.estimator = estimator
         log.info("ready: %s on %s", estimator.card.ref, estimator.runtime_name)
@@ -89,16 +93,18 @@ class Service:
         return self.estimator
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(body(code, message), status_code=status, headers=headers)
-
-
 class AccessLog:
     """One line a request: method, route, status, milliseconds. Never a query string, a file name,
-    or a form field: those may identify a patient."""
+    a form field, or a path the service does not have (a client may put a name in it): those may
+    identify a patient."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def __init__(self, app: ASGIApp, paths: frozenset[str]) -> None:
+        self.app, self.paths = app, paths
+
+    def route(self, path: str) -> str:
+        if path.startswith("/static/"):
+            return "/static/..."
+        return path if path in self.paths else "(another path)"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -115,7 +121,8 @@ class AccessLog:
         try:
             await self.app(scope, receive, sending)
         finally:
-            log.info("%s %s %d %.0f ms", scope["method"], scope["path"], status, 1000 * (time.perf_counter() - start))
+            log.info("%s %s %d %.0f ms", scope["method"], self.route(scope["path"]), status,
+                     1000 * (time.perf_counter() - start))
 
 
 def default_loader(settings: ServeSettings) -> Loader:
@@ -143,7 +150,7 @@ def create_app(settings: ServeSettings | None = None, load: Loader | None = None
     _routes(app, service)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
-    app.add_middleware(AccessLog)
+    app.add_middleware(AccessLog, paths=frozenset(getattr(r, "path", "") for r in app.routes))
     return app
 
 

@@ -8,6 +8,7 @@ an internal path) ever reaches a client.
 from __future__ import annotations
 
 from pydantic import BaseModel
+from starlette.responses import JSONResponse
 
 from boneage.errors import (
     AgeError,
@@ -67,5 +68,7 @@ def library_error(exc: BoneAgeError) -> ServeError:
     return ServeError(400, "invalid_input", str(exc))
 
 
-def body(code: str, message: str) -> dict[str, dict[str, str]]:
-    return ErrorBody(error=ErrorDetail(code=code, message=message)).model_dump()
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The one place an error body is made."""
+    return JSONResponse(ErrorBody(error=ErrorDetail(code=code, message=message)).model_dump(), status_code=status,
+                        headers=headers)

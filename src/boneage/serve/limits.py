@@ -10,7 +10,7 @@ import anyio
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from boneage.serve.errors import ServeError
+from boneage.serve.errors import ServeError, error_response
 
 T = TypeVar("T")
 
@@ -32,8 +32,6 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            from boneage.serve.app import error_response  # the one place error bodies are made
-
             await error_response(413, "upload_too_large", too_large(self.limit))(scope, receive, send)
             return
         seen = 0

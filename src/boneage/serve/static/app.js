@@ -105,6 +105,7 @@ async function submit(event) {
   try {
     const prediction = await (await post("v1/predict", formData())).json();
     showPrediction(prediction);
+    if (window.matchMedia("(max-width: 860px)").matches) $("result").scrollIntoView({ block: "start" });  // one column
     $("status").textContent = "Done.";
     const notes = [];
     const pending = [];
