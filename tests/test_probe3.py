@@ -120,7 +120,7 @@ def test_csv_list_columns_match_whatever_their_case(tiny_model: Path, radiograph
 # --- third probe: crafted DICOM headers (pydicom builds them at test time) ---------------------------
 
 
-def dicom_case(**tags: object) -> Any:
+def dicom_case(**tags: Any) -> Any:
     pytest.importorskip("pydicom", reason="the dicom extra is not installed")
     from tests.helpers import synthetic_radiograph
     from tests.test_dicom import dataset
@@ -330,3 +330,24 @@ def test_a_dicom_of_too_many_elements_is_refused_before_pydicom_parses_them(synt
         data = dicom_bytes(ds, (placeholder, empty * 120_000))  # 960 KB; 2 million of them (16 MB) took 42 s
     with pytest.raises(ImageReadError, match="more than 100,000 elements"):
         read_image(data)
+
+
+# --- third probe: thread counts ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("threads", [100_000, -1, 2.5, "4", True])
+def test_threads_given_to_the_library_are_bounded_and_typed(tiny_model: Path, threads: object) -> None:
+    from boneage import BoneAgeEstimator
+    from boneage.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="threads must be a whole number from 1 to 256"):  # 100,000: never
+        BoneAgeEstimator(model=tiny_model, threads=threads)  # type: ignore[arg-type]  # finished; 2.5: "not a model"
+
+
+@pytest.mark.parametrize("env", ["5000", "99999999999999999999"])
+def test_onnx_runtime_never_gets_more_threads_than_cores(monkeypatch: pytest.MonkeyPatch, env: str) -> None:
+    from boneage.runtimes.onnx import cores, session_options
+
+    monkeypatch.setenv("OMP_NUM_THREADS", env)  # 5000: ONNX Runtime started 5,000 threads, an image took > 60 s
+    assert session_options(None).intra_op_num_threads == cores()
+    assert session_options(256).intra_op_num_threads == min(256, cores())  # --threads 64 on 2 cores: 2 s -> 10 s

@@ -8,29 +8,48 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from boneage.errors import InvalidModelError
+from boneage.errors import ConfigError, InvalidModelError
 from boneage.modelcard import IMAGE_INPUT, SEX_INPUT
 from boneage.runtimes import checked_months
 
 FLOAT_OUTPUTS = ("tensor(float)", "tensor(float16)", "tensor(double)")
+MAX_THREADS = 256  # as the command line's --threads
 
 
-def default_threads() -> int:
-    """``OMP_NUM_THREADS`` if set, else the cores this process may use."""
-    env = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env)
+def checked_threads(threads: object) -> int | None:
+    """``threads`` as ONNX Runtime is given it: None or 0 for the default, else 1 to MAX_THREADS
+    (100,000 started that many threads and never finished; 2.5 or "4" was reported as an
+    unloadable model)."""
+    if threads is None or (type(threads) is int and 0 <= threads <= MAX_THREADS):
+        return threads or None
+    raise ConfigError(f"threads must be a whole number from 1 to {MAX_THREADS} (or None for the default), "
+                      f"not {threads!r}"[:200])
+
+
+def cores() -> int:
+    """The cores this process may use."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
 
 
+def default_threads() -> int:
+    """``OMP_NUM_THREADS`` if set, else the cores this process may use; never more than those cores
+    (``OMP_NUM_THREADS=5000`` made ONNX Runtime start 5,000 threads: one image took over a minute,
+    and a value past 2**63 made the model look unloadable)."""
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return min(int(env), cores())
+    return cores()
+
+
 def session_options(threads: int | None) -> ort.SessionOptions:
     """Options with ``threads`` intra-op threads (default :func:`default_threads`) and one inter-op thread, set
     explicitly because ONNX Runtime's defaults oversubscribe containers and batch schedulers."""
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or default_threads()
+    # more threads than cores only contend: 64 on 2 cores took one image from 2 s to 10 s
+    options.intra_op_num_threads = min(threads, cores()) if threads else default_threads()
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Bytes are parsed as ONNX only: the self-containment check in models.py reads that format.
@@ -71,6 +90,7 @@ class OnnxRuntime:
                  input_size: int | None = None) -> None:
         if path.suffix == ".keras":
             raise InvalidModelError(f"{path} is a Keras model: use runtime='tensorflow', or export it to ONNX")
+        threads = checked_threads(threads)
         try:
             self.session = ort.InferenceSession(
                 data if data is not None else str(path), session_options(threads), providers=["CPUExecutionProvider"]
