@@ -156,6 +156,49 @@ def test_chart_without_matplotlib(client: TestClient, monkeypatch: pytest.Monkey
     assert "boneage[plot]" in response.json()["error"]["message"]
 
 
+def dicom_of(png_path: Path, **tags: str) -> bytes:
+    """A DX DICOM (Part 10, uncompressed) holding a sample's pixels, with these header tags."""
+    pytest.importorskip("pydicom", reason="needs the dicom extra")
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
+
+    pixels = cv2.imread(str(png_path), cv2.IMREAD_GRAYSCALE)
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = DigitalXRayImageStorageForPresentation
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.Modality, ds.SamplesPerPixel, ds.PhotometricInterpretation = "DX", 1, "MONOCHROME2"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    for key, value in tags.items():
+        setattr(ds, key, value)
+    ds.PixelData = pixels.tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def test_dicom_takes_sex_and_age_from_its_header(client: TestClient, estimator: BoneAgeEstimator,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    data = dicom_of(SAMPLES / "1377.png", PatientSex="F", PatientBirthDate="20080315", StudyDate="20230610",
+                    PatientName="Doe^Jane", PatientID="MRN-4417-XQ")
+    with caplog.at_level(logging.DEBUG, logger="boneage"):
+        response = upload(client, data, sex=None, name="Doe_Jane.dcm")
+    assert response.status_code == 200, response.text
+    assert response.json() == estimator.predict(data).model_dump(mode="json")
+    assert response.json()["male"] is False and response.json()["comparison"] is not None
+    for secret in ("Doe", "Jane", "MRN-4417", "2008", "20230610"):
+        assert secret not in response.text and secret not in caplog.text
+
+
+def test_dicom_without_the_extra_names_it(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = dicom_of(SAMPLES / "1377.png", PatientSex="F")
+    monkeypatch.setitem(sys.modules, "pydicom", None)  # as if the dicom extra were not installed
+    response = upload(client, data, sex="female", name="x.dcm")
+    assert error_of(response, 501) == "missing_dependency" and "boneage[dicom]" in response.json()["error"]["message"]
+
+
 # --- errors ----------------------------------------------------------------------------------------
 
 def test_bad_files(client: TestClient) -> None:
