@@ -98,6 +98,7 @@ class BoneAgeEstimator:
 
     @property
     def path(self) -> Path:
+        """The model file in use, after the default or a registry name was resolved."""
         return self.model.path
 
     def preprocess(self, image: ImageInput | Loaded) -> tuple[np.ndarray, Notes]:
@@ -119,6 +120,8 @@ class BoneAgeEstimator:
 
     def make_prediction(self, months: float, male: bool, source: str | None, notes: Notes,
                         age_months: float | None = None) -> Prediction:
+        """One model output as a :class:`Prediction`, with this model's interval, card and warnings;
+        public so code that runs the model itself (:mod:`boneage.explain`) answers the same way."""
         months = float(months)
         return Prediction.make(
             months,

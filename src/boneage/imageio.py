@@ -78,6 +78,9 @@ class Loaded:
 
 @dataclass(frozen=True)
 class Header:
+    """What a file's header says, read before any pixel is decoded, so the size limits can refuse a
+    decompression bomb cheaply."""
+
     format: str
     width: int
     height: int
@@ -89,6 +92,7 @@ class Header:
 
     @property
     def decoded_bytes(self) -> int:
+        """Memory the decoded image would take, checked against ``MAX_DECODED_BYTES`` before decoding."""
         return self.width * self.height * self.channels * self.sample_bytes
 
 
@@ -121,6 +125,8 @@ def own_header(data: bytes) -> Header | None:
 
 
 def check_size(width: int, height: int, what: str) -> None:
+    """Raises :class:`ImageTooLargeError` above ``MAX_PIXELS`` and :class:`ImageTooSmallError` when a
+    side is under ``MIN_SIDE``; ``what`` names the input in the message. Shared with the DICOM reader."""
     if width * height > MAX_PIXELS:
         raise ImageTooLargeError(f"{what} is {width}x{height} pixels, more than the {MAX_PIXELS:,} allowed")
     if min(width, height) < MIN_SIDE:

@@ -40,6 +40,8 @@ class Interval(BaseModel):
 
 
 class Prediction(BaseModel):
+    """One answer: frozen plain data; its JSON (``model_dump(mode="json")``) is what the CLI and the service return."""
+
     model_config = ConfigDict(frozen=True, protected_namespaces=())
 
     bone_age_months: float
@@ -56,6 +58,8 @@ class Prediction(BaseModel):
 
     @classmethod
     def make(cls, months: float, **fields: object) -> Prediction:
+        """Rounds to 0.01 and adds a warning when ``months`` is outside what the model was trained for;
+        use it rather than the constructor, so no answer skips that check."""
         warnings = list(fields.pop("warnings", ()))  # type: ignore[call-overload]
         lo, hi = PLAUSIBLE_MONTHS
         if not lo <= months <= hi:

@@ -13,6 +13,9 @@ EXPORT_NEEDS = ("tensorflow", "keras", "tf2onnx")
 
 
 def run(args: argparse.Namespace) -> int:
+    """Exports a training run (or a .keras in one) as a versioned, registered model; checks the training extra
+    first, so a missing package fails before any file is written (:class:`ConfigError` for a bad
+    ``--preprocessing`` file)."""
     for module in EXPORT_NEEDS:  # all three, before a model is loaded or a file written
         require(module, TRAIN, "boneage export")
     from boneage.export.export import export_run

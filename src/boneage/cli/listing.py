@@ -61,6 +61,8 @@ def _parameter_count(spec: BackboneSpec) -> tuple[str, str | None]:
 
 
 def models(args: argparse.Namespace) -> int:
+    """The registered models in the models folder (``BONEAGE_MODELS_DIR`` or the packaged one), with
+    the default and whether each is recommended; an empty folder is not an error."""
     directory = models_dir()
     registry = load_registry(directory)
     if not registry.models:

@@ -169,6 +169,7 @@ COMMANDS: dict[str, tuple[str, str, Configure]] = {
 
 
 def parser() -> argparse.ArgumentParser:
+    """Every sub-command's arguments, built without importing its handler (``--help`` stays fast)."""
     top = argparse.ArgumentParser(prog="boneage", description="Pediatric bone age from hand radiographs.")
     top.add_argument("--version", action="version", version=f"boneage {__version__}")
     top.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -225,6 +226,9 @@ def _usable_streams() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``boneage`` entry point: returns the exit code instead of raising. A :class:`BoneAgeError`
+    becomes one line and its ``exit_code``; any other exception exits 70 without a traceback unless
+    ``BONEAGE_DEBUG=1``; Ctrl-C exits 130 and a closed stdout 141."""
     _usable_streams()
     args = parser().parse_args(argv)
     if args.command is None:

@@ -32,6 +32,9 @@ from boneage.sex import parse_sex
 
 @dataclass
 class Job:
+    """One input as the command line or the CSV gave it; ``male`` None leaves the sex to a DICOM's
+    header, and ``error`` keeps a CSV row's own message for a bad sex or age."""
+
     path: str
     male: bool | None
     age: float | None = None
@@ -81,6 +84,8 @@ def expand(path: str, pattern: str) -> list[str]:
 
 
 def read_jobs(args: argparse.Namespace) -> list[Job]:
+    """Every input from FILE... and ``--csv``, before any image is read: an :class:`InputError` for a
+    missing sex, an unreadable list or no input at all; a bad CSV row becomes a job with its error."""
     jobs: list[Job] = []
     age = command_line_age(args)
     sex = parse_sex(args.sex) if args.sex else None  # None: each DICOM's header says it
@@ -126,6 +131,8 @@ def _progress(total: int) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Exit 0 when every input was answered, 2 when some failed (each reported), 130 when stopped;
+    a model or plugin failure is raised after what was done is kept."""
     jobs = read_jobs(args)
     plot = plot_target(args, jobs)
     if args.resume and not args.output:
@@ -224,11 +231,14 @@ def _entry(job: Job, outcome: Prediction | BoneAgeError) -> dict[str, Any]:
 
 
 def years(months: float) -> str:
+    """``10y 3m``: how clinicians read an age, rounded to the whole month."""
     whole, rest = divmod(round(months), 12)
     return f"{whole}y {rest}m"
 
 
 def table(results: list[dict[str, Any]]) -> str:
+    """The terminal table of results as JSON dicts (shared with ``boneage explain``); the interval
+    and age columns appear only when some result has them."""
     with_interval = any(r.get("interval") for r in results)
     with_age = any(r.get("comparison") for r in results)
     header = ["file", "sex", "bone age", *(["interval"] if with_interval else []),

@@ -82,6 +82,8 @@ class ResultFile:
     """Appends one line per result and flushes after each batch (see the module's docstring)."""
 
     def __init__(self, path: Path, *, resume: bool, force: bool) -> None:
+        """An existing, non-empty ``path`` is an :class:`InputError` unless ``resume`` (keep it, and skip
+        the inputs in :attr:`done`) or ``force`` (replace it); so is an unknown suffix."""
         self.path, self.suffix = path, path.suffix.lower()
         if self.suffix not in FORMATS:
             raise InputError(f"--output {path}: the suffix must be one of {', '.join(FORMATS)}")

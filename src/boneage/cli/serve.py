@@ -28,6 +28,8 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Serves until Ctrl-C, then exits 0. The model loads once, in a thread at startup (requests
+    meanwhile get 503 ``not_ready``); the access log leaves out query strings, which may name a patient."""
     require_serve()  # a missing extra is named (exit 5) before anything starts
     import uvicorn
 
