@@ -125,12 +125,14 @@ def _refusal(exc: BaseException) -> str:
 
 
 def hook_name(kind: Kind) -> str:
+    """Every hook is ``boneage_register_<kind>``: one naming rule, so a kind maps to its hook."""
     return f"boneage_register_{kind}"
 
 
 class Plugins:
     """One plugin manager with its plugins' sources, versions and items, and its load failures and
-    rejections."""
+    rejections. The built-ins register first; ``autoload`` also loads the installed entry points
+    (group ``boneage``). Safe to share between threads: a lock guards registering and the registries."""
 
     def __init__(self, autoload: bool = True) -> None:
         self.pm = pluggy.PluginManager("boneage")
@@ -251,6 +253,7 @@ class Plugins:
             return list(self._refused)
 
     def registry(self, kind: Kind) -> dict[str, Registered]:
+        """Every item of one kind by name, built once after a change; do not mutate the dict returned."""
         with self._lock:
             if not self._registries:
                 found: dict[Kind, dict[str, Registered]] = {k: {} for k in KINDS}
@@ -271,6 +274,7 @@ class Plugins:
             return infos
 
     def get(self, kind: Kind, name: str) -> Registered:
+        """Raises :class:`PluginNotFoundError` naming what is registered, and how many plugins failed."""
         items = self.registry(kind)
         if name not in items:
             known = ", ".join(sorted(items)) or "none"

@@ -52,6 +52,8 @@ def load_keras_model(path: Path, compile: bool = False) -> Any:
 
 @hookimpl
 def boneage_register_backbones() -> list[BackboneSpec]:
+    """Registers the two built-in backbones through the plugin API, as a third-party one would be;
+    Keras is imported only when one is built."""
     return [
         BackboneSpec(name="densenet121", build=_densenet121, default_input_size=256,
                      doc="DenseNet121, dense blocks 6-12-24-16, growth 32"),

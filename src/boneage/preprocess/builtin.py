@@ -54,6 +54,10 @@ def _grayscale(params: EmptyParams) -> Transform:
 
 
 class ResizeParams(_Params):
+    """``resize``: ``size`` is the side of the square in pixels; it must match the model's input, so
+    the model card's copy is what decides it. The RSNA-trained models used ``stretch`` with
+    ``nearest_exact``."""
+
     size: int = Field(256, ge=8, le=2048)
     mode: Literal["pad", "stretch"] = "pad"
     interpolation: Literal["nearest", "nearest_exact", "linear", "area", "cubic", "lanczos"] = "area"
@@ -81,6 +85,8 @@ def _resize(params: ResizeParams) -> Transform:
 
 
 class ClaheParams(_Params):
+    """``clahe`` on the 8-bit image: OpenCV's clip limit, and the number of tiles per side."""
+
     clip_limit: float = Field(2.0, gt=0)
     tile_grid: int = Field(8, ge=1, le=64)
 
@@ -103,6 +109,8 @@ def _normalize(params: EmptyParams) -> Transform:
 
 
 class InvertParams(_Params):
+    """``invert``: ``auto`` flips only an image that looks inverted (and warns); ``always`` flips every one."""
+
     mode: Literal["auto", "always"] = "auto"
 
 
@@ -119,6 +127,9 @@ def _invert(params: InvertParams) -> Transform:
 
 
 class HandCropParams(_Params):
+    """``hand_crop``: a registered cropper by name, and its own options (checked against its params
+    when the pipeline is built, so a typo fails at load, not on the first image)."""
+
     cropper: str = "classical"
     options: dict[str, object] = Field(default_factory=dict)
 
@@ -131,6 +142,7 @@ def _hand_crop(params: HandCropParams) -> Transform:
 
 @hookimpl
 def boneage_register_preprocess_steps() -> list[StepSpec]:
+    """Registers the built-in steps through the plugin API, as a third-party step would be."""
     return [
         StepSpec(name="grayscale", build=_grayscale, doc="one 8-bit channel (16-bit stretched min-max)"),
         StepSpec(name="invert", build=_invert, params=InvertParams, doc="undo a white-background (inverted) radiograph"),

@@ -14,6 +14,9 @@ from boneage.errors import ConfigError
 
 
 class StepConfig(BaseModel):
+    """One step by its registered name; ``params`` stay plain JSON here and are checked against the
+    step's own params model when the pipeline is built."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
@@ -21,6 +24,9 @@ class StepConfig(BaseModel):
 
 
 class PreprocessConfig(BaseModel):
+    """The steps in order; it travels in the model card, so a model is always preprocessed as it was
+    trained. Unknown fields are refused."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     steps: tuple[StepConfig, ...]

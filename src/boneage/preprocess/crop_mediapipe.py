@@ -30,6 +30,10 @@ _locks: dict[int, threading.Lock] = {}
 
 
 class MediaPipeParams(BaseModel):
+    """``model_path``: the hand landmarker ``.task`` file (else ``BONEAGE_MEDIAPIPE_MODEL``);
+    ``margin``: added around the landmarks' box, as a fraction of its size; ``fallback``: the
+    classical cropper's settings, used where MediaPipe finds no hand or cannot run."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model_path: str | None = None
@@ -59,6 +63,8 @@ def _landmarker(model_path: Path, min_confidence: float) -> Any:
 
 
 def detect(landmarker: Any, gray: np.ndarray, work_size: int) -> crop.Box | None:
+    """The box around the first hand's landmarks, in ``gray``'s pixels, or None. A landmarker is not
+    thread-safe: the caller holds its lock."""
     import mediapipe as mp
 
     h, w = gray.shape[:2]
@@ -77,6 +83,8 @@ def detect(landmarker: Any, gray: np.ndarray, work_size: int) -> crop.Box | None
 
 
 def build(params: MediaPipeParams) -> Cropper:
+    """Never fails for a missing extra or model file: it logs why and crops with the classical
+    cropper, warning on every image (the model may have been trained on MediaPipe crops)."""
     fallback = build_classical(params.fallback)
     path = params.model_path or os.environ.get(MODEL_ENV)
     reason = None
@@ -117,4 +125,5 @@ def build(params: MediaPipeParams) -> Cropper:
 
 @hookimpl
 def boneage_register_croppers() -> list[CropperSpec]:
+    """Registers ``mediapipe``; MediaPipe itself is imported only when a pipeline builds this cropper."""
     return [CropperSpec(name="mediapipe", build=build, params=MediaPipeParams, doc="MediaPipe hand landmarks; classical fallback")]

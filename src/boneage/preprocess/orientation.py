@@ -56,16 +56,19 @@ def scores(x: np.ndarray, weights: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
+    """Over the last axis, shifted by its maximum so large scores cannot overflow."""
     e = np.exp(z - z.max(-1, keepdims=True))
     result: np.ndarray = e / e.sum(-1, keepdims=True)
     return result
 
 
 def encode(array: np.ndarray) -> dict[str, object]:
+    """A weight array as JSON (little-endian float32, base64): how ``orientation.json`` stores them."""
     return {"shape": list(array.shape), "float32_base64": base64.b64encode(array.astype("<f4").tobytes()).decode()}
 
 
 def decode(entry: dict[str, object]) -> np.ndarray:
+    """The inverse of :func:`encode`; a writable copy."""
     data = base64.b64decode(str(entry["float32_base64"]))
     shape = entry["shape"]
     assert isinstance(shape, list)
@@ -80,6 +83,7 @@ def _model() -> tuple[dict[str, np.ndarray], float]:
 
 
 def working_copy(gray: np.ndarray) -> np.ndarray:
+    """The 64x64 copy the scorer reads; training (tools/train_orientation.py) makes it the same way."""
     return np.asarray(cv2.resize(gray, (SIDE, SIDE), interpolation=cv2.INTER_AREA))
 
 

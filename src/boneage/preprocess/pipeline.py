@@ -22,10 +22,13 @@ class Notes:
     applied: list[str] = field(default_factory=list)
 
     def warn(self, message: str) -> None:
+        """For a step that answers but doubts its input; the message reaches the prediction's warnings."""
         self.warnings.append(message)
 
 
 def validated(params_model: type[BaseModel], params: dict[str, object], what: str) -> BaseModel:
+    """``params`` checked against a step's or cropper's params model; a :class:`ConfigError` naming
+    ``what`` instead of pydantic's own error."""
     try:
         return params_model.model_validate(params)
     except ValidationError as exc:
@@ -33,7 +36,10 @@ def validated(params_model: type[BaseModel], params: dict[str, object], what: st
 
 
 class Pipeline:
-    """Steps applied in order; the result is float32 (H, W, 1) ready for a model."""
+    """Steps applied in order; the result is float32 (H, W, 1) ready for a model. Every step is
+    looked up and its params checked when the pipeline is built (:class:`ConfigError`, or a
+    :class:`PluginError` from the registry), not on the first image. The estimator calls one
+    pipeline from several threads, so a step must be safe to share."""
 
     def __init__(self, config: PreprocessConfig) -> None:
         self.config = config
@@ -46,6 +52,7 @@ class Pipeline:
             self._transforms.append((step.name, transform))
 
     def __call__(self, image: np.ndarray, notes: Notes | None = None) -> np.ndarray:
+        """A step that fails on this image raises :class:`PreprocessError` naming it; its warnings go to ``notes``."""
         notes = notes if notes is not None else Notes()
         for name, transform in self._transforms:
             try:
@@ -61,6 +68,7 @@ class Pipeline:
 
 
 def build_pipeline(config: PreprocessConfig) -> Pipeline:
+    """The public way to make a :class:`Pipeline`, e.g. from a model card's ``preprocessing``."""
     return Pipeline(config)
 
 

@@ -48,6 +48,8 @@ def _tensorflow(model: ModelFile, threads: int | None) -> Runtime:
 
 @hookimpl
 def boneage_register_runtimes() -> list[RuntimeSpec]:
+    """Registers ``onnx`` and ``tensorflow`` through the plugin API; each imports its library only
+    when a model is loaded, so the default path never imports TensorFlow."""
     return [
         RuntimeSpec(name="onnx", load=_onnx, doc="ONNX Runtime on the CPU (default)"),
         RuntimeSpec(name="tensorflow", load=_tensorflow,

@@ -88,6 +88,8 @@ class OnnxRuntime:
 
     def __init__(self, path: Path, data: bytes | None = None, threads: int | None = None,
                  input_size: int | None = None) -> None:
+        """``threads``: intra-op threads, 1-256 or None for the default (a :class:`ConfigError` otherwise),
+        never more than the process has cores; ``input_size``: the card's, checked against the graph."""
         if path.suffix == ".keras":
             raise InvalidModelError(f"{path} is a Keras model: use runtime='tensorflow', or export it to ONNX")
         threads = checked_threads(threads)

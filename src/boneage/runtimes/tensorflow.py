@@ -61,6 +61,9 @@ def compiled(tf: Any, model: Any, shape: tuple[int | None, ...]) -> Any:
 
 
 class TensorFlowRuntime:
+    """For a model without a usable ONNX file, or to check ONNX against Keras; needs the training
+    extra. Calls are serialized by a lock, so one runtime can be shared between threads."""
+
     name = "tensorflow"
 
     def __init__(self, onnx_path: Path, card: ModelCard, threads: int | None = None, *,

@@ -41,6 +41,9 @@ def build_mobilenet_v3_small(
 
 
 class UnsharpParams(BaseModel):
+    """``sigma``: the Gaussian blur's SD in pixels of the image the step receives (so it scales with
+    where the step sits in the pipeline); ``amount``: how much of the detail is added back."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     sigma: float = Field(2.0, gt=0, le=20)
@@ -57,10 +60,12 @@ def _unsharp(params: UnsharpParams) -> Transform:
 
 @hookimpl
 def boneage_register_backbones() -> list[BackboneSpec]:
+    """Registers ``mobilenet_v3_small``: a backbone small enough for edge boxes, untrained (no ImageNet weights)."""
     return [BackboneSpec(name="mobilenet_v3_small", build=build_mobilenet_v3_small, default_input_size=224,
                          doc="MobileNetV3-Small (keras.applications, no weights)")]
 
 
 @hookimpl
 def boneage_register_preprocess_steps() -> list[StepSpec]:
+    """Registers ``unsharp``, a step a model card can name once this plugin is installed."""
     return [StepSpec(name="unsharp", build=_unsharp, params=UnsharpParams, doc="unsharp mask: sharpen bone edges")]
