@@ -64,6 +64,7 @@ class Service:
     """What the routes share: the settings, the pool, and the estimator once it has loaded."""
 
     def __init__(self, settings: ServeSettings, load: Loader) -> None:
+        """``load`` is not called here but by :meth:`start`, off the event loop."""
         self.settings, self.load = settings, load
         self.gate = Gate(settings.max_concurrent, settings.queue)
         self.estimator: BoneAgeEstimator | None = None
@@ -87,6 +88,7 @@ class Service:
         log.info("ready: %s on %s", estimator.card.ref, estimator.runtime_name)
 
     def ready(self) -> BoneAgeEstimator:
+        """The estimator, or a 503 :class:`ServeError` with Retry-After while it loads or after it failed."""
         if self.estimator is None:
             why = f"the model failed to load: {self.failed}" if self.failed else "the model is still loading"
             raise ServeError(503, "not_ready", why, {"Retry-After": "5"})
@@ -99,14 +101,17 @@ class AccessLog:
     identify a patient."""
 
     def __init__(self, app: ASGIApp, paths: frozenset[str]) -> None:
+        """``paths``: the app's own routes, the only paths logged as they are."""
         self.app, self.paths = app, paths
 
     def route(self, path: str) -> str:
+        """The path as logged: a known route as it is, anything else collapsed so no name reaches the log."""
         if path.startswith("/static/"):
             return "/static/..."
         return path if path in self.paths else "(another path)"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI middleware: logs after the response, also when the app raised (then as 500)."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -126,6 +131,7 @@ class AccessLog:
 
 
 def default_loader(settings: ServeSettings) -> Loader:
+    """How the service makes its estimator from the settings; tests pass their own loader instead."""
     return lambda: BoneAgeEstimator(settings.model, runtime=settings.runtime, threads=settings.threads,
                                     check_input=settings.check_input)
 

@@ -26,6 +26,8 @@ from boneage.errors import (
 
 
 class ErrorDetail(BaseModel):
+    """``code`` is stable, for clients to switch on; ``message`` is for people and may change."""
+
     code: str
     message: str
 
@@ -37,7 +39,8 @@ class ErrorBody(BaseModel):
 
 
 class ServeError(Exception):
-    """An error the service raises itself (overload, upload too large, not ready, ...)."""
+    """An error the service raises itself (overload, upload too large, not ready, ...): the HTTP
+    ``status``, the stable ``code``, and ``headers`` such as Retry-After for the response."""
 
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)

@@ -16,6 +16,7 @@ T = TypeVar("T")
 
 
 def too_large(limit: int) -> str:
+    """One message for both ways an upload is found too large (``limit`` in bytes, said in MiB)."""
     return f"the upload is larger than the {limit / 2**20:g} MiB this service accepts"
 
 
@@ -27,6 +28,7 @@ class BodyLimit:
         self.app, self.limit = app, limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI entry: non-HTTP scopes pass through untouched."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -58,6 +60,8 @@ class Gate:
         self.admitted = 0  # touched only on the event loop's thread: no lock needed
 
     async def run(self, func: Callable[..., T], *args: Any) -> T:
+        """``func(*args)`` on a worker thread once a slot is free; a 503 :class:`ServeError` at once
+        when the queue is full. Call it from the event loop only: its count has no lock."""
         if self.admitted >= self.capacity:
             raise ServeError(503, "overloaded", f"the service is busy ({self.capacity} requests running or queued); "
                              "try again shortly", {"Retry-After": "1"})

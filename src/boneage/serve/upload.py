@@ -16,6 +16,7 @@ FORMATS = "PNG, JPEG, TIFF, BMP, WebP, PNM, or DICOM (Part 10, with the DICM mar
 
 
 def image_format_known(data: bytes) -> bool:
+    """By the first bytes alone, so a renamed or mislabelled file is judged by what it holds."""
     return (data.startswith(MAGIC) or data[128:132] == b"DICM"
             or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"))
 
