@@ -57,6 +57,8 @@ class Predictor:
 
     def __init__(self, model: str | None, runtime: str | None, threads: int | None, settings: dict[str, str],
                  cwd: str) -> None:
+        """``settings``: the caller's ``BONEAGE_*`` variables and ``cwd`` its folder, applied in the
+        actor's process (which may be on another machine) before the estimator is made."""
         os.environ.update(settings)  # the caller's model registry and plugin switches hold here too
         if os.path.isdir(cwd):
             os.chdir(cwd)  # relative paths mean what they mean to the caller

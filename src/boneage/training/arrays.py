@@ -88,6 +88,9 @@ class ArrayBatches(keras.utils.PyDataset):  # type: ignore[misc]
     def __init__(self, data: Arrays, batch_size: int, *, aug: Augment | None = None, seed: int = 0,
                  epoch: int = 0, steps: int | None = None, first: int = 0, multiple: int = 1,
                  workers: int = 4) -> None:
+        """``steps``: batches per epoch (default one pass); ``first``: batches of this epoch already
+        trained, skipped when a run resumes inside it; ``multiple``: pad batches to a multiple of this
+        (the devices of a data-parallel run), the padding weighted 0."""
         super().__init__(workers=workers, use_multiprocessing=False)
         self.data, self.batch_size, self.aug, self.seed, self.epoch = data, batch_size, aug, seed, epoch
         self.first = first  # batches of this epoch already trained (a run resumed inside an epoch)

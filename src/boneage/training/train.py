@@ -111,6 +111,8 @@ class StepCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]
     loses minutes, not an epoch (a CPU epoch of DenseNet121 takes 10-25 minutes)."""
 
     def __init__(self, save: Any, every: float, deadline: float | None, first_batch: int) -> None:
+        """``save(batches_done)`` writes the checkpoint; ``deadline`` is a ``time.monotonic()`` value
+        (None: no time limit); ``first_batch``: batches of this epoch done before a resume."""
         super().__init__()
         self.save, self.every, self.deadline, self.first_batch = save, every, deadline, first_batch
         self.last = time.monotonic()
