@@ -68,3 +68,12 @@ class PreprocessConfig(BaseModel):
             for s in self.steps
         )
         return PreprocessConfig(steps=steps)
+
+    def split_at_resize(self) -> tuple[PreprocessConfig, PreprocessConfig]:
+        """(the steps up to and including the last resize, the steps after it): training augments the
+        image between the two, so the later steps (CLAHE) see shifted and rescaled images as at inference.
+        Either part builds on its own (a pipeline needs no resize step). No resize step is a ConfigError."""
+        last = [i for i, step in enumerate(self.steps) if step.name == "resize"]
+        if not last:
+            raise ConfigError("the preprocessing has no resize step to split at")
+        return PreprocessConfig(steps=self.steps[: last[-1] + 1]), PreprocessConfig(steps=self.steps[last[-1] + 1 :])

@@ -53,6 +53,13 @@ class Pipeline:
 
     def __call__(self, image: np.ndarray, notes: Notes | None = None) -> np.ndarray:
         """A step that fails on this image raises :class:`PreprocessError` naming it; its warnings go to ``notes``."""
+        image = self.raw(image, notes)
+        image = image.astype(np.float32, copy=False)
+        return image[..., None] if image.ndim == 2 else image
+
+    def raw(self, image: np.ndarray, notes: Notes | None = None) -> np.ndarray:
+        """The last step's output as it is (uint8 after grayscale and resize), not yet float32 (H, W, 1): for
+        training, which keeps the part up to the resize in memory as uint8 and augments it there."""
         notes = notes if notes is not None else Notes()
         for name, transform in self._transforms:
             try:
@@ -63,8 +70,7 @@ class Pipeline:
                 raise PreprocessError(f"preprocessing step {name!r} failed on this image: {exc}") from exc
             if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or image.dtype.kind not in "uif":
                 raise PreprocessError(f"preprocessing step {name!r} returned a {type(image).__name__}, not an image array")
-        image = image.astype(np.float32, copy=False)
-        return image[..., None] if image.ndim == 2 else image
+        return image
 
 
 def build_pipeline(config: PreprocessConfig) -> Pipeline:

@@ -33,6 +33,10 @@ class Augment(BaseModel):
     brightness: float = Field(0.1, ge=0, le=0.5)
     contrast: float = Field(0.1, ge=0, le=0.9)
     hflip: bool = False
+    before_preprocessing: bool = Field(
+        False, description="augment the resized image before the steps after the resize (CLAHE), as at inference "
+        "those steps see shifted and re-encoded images; arrays data path only; changes training, not inference"
+    )
 
     @property
     def enabled(self) -> bool:
@@ -104,6 +108,16 @@ class TrainConfig(BaseModel):
                 raise ValueError(f"the resize step's size must be a whole number from 32 to 1024, not {size!r}")
             self.input_size = size
         self.preprocessing.with_size(self.input_size)  # a ConfigError (ValueError) if they disagree
+        return self
+
+    @model_validator(mode="after")
+    def _augment_before_preprocessing(self) -> TrainConfig:
+        """Augmenting before the later steps is done by the arrays data path only (tf.data augments its
+        cached pipeline output), and needs a resize step to split the preprocessing at."""
+        if self.augment.before_preprocessing:
+            if self.data_pipeline == "tf.data":
+                raise ConfigError('augment.before_preprocessing needs data_pipeline "arrays" (or "auto"), not "tf.data"')
+            self.resolved_preprocessing().split_at_resize()
         return self
 
     def resolved_preprocessing(self) -> PreprocessConfig:
