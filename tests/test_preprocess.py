@@ -29,6 +29,19 @@ def test_default_pipeline_output(radiograph: np.ndarray) -> None:
     assert out.min() >= 0.0 and out.max() <= 1.0
 
 
+def test_split_at_the_resize_step_gives_the_same_output(radiograph: np.ndarray) -> None:
+    full = PreprocessConfig.default(100)
+    pre, post = full.split_at_resize()
+    assert [s.name for s in pre.steps] == ["grayscale", "resize"] and [s.name for s in post.steps] == ["clahe", "normalize"]
+    resized = build_pipeline(pre).raw(radiograph)
+    assert resized.dtype == np.uint8 and resized.shape == (100, 100)  # kept as the steps give it, not float32
+    assert np.array_equal(build_pipeline(post)(resized), build_pipeline(full)(radiograph))  # a part without resize builds
+    twice = PreprocessConfig(steps=(*full.steps[:2], StepConfig(name="clahe"), StepConfig(name="resize", params={"size": 64})))
+    assert [s.name for s in twice.split_at_resize()[1].steps] == []  # at the last resize
+    with pytest.raises(ConfigError, match="no resize step"):
+        PreprocessConfig(steps=(StepConfig(name="grayscale"),)).split_at_resize()
+
+
 def test_config_round_trips_through_json() -> None:
     config = PreprocessConfig(steps=(StepConfig(name="grayscale"), StepConfig(name="hand_crop", params={"cropper": "classical", "options": {"margin": 0.1}}),
                                      StepConfig(name="resize", params={"size": 128, "mode": "pad"})))

@@ -98,6 +98,12 @@ def test_array_batches_are_reproducible_and_resume_inside_an_epoch() -> None:
     assert len(again) == 3
     for i in range(3):
         assert np.array_equal(again[i][0]["image"], batches[4 + i][0]["image"])
+    # Keras's workers call __getitem__ from threads in any order: the same batches whatever their number
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(ArrayBatches(data, 8, aug=aug, seed=3, epoch=1, workers=4).__getitem__, range(6, -1, -1)))
+    assert all(np.array_equal(x["image"], t[0]["image"]) for (x, _), t in zip(batches, threaded[::-1], strict=True))
     other_epoch = ArrayBatches(data, 8, aug=aug, seed=3, epoch=2)
     assert not np.array_equal(other_epoch[0][1], batches[0][1])
     images = np.concatenate([x["image"] for x, _ in batches])

@@ -3,7 +3,9 @@
 Any Keras backend (PyTorch and JAX on a GPU box with no TensorFlow) trains from it. Augmentation
 is done here in NumPy/OpenCV, one affine warp per image, with a random stream fixed by
 (seed, epoch, batch): the same run draws the same batches whatever the worker count, and a
-resumed run continues exactly.
+resumed run continues exactly. With ``augment.before_preprocessing`` the steps up to the resize
+run once at load and the later ones (CLAHE, normalize) per image after the augmentation, as at
+inference they see the shifted and re-encoded image.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import cv2
 import keras
 import numpy as np
 
-from boneage.errors import BoneAgeError
+from boneage.errors import BoneAgeError, ConfigError
+from boneage.preprocess import PreprocessConfig, build_pipeline
 from boneage.training.config import Augment
 from boneage.training.data import Record
 
@@ -28,23 +31,28 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Arrays:
     """A data set decoded and preprocessed once, held in memory, so that epochs re-read no file: images, sex
-    (1.0 male) and bone ages in months, row for row."""
-    images: np.ndarray  # (n, size, size, 1) float32 in [0, 1], the pipeline's output
+    (1.0 male) and bone ages in months, row for row. With ``post`` the images are what the steps up to the
+    resize give, in their own dtype (uint8: a quarter of float32's memory), and each batch runs ``post``
+    (a :class:`~boneage.preprocess.Pipeline` of the later steps) on every image after augmenting it."""
+    images: np.ndarray  # (n, size, size, 1) float32 in [0, 1], the pipeline's output; with post (n, size, size) uint8
     male: np.ndarray  # (n, 1) float32
     ages: np.ndarray  # (n, 1) float32, months
+    post: Any = None
 
     def __len__(self) -> int:
         return len(self.images)
 
 
-def load_arrays(records: list[Record], pipeline: Any, workers: int = 8) -> Arrays:
+def load_arrays(records: list[Record], pipeline: Any, workers: int = 8, *, post: Any = None) -> Arrays:
     """Decode and preprocess once with the library's own pipeline (OpenCV releases the GIL, so
-    threads scale). An unreadable image is skipped with a warning naming it."""
+    threads scale). An unreadable image is skipped with a warning naming it. With ``post``,
+    ``pipeline`` is the part up to the resize and its output is kept as it is (:func:`load_split_arrays`)."""
     from boneage.imageio import load_image
 
     def one(record: Record) -> np.ndarray | None:
         try:
-            return np.asarray(pipeline(load_image(record.path)), np.float32)
+            image = load_image(record.path)
+            return np.asarray(pipeline(image), np.float32) if post is None else pipeline.raw(image)
         except BoneAgeError as exc:
             log.warning("skipped %s: %s", record.path, exc)
             return None
@@ -53,11 +61,43 @@ def load_arrays(records: list[Record], pipeline: Any, workers: int = 8) -> Array
         read = [(r, image) for r, image in zip(records, pool.map(one, records), strict=True) if image is not None]
     if not read:
         raise BoneAgeError("no readable image in the data")
+    if post is not None:
+        _check_one_kind([image for _, image in read])
     return Arrays(
         images=np.stack([image for _, image in read]),
         male=np.array([[float(r.male)] for r, _ in read], np.float32),
         ages=np.array([[r.boneage] for r, _ in read], np.float32),
+        post=post,
     )
+
+
+def load_split_arrays(records: list[Record], config: PreprocessConfig, workers: int = 8) -> Arrays:
+    """Training data for ``augment.before_preprocessing``: the config split at its resize step, the part up
+    to it run once here (uint8 in memory for the usual grayscale + resize), the rest on every batch."""
+    pre, post = config.split_at_resize()
+    return load_arrays(records, build_pipeline(pre), workers, post=build_pipeline(post))
+
+
+def _check_one_kind(images: list[np.ndarray]) -> None:
+    """Augmenting before the later steps needs one 8- or 16-bit channel of one shape from every image (np.stack
+    would silently widen a mix of uint8 and uint16 without rescaling)."""
+    kinds = {(image.dtype, image.shape) for image in images}
+    dtype, shape = next(iter(kinds))
+    if len(kinds) > 1 or dtype not in (np.uint8, np.uint16) or not (len(shape) == 2 or shape[2:] == (1,)):
+        found = ", ".join(sorted(f"{d} {s}" for d, s in kinds)[:3])
+        raise ConfigError("augment.before_preprocessing needs the steps up to the resize to give one 8- or 16-bit "
+                          f"channel of one size for every image (a grayscale step first); they gave {found}")
+
+
+def augment_before(image: np.ndarray, post: Any, aug: Augment | None, rng: np.random.Generator | None) -> np.ndarray:
+    """``post`` (the later steps) on the resized image, augmented first when ``aug`` is given: on the [0, 1]
+    scale by :func:`augment_image` (same ranges, same draws), then rounded back to the image's own integer
+    dtype, which CLAHE needs."""
+    if aug is not None and rng is not None:
+        scale = np.float32(np.iinfo(image.dtype).max)
+        plane = augment_image(image.reshape(*image.shape[:2], 1).astype(np.float32) / scale, aug, rng)
+        image = np.rint(plane * scale).astype(image.dtype).reshape(image.shape)
+    return np.asarray(post(image), np.float32)
 
 
 def augment_image(image: np.ndarray, aug: Augment, rng: np.random.Generator) -> np.ndarray:
@@ -111,9 +151,12 @@ class ArrayBatches(keras.utils.PyDataset):  # type: ignore[misc]
         index += self.first
         idx = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         images = self.data.images[idx]
-        if self.aug is not None and self.aug.enabled:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
-            images = np.stack([augment_image(image, self.aug, rng) for image in images])
+        aug = self.aug if self.aug is not None and self.aug.enabled else None
+        rng = np.random.default_rng([self.seed, self.epoch, index]) if aug is not None else None
+        if self.data.post is not None:  # augment.before_preprocessing: the later steps per image, after augmenting
+            images = np.stack([augment_before(image, self.data.post, aug, rng) for image in images])
+        elif aug is not None and rng is not None:
+            images = np.stack([augment_image(image, aug, rng) for image in images])
         x, y = {"image": images, "male": self.data.male[idx]}, self.data.ages[idx]
         if self.multiple == 1:
             return x, y

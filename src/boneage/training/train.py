@@ -150,10 +150,11 @@ def warm_start(model: Any, path: Path) -> None:
 
 def uses_arrays(config: TrainConfig) -> bool:
     """tf.data where it is native (the TensorFlow backend); in-memory arrays elsewhere, so that
-    PyTorch and JAX train without TensorFlow installed."""
+    PyTorch and JAX train without TensorFlow installed, and wherever ``augment.before_preprocessing``
+    is on (only the arrays path does it; the config refuses it with tf.data)."""
     if config.data_pipeline != "auto":
         return config.data_pipeline == "arrays"
-    return _backend() != "tensorflow"
+    return config.augment.before_preprocessing or _backend() != "tensorflow"
 
 
 def _backend() -> str:
@@ -164,9 +165,12 @@ def datasets(config: TrainConfig, train_records: list[Record], val_records: list
     """(readable training images, (epoch, first batch) -> training batches, validation batches)."""
     pipeline = build_pipeline(config.resolved_preprocessing())
     if uses_arrays(config):
-        from boneage.training.arrays import ArrayBatches, load_arrays
+        from boneage.training.arrays import ArrayBatches, load_arrays, load_split_arrays
 
-        arrays = load_arrays(train_records, pipeline, config.workers)
+        if config.augment.before_preprocessing and config.augment.enabled:  # validation stays the whole pipeline
+            arrays = load_split_arrays(train_records, config.resolved_preprocessing(), config.workers)
+        else:
+            arrays = load_arrays(train_records, pipeline, config.workers)
         # JAX shards each batch evenly over the devices (tf.distribute splits uneven batches itself)
         multiple = len(keras.distribution.list_devices()) if config.data_parallel and _backend() == "jax" else 1
         val = ArrayBatches(load_arrays(val_records, pipeline, config.workers), config.batch_size, multiple=multiple,
