@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from boneage import rle
 from boneage.errors import ImageReadError, ImageTooLargeError, MissingDependencyError, UnsupportedImageError
 from boneage.extras import DICOM, require
 from boneage.formats import check_jpeg_scans
@@ -29,6 +30,7 @@ from boneage.imageio import MAX_DECODED_BYTES, Loaded, check_array, check_size
 from boneage.patient import HeaderPatient
 
 MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
+RLE_LOSSLESS = "RLE Lossless"  # the transfer syntax's name, as ImageTags.syntax holds it
 ROWS_PER_PASS = 1024  # the lookup's index temporaries stay ~64 MB on an 8000-pixel-wide plate
 
 
@@ -58,7 +60,6 @@ def read_dicom(data: bytes, what: str) -> Loaded:
         ds = _parse(data, what)
         tags = image_tags(ds, what)
         stored = _decode(ds, tags, what)
-        del ds["PixelData"]  # the encoded copy, before the output is allocated (a 16-bit 64 MP plate: 128 MB)
         table, steps = display_table(ds, tags, what)
         patient = header_patient(ds)
     image = _lookup(stored, table)
@@ -224,14 +225,14 @@ def image_tags(ds: Any, what: str) -> ImageTags:
 
 MAX_J2K_TILES = 16_384  # a 64 MP plate in 64x64 tiles; real ones are one tile or a few dozen
 MAX_FRAGMENTS = 65_536  # a frame is one fragment or a few hundred (64 KB pieces of a 40 MB plate: 640)
-RLE_SLACK = 1024  # bytes a sloppy encoder may add to a segment (pydicom drops them)
 
 
 def check_frame(pixel_data: bytes, syntax: Any, tags: ImageTags, what: str) -> None:
     """The compressed frame's own header, read before a decoder sees it: it must describe the
     Rows x Columns grayscale image of the DICOM header. Decoders trust the frame, not the DICOM
     header: a 7 MB JPEG frame of 6000x6000 in a 300x240 DICOM was decoded whole; a JP2 box of
-    length 0 made pydicom loop forever; an RLE segment of 20 MB decoded to 1.3 GB."""
+    length 0 made pydicom loop forever; an RLE segment of 20 MB decoded to 1.3 GB (RLE frames are
+now decoded by ``boneage.rle``, which stops at the image's size)."""
     from pydicom.encaps import generate_frames
     from pydicom.uid import JPEG2000TransferSyntaxes, JPEGLSTransferSyntaxes, JPEGTransferSyntaxes, RLELossless
 
@@ -244,7 +245,7 @@ def check_frame(pixel_data: bytes, syntax: Any, tags: ImageTags, what: str) -> N
     except Exception as exc:  # noqa: BLE001 - a malformed item structure is a read error
         raise ImageReadError(f"{what}: its DICOM pixel data is not valid encapsulated data ({type(exc).__name__})") from exc
     if syntax == RLELossless:
-        _check_rle(frame, tags, what)
+        rle.segments(frame, tags.bits_allocated, what)  # decoded by boneage.rle, within its size
         return
     if syntax in JPEG2000TransferSyntaxes:
         size = _j2k_size(frame, what)
@@ -324,40 +325,6 @@ def _j2k_size(frame: bytes, what: str) -> tuple[int, int, int] | None:
     return x - x0, y - y0, components
 
 
-def _check_rle(frame: bytes, tags: ImageTags, what: str) -> None:
-    """An RLE frame's segments (one per byte of a sample) must decode to about Rows x Columns
-    bytes each: pydicom's decoder grows each segment for as long as its runs say."""
-    if len(frame) < 64:
-        raise ImageReadError(f"{what}: its RLE frame is shorter than its 64-byte header")
-    count, *offsets = struct.unpack("<16I", frame[:64])
-    if count != tags.bits_allocated // 8:
-        raise ImageReadError(f"{what}: its RLE frame has {count} segments, not the {tags.bits_allocated // 8} "
-                             "a grayscale image of its bits needs")
-    bounds = [*offsets[:count], len(frame)]
-    need = tags.rows * tags.columns
-    for start, end in zip(bounds, bounds[1:], strict=False):
-        if not 64 <= start <= end <= len(frame):
-            raise ImageReadError(f"{what}: its RLE frame's segment offsets are out of order or past its end")
-        if _rle_decoded_length(frame, start, end, need + RLE_SLACK) > need + RLE_SLACK:
-            raise ImageReadError(f"{what}: an RLE segment decodes to more than the {need:,} bytes its header describes")
-
-
-def _rle_decoded_length(frame: bytes, start: int, end: int, limit: int) -> int:
-    """How many bytes the PackBits runs in ``frame[start:end]`` decode to, counting stopped once
-    past ``limit``; as pydicom reads them (n < 128: n + 1 literal bytes; n > 128: one byte
-    repeated 257 - n times; 128: nothing)."""
-    total, pos = 0, start
-    while pos < end and total <= limit:
-        n = frame[pos]
-        if n < 128:
-            total, pos = total + n + 1, pos + n + 2
-        elif n > 128:
-            total, pos = total + 257 - n, pos + 2
-        else:
-            pos += 1
-    return total
-
-
 def _sop_class(ds: Any) -> str:
     uid = ds.get("SOPClassUID") or getattr(ds.get("file_meta"), "MediaStorageSOPClassUID", None)
     name = getattr(uid, "name", None)
@@ -394,8 +361,17 @@ def _syntax(ds: Any, what: str) -> Any:
 
 
 def _decode(ds: Any, tags: ImageTags, what: str) -> np.ndarray:
+    """The stored values; the encoded pixel data is dropped from ``ds`` as soon as it is decoded
+    (a 16-bit 64 MP plate: 128 MB), before the display lookup allocates its output."""
+    from pydicom.encaps import generate_frames
+
+    if tags.syntax == RLE_LOSSLESS:  # pydicom's RLE decoder is pure Python: 24 s for 16 MP, 12 on an idle machine
+        frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+        del ds["PixelData"]
+        return _with_representation(rle.decode(frame, tags.rows, tags.columns, tags.bits_allocated, what), tags)
     try:
         stored = np.asarray(ds.pixel_array)
+        del ds["PixelData"]
     except MemoryError:
         raise
     except Exception as exc:  # the pixel decoders see pixels only: their message is kept
@@ -542,3 +518,16 @@ def _text(ds: Any, keyword: str) -> str | None:
 def header_patient(ds: Any) -> HeaderPatient:
     """PatientSex, and the age from PatientBirthDate with StudyDate (else PatientAge)."""
     return HeaderPatient.from_tags(*(_text(ds, k) for k in ("PatientSex", "PatientAge", "PatientBirthDate", "StudyDate")))
+
+
+def _with_representation(stored: np.ndarray, tags: ImageTags) -> np.ndarray:
+    """Unsigned stored values as pydicom gives them: the bits above BitsStored cleared, or for
+    signed pixels filled with the sign bit (two's complement); in place, no copy."""
+    values = stored.view(f"{'i' if tags.signed else 'u'}{tags.bits_allocated // 8}")
+    unused = tags.bits_allocated - tags.bits_stored
+    if unused and tags.signed:
+        values <<= unused
+        values >>= unused  # an arithmetic shift: the sign bit fills the unused bits
+    elif unused:
+        values &= (1 << tags.bits_stored) - 1
+    return values

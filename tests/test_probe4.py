@@ -1,0 +1,68 @@
+"""What the fourth outside probe (issue 19) found, one test each; DICOM cases need the dicom extra
+and are built at test time with pydicom."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+import pytest
+
+from boneage.errors import ImageReadError
+from boneage.imageio import read_image
+
+
+def rle_case(pixels: np.ndarray, bits_stored: int, signed: bool) -> bytes:
+    """A DICOM of ``pixels`` (their raw bit patterns kept) compressed by pydicom's own RLE encoder."""
+    pytest.importorskip("pydicom", reason="the dicom extra is not installed")
+    from pydicom.uid import RLELossless
+
+    from tests.test_dicom import dataset, encoded
+
+    ds = dataset(pixels, bits_stored=bits_stored, signed=signed)
+    ds.PixelData = pixels.tobytes()
+    ds.compress(RLELossless, encoding_plugin="pydicom")  # GDCM's encoder aborts the process on odd sizes
+    return encoded(ds)
+
+
+@pytest.mark.parametrize(("bits", "stored", "signed"), [(8, 8, False), (8, 6, True), (16, 16, False),
+                                                        (16, 12, False), (16, 12, True), (16, 15, True)])
+def test_rle_frames_decode_as_pydicom_decodes_them_without_its_python_decoder(
+        bits: int, stored: int, signed: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydicom import dcmread
+    from pydicom.pixels.decoders import rle as pydicom_rle
+
+    from boneage import dicom
+
+    rng = np.random.default_rng(bits + stored)
+    pixels = rng.integers(0, 2**bits, (61, 37)).astype(f"u{bits // 8}")  # garbage above BitsStored too
+    pixels[10:30] = pixels[10, 0]  # runs as well as literals
+    data = rle_case(pixels, stored, signed)
+    expected = dcmread(io.BytesIO(data)).pixel_array  # pydicom's decoder, unused bits cleared or sign-filled
+    tags = dicom.ImageTags(61, 37, bits, stored, signed, "MONOCHROME2", "RLE Lossless")
+
+    def python_decoder(*args: Any) -> bytearray:  # 12 s for a 4000x4000 16-bit frame, ~90 s at the size limit
+        raise AssertionError("pydicom's pure-Python RLE decoder was called")
+
+    monkeypatch.setattr(pydicom_rle, "_rle_decode_segment", python_decoder)
+    ds = dcmread(io.BytesIO(data))
+    stored_values = dicom._decode(ds, tags, "x.dcm")
+    assert stored_values.dtype == expected.dtype and np.array_equal(stored_values, expected)
+    assert "PixelData" not in ds  # the encoded copy is dropped once decoded
+    table, _ = dicom.display_table(dcmread(io.BytesIO(data)), tags)
+    assert np.array_equal(read_image(data).image, dicom._lookup(expected, table))
+
+
+def test_an_rle_segment_short_of_its_image_is_a_read_error() -> None:
+    from pydicom import dcmread
+    from pydicom.encaps import encapsulate, generate_frames
+
+    from tests.test_dicom import encoded
+
+    pixels = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64)
+    ds = dcmread(io.BytesIO(rle_case(pixels, 16, False)))
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    ds.PixelData = encapsulate([frame[:-40]])
+    with pytest.raises(ImageReadError, match="RLE segment decodes to fewer than the 4,096 bytes"):
+        read_image(encoded(ds))
