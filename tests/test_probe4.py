@@ -4,6 +4,10 @@ and are built at test time with pydicom."""
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -66,3 +70,19 @@ def test_an_rle_segment_short_of_its_image_is_a_read_error() -> None:
     ds.PixelData = encapsulate([frame[:-40]])
     with pytest.raises(ImageReadError, match="RLE segment decodes to fewer than the 4,096 bytes"):
         read_image(encoded(ds))
+
+
+def test_onnx_runtime_writes_no_telemetry_files(tiny_model: Path, radiograph_png: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"ORT_DISABLE_TELEMETRY", "XDG_CACHE_HOME", "CI", "TF_BUILD", "GITHUB_ACTIONS", "GITLAB_CI"}}
+    env["HOME"] = str(home)
+    command = [sys.executable, "-m", "boneage.cli.main", "predict", str(radiograph_png), "--sex", "f",
+               "--model", str(tiny_model), "--json"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert [p.relative_to(home) for p in home.rglob("*")] == []  # was .cache/Microsoft/DeveloperTools/.onnxruntime/
+    subprocess.run([sys.executable, "-c", "import onnxruntime"], env=env, timeout=120, check=True)
+    if not any(home.rglob("*")):
+        pytest.skip("this ONNX Runtime writes no telemetry files even without boneage")
