@@ -93,7 +93,7 @@ def test_resume_tries_again_what_failed(tiny_model: Path, radiograph_png: Path, 
     shutil.copy(radiograph_png, late)
     assert main([*command, "--resume"]) == 0
     rows = read_rows(results)
-    assert [(Path(r["source"]).name, bool(r.get("error_type") or r.get("error"))) for r in rows] == [
+    assert [(Path(str(r["source"])).name, bool(r.get("error_type") or r.get("error"))) for r in rows] == [
         (radiograph_png.name, False), ("late.png", True), ("late.png", False)]
     capsys.readouterr()
 
