@@ -86,3 +86,17 @@ def test_onnx_runtime_writes_no_telemetry_files(tiny_model: Path, radiograph_png
     subprocess.run([sys.executable, "-c", "import onnxruntime"], env=env, timeout=120, check=True)
     if not any(home.rglob("*")):
         pytest.skip("this ONNX Runtime writes no telemetry files even without boneage")
+
+
+@pytest.mark.parametrize(("tags", "step"), [({"WindowCenter": 60000, "WindowWidth": 10}, "window"),
+                                            ({"RescaleSlope": 0, "RescaleIntercept": 5}, "rescale slope and intercept")])
+def test_a_header_that_blanks_varying_pixels_is_named(tags: dict[str, Any], step: str) -> None:
+    pytest.importorskip("pydicom", reason="the dicom extra is not installed")
+    from tests.helpers import synthetic_radiograph
+    from tests.test_dicom import dataset, encoded
+
+    pixels = synthetic_radiograph().astype(np.uint16) * 16
+    with pytest.raises(ImageReadError, match=f"its DICOM {step} shows the image as one grey level .* stored pixels vary"):
+        read_image(encoded(dataset(pixels, bits_stored=12, **tags)))  # was "not a hand radiograph: the image is blank"
+    uniform = read_image(encoded(dataset(np.full_like(pixels, 1000), bits_stored=12, WindowCenter=60000, WindowWidth=10)))
+    assert np.ptp(uniform.image) == 0  # blank pixels are the screening's to refuse, as for any format

@@ -63,6 +63,7 @@ def read_dicom(data: bytes, what: str) -> Loaded:
         table, steps = display_table(ds, tags, what)
         patient = header_patient(ds)
     image = _lookup(stored, table)
+    check_not_blanked(stored, image, steps, what)
     note = f"read as DICOM ({tags.syntax}, {tags.bits_stored} of {tags.bits_allocated} bits{''.join(', ' + s for s in steps)})"
     return Loaded(check_array(image, what), (note,), patient=patient)
 
@@ -358,6 +359,22 @@ def _syntax(ds: Any, what: str) -> Any:
         raise MissingDependencyError(f"{what} is compressed as {syntax.name}, which no installed decoder reads "
                                      f"({missing}): {DICOM}")
     return syntax
+
+
+MAPPINGS = ("window", "VOI LUT", "modality LUT", "rescale slope and intercept")
+
+
+def check_not_blanked(stored: np.ndarray, image: np.ndarray, steps: list[str], what: str) -> None:
+    """A header whose window, LUT or rescale shows varying stored pixels as (nearly) one grey
+    level (a window far outside the pixels' range, a rescale slope of 0) is an ``ImageReadError``
+    naming that step: the screening's "the image is blank" would blame a file whose pixels are not."""
+    mapping = [step.split(" (")[0] for step in steps if step.startswith(MAPPINGS)]
+    if not mapping or int(stored.max()) == int(stored.min()):
+        return
+    levels = (int(image.max()) - int(image.min())) / (255 if image.dtype == np.uint8 else 65535)
+    if levels < 16 / 255:  # the screening's "blank or nearly uniform": under 16 of 256 grey levels
+        raise ImageReadError(f"{what}: its DICOM {mapping[-1]} shows the image as one grey level (or nearly), "
+                             "although its stored pixels vary: the header's display values do not fit its pixels")
 
 
 def _decode(ds: Any, tags: ImageTags, what: str) -> np.ndarray:
