@@ -42,6 +42,8 @@ def build_model(
     x = layers.Concatenate(name="fuse")([pooled, sex])
     x = layers.Dense(head_units, activation="relu", kernel_regularizer=regularizer(l2), name="head_dense")(x)
     x = layers.Dropout(dropout, name="head_dropout")(x)
-    x = layers.Dense(1, name="head_out")(x)
-    months = layers.Rescaling(scale=age_std, offset=age_mean, name=OUTPUT)(x)
+    # float32 whatever the training precision: bfloat16 rounds months above 128 to whole ones,
+    # and the loss is computed on this output
+    x = layers.Dense(1, name="head_out", dtype="float32")(x)
+    months = layers.Rescaling(scale=age_std, offset=age_mean, name=OUTPUT, dtype="float32")(x)
     return keras.Model({IMAGE_INPUT: image, SEX_INPUT: male}, months, name=name)

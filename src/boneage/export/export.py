@@ -27,6 +27,7 @@ from boneage.preprocess import PreprocessConfig, build_pipeline
 from boneage.preprocess.pipeline import check_output
 from boneage.training.config import TrainConfig, load_config
 from boneage.training.data import Record, prepare_data, thin
+from boneage.training.precision import as_float32
 
 log = logging.getLogger(__name__)
 SEMVER = re.compile(r"^[0-9]{1,9}\.[0-9]{1,9}\.[0-9]{1,9}([-+][0-9A-Za-z.-]{1,64})?$")
@@ -149,7 +150,7 @@ def export_run(
     if onnx_path.exists():
         log.warning("overwriting %s (--force)", onnx_path)
 
-    model = load_keras_model(keras_file)
+    model = as_float32(load_keras_model(keras_file))  # ONNX (and the released .keras) in float32, however trained
     check_shapes(model, config, keras_file)
     train_records, val = prepare_data(config)
     images, male, ages = preprocessed(val, config)
@@ -218,6 +219,7 @@ def _training_notes(run: Path, config: TrainConfig) -> dict[str, Any]:
         "batch_size": config.batch_size,
         "learning_rate": config.learning_rate,
         "augment": config.augment.model_dump(),
+        "precision": config.precision,
     }
 
 

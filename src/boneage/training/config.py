@@ -75,6 +75,10 @@ class TrainConfig(BaseModel):
         "auto", description="tf.data on the TensorFlow backend, else in-memory arrays (no TensorFlow needed)"
     )
     jit_compile: bool | Literal["auto"] = Field("auto", description="XLA (TensorFlow, JAX) or torch.compile; Keras decides by default")
+    precision: Literal["float32", "mixed_bfloat16"] = Field(
+        "float32", description="mixed_bfloat16: layers compute in bfloat16 with float32 weights (faster on CPUs with "
+        "AVX512-BF16 or AMX, and on GPUs); the output and the loss stay float32, and export is float32 either way"
+    )
     data_parallel: bool = Field(
         False, description="split each batch over every visible device (JAX: keras.distribution.DataParallel; "
         "TensorFlow: MirroredStrategy)"

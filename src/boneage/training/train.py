@@ -26,6 +26,7 @@ from boneage.errors import TrainingInterrupted as TrainingInterrupted  # re-expo
 from boneage.preprocess import build_pipeline
 from boneage.training.config import TrainConfig
 from boneage.training.data import Record, fingerprint, prepare_data, read_source
+from boneage.training.precision import precision_policy
 from boneage.training.schedule import WarmupCosine
 
 log = logging.getLogger(__name__)
@@ -46,12 +47,14 @@ def data_summary(config: TrainConfig, train: list[Record], val: list[Record]) ->
 
 
 def build_and_compile(config: TrainConfig, train: list[Record], steps_per_epoch: int) -> Any:
-    """A new model of the configured backbone, its output scaled by the training labels' mean and SD (months),
-    compiled with AdamW on the :class:`~boneage.training.schedule.WarmupCosine` schedule."""
+    """A new model of the configured backbone in the configured precision, its output scaled by the training
+    labels' mean and SD (months), compiled with AdamW on the :class:`~boneage.training.schedule.WarmupCosine`
+    schedule."""
     ages = np.array([r.boneage for r in train])
     spec = plugins.get("backbones", config.backbone)
     options = {"age_mean": float(ages.mean()), "age_std": float(ages.std() or 1.0), **config.backbone_options}
-    model = spec.build(config.input_size, **options)
+    with precision_policy(config.precision):  # layers keep it (and a checkpoint stores it); the global one is restored
+        model = spec.build(config.input_size, **options)
     schedule = WarmupCosine(config.learning_rate, int(steps_per_epoch * config.warmup_epochs),
                             steps_per_epoch * config.epochs)
     return compile_model(model, config, keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay))
