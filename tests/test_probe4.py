@@ -51,10 +51,10 @@ def test_rle_frames_decode_as_pydicom_decodes_them_without_its_python_decoder(
 
     monkeypatch.setattr(pydicom_rle, "_rle_decode_segment", python_decoder)
     ds = dcmread(io.BytesIO(data))
-    stored_values = dicom._decode(ds, tags, "x.dcm")
-    assert stored_values.dtype == expected.dtype and np.array_equal(stored_values, expected)
+    patterns = dicom._decode(ds, tags, "x.dcm", data)
     assert "PixelData" not in ds  # the encoded copy is dropped once decoded
     table, _ = dicom.display_table(dcmread(io.BytesIO(data)), tags)
+    assert np.array_equal(dicom._lookup(patterns, table), dicom._lookup(expected, table))
     assert np.array_equal(read_image(data).image, dicom._lookup(expected, table))
 
 
@@ -100,3 +100,41 @@ def test_a_header_that_blanks_varying_pixels_is_named(tags: dict[str, Any], step
         read_image(encoded(dataset(pixels, bits_stored=12, **tags)))  # was "not a hand radiograph: the image is blank"
     uniform = read_image(encoded(dataset(np.full_like(pixels, 1000), bits_stored=12, WindowCenter=60000, WindowWidth=10)))
     assert np.ptp(uniform.image) == 0  # blank pixels are the screening's to refuse, as for any format
+
+
+def test_an_uncompressed_dicom_is_read_without_copying_its_values() -> None:
+    pytest.importorskip("pydicom", reason="the dicom extra is not installed")
+    import tracemalloc
+
+    from pydicom import dcmread
+
+    from boneage import dicom
+    from tests.helpers import synthetic_radiograph
+    from tests.test_dicom import dataset, encoded
+
+    ds = dataset(synthetic_radiograph().astype(np.uint16) * 16, bits_stored=12)
+    ds.add_new(0x00091010, "OB", b"\x01" * 20_000_000)  # a large private element: pydicom copied it
+    data = encoded(ds)
+    tracemalloc.start()
+    try:
+        loaded = read_image(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert loaded.image.shape == (300, 240) and peak < 10_000_000  # was 20 MB more: a 314 MB file peaked at 845 MB
+    parsed = dcmread(io.BytesIO(data), defer_size=1000)  # as read_image parses pixel data over DEFER_BYTES
+    tags = dicom.image_tags(parsed, "x.dcm", data)
+    assert np.shares_memory(dicom._decode(parsed, tags, "x.dcm", data), np.frombuffer(data, np.uint8))
+
+
+@pytest.mark.parametrize("tag", [b"\x28\x00\x10\x00", b"\x28\x00\x00\x01"])  # Rows, BitsAllocated
+def test_a_header_value_of_the_wrong_length_is_a_read_error(tag: bytes) -> None:
+    pytest.importorskip("pydicom", reason="the dicom extra is not installed")
+    from tests.helpers import synthetic_radiograph
+    from tests.test_dicom import dataset, encoded
+
+    data = encoded(dataset(synthetic_radiograph()))
+    at = data.index(tag + b"US\x02\x00")
+    data = data[:at] + tag + b"US\x03\x00abc" + data[at + 10 :]  # 3 bytes for a 2-byte US
+    with pytest.raises(ImageReadError, match=r"its DICOM header holds a malformed value \(BytesLengthException\)"):
+        read_image(data)  # was pydicom's BytesLengthException: exit 70

@@ -23,7 +23,13 @@ from typing import Any
 import numpy as np
 
 from boneage import rle
-from boneage.errors import ImageReadError, ImageTooLargeError, MissingDependencyError, UnsupportedImageError
+from boneage.errors import (
+    BoneAgeError,
+    ImageReadError,
+    ImageTooLargeError,
+    MissingDependencyError,
+    UnsupportedImageError,
+)
 from boneage.extras import DICOM, require
 from boneage.formats import check_jpeg_scans
 from boneage.imageio import MAX_DECODED_BYTES, Loaded, check_array, check_size
@@ -50,6 +56,7 @@ class ImageTags:
     signed: bool
     photometric: str
     syntax: str  # the transfer syntax's name, for messages and the note
+    compressed: bool = False
 
 
 def read_dicom(data: bytes, what: str) -> Loaded:
@@ -58,10 +65,15 @@ def read_dicom(data: bytes, what: str) -> Loaded:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom's value warnings may quote a patient's tag
         ds = _parse(data, what)
-        tags = image_tags(ds, what)
-        stored = _decode(ds, tags, what)
-        table, steps = display_table(ds, tags, what)
-        patient = header_patient(ds)
+        try:  # pydicom converts a value when it is first used: a malformed one raises there
+            tags = image_tags(ds, what, data)
+            stored = _decode(ds, tags, what, data)
+            table, steps = display_table(ds, tags, what)
+            patient = header_patient(ds)
+        except (BoneAgeError, MemoryError):
+            raise
+        except Exception as exc:  # e.g. Rows of 3 bytes: BytesLengthException, exit 70 (fourth probe)
+            raise ImageReadError(f"{what}: its DICOM header holds a malformed value ({type(exc).__name__})") from exc
     image = _lookup(stored, table)
     check_not_blanked(stored, image, steps, what)
     note = f"read as DICOM ({tags.syntax}, {tags.bits_stored} of {tags.bits_allocated} bits{''.join(', ' + s for s in steps)})"
@@ -72,8 +84,12 @@ def _parse(data: bytes, what: str) -> Any:
     from pydicom import dcmread
 
     check_structure(data, what)
+    # values over DEFER_BYTES (the pixel data, a large private element) stay in ``data`` unread:
+    # pydicom would copy them (a 314 MB file peaked at 845 MB). A deflated dataset is inflated into
+    # a buffer of pydicom's own, so it is read whole.
+    defer = None if meta_syntax(data)[0] == DEFLATED else DEFER_BYTES
     try:
-        ds = dcmread(io.BytesIO(data), force=not is_dicom(data))
+        ds = dcmread(io.BytesIO(data), force=not is_dicom(data), defer_size=defer)
     except MemoryError:
         raise
     except Exception as exc:  # pydicom's messages may quote a value: its type only
@@ -84,6 +100,7 @@ def _parse(data: bytes, what: str) -> Any:
 
 
 DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
+DEFER_BYTES = 2**20
 MAX_INFLATED_BYTES = MAX_DECODED_BYTES + 64 * 2**20
 MAX_ELEMENTS = 100_000  # a radiograph's header holds a few hundred; pydicom takes ~20 us for each
 LONG_VRS = (b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV")
@@ -183,7 +200,7 @@ def _int(ds: Any, keyword: str, what: str, default: int | None = None) -> int:
         raise ImageReadError(f"{what}: its DICOM {keyword} is not a whole number") from exc
 
 
-def image_tags(ds: Any, what: str) -> ImageTags:
+def image_tags(ds: Any, what: str, data: bytes = b"") -> ImageTags:
     """The image's facts, refused here if they cannot be a single grayscale radiograph or would
     decode to more than the limits allow."""
     if "PixelData" not in ds:
@@ -197,7 +214,8 @@ def image_tags(ds: Any, what: str) -> ImageTags:
     photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
     samples = _int(ds, "SamplesPerPixel", what, 1)
     if samples != 1 or photometric not in MONOCHROME:
-        raise UnsupportedImageError(f"{what} is a colour DICOM ({photometric or 'no PhotometricInterpretation'}, "
+        shown = photometric if photometric.replace("_", "").isalnum() and photometric.isascii() else "unreadable"
+        raise UnsupportedImageError(f"{what} is a colour DICOM ({shown if photometric else 'no PhotometricInterpretation'}, "
                                     f"{samples} samples per pixel): radiographs are MONOCHROME1 or MONOCHROME2")
     frames = _int(ds, "NumberOfFrames", what, 1)
     if frames != 1:
@@ -213,9 +231,9 @@ def image_tags(ds: Any, what: str) -> ImageTags:
         raise ImageTooLargeError(f"{what} ({columns}x{rows}, {bits} bits) needs more than the "
                                  f"{MAX_DECODED_BYTES // 2**20} MiB allowed per image decoded")
     syntax = _syntax(ds, what)
-    tags = ImageTags(rows, columns, bits, stored, representation == 1, photometric, syntax.name)
+    tags = ImageTags(rows, columns, bits, stored, representation == 1, photometric, syntax.name, syntax.is_compressed)
     if not syntax.is_compressed:
-        expected, held = rows * columns * bits // 8, len(ds.PixelData)
+        expected, held = rows * columns * bits // 8, len(_native_buffer(ds, data)[0])
         if held < expected:
             raise ImageReadError(f"{what} is truncated: its pixel data holds {held:,} of the {expected:,} bytes its "
                                  "header describes")
@@ -377,15 +395,34 @@ def check_not_blanked(stored: np.ndarray, image: np.ndarray, steps: list[str], w
                              "although its stored pixels vary: the header's display values do not fit its pixels")
 
 
-def _decode(ds: Any, tags: ImageTags, what: str) -> np.ndarray:
-    """The stored values; the encoded pixel data is dropped from ``ds`` as soon as it is decoded
-    (a 16-bit 64 MP plate: 128 MB), before the display lookup allocates its output."""
+def _native_buffer(ds: Any, data: bytes) -> tuple[memoryview, str]:
+    """Uncompressed pixel data without a copy, and its byte order: its bytes inside ``data`` while
+    pydicom has deferred reading them (cut at the end of ``data`` where the element claims more),
+    else pydicom's value."""
+    from pydicom.tag import Tag
+
+    element = ds.get_item(Tag("PixelData"), keep_deferred=True)
+    order = ">" if ds.original_encoding[1] is False else "<"
+    if getattr(element, "value", b"") is None:  # deferred: a RawDataElement, its value still in data
+        return memoryview(data)[element.value_tell : element.value_tell + element.length], order
+    return memoryview(ds.PixelData), order
+
+
+def _decode(ds: Any, tags: ImageTags, what: str, data: bytes) -> np.ndarray:
+    """The stored values, as the bit patterns the display table indexes; the encoded pixel data is
+    dropped from ``ds`` as soon as it is decoded (a 16-bit 64 MP plate: 128 MB), before the display
+    lookup allocates its output. Uncompressed little-endian pixels are a view into ``data``."""
     from pydicom.encaps import generate_frames
 
     if tags.syntax == RLE_LOSSLESS:  # pydicom's RLE decoder is pure Python: 24 s for 16 MP, 12 on an idle machine
         frame = next(generate_frames(ds.PixelData, number_of_frames=1))
         del ds["PixelData"]
-        return _with_representation(rle.decode(frame, tags.rows, tags.columns, tags.bits_allocated, what), tags)
+        return rle.decode(frame, tags.rows, tags.columns, tags.bits_allocated, what)
+    buffer, order = _native_buffer(ds, data)
+    if order == "<" and not tags.compressed:  # pydicom's pixel_array would copy it
+        pixels = np.frombuffer(buffer, f"u{tags.bits_allocated // 8}", tags.rows * tags.columns)
+        del ds["PixelData"]
+        return pixels.reshape(tags.rows, tags.columns)
     try:
         stored = np.asarray(ds.pixel_array)
         del ds["PixelData"]
@@ -401,15 +438,14 @@ def _decode(ds: Any, tags: ImageTags, what: str) -> np.ndarray:
 
 
 def _domain(tags: ImageTags) -> tuple[np.ndarray, np.ndarray]:
-    """Every value the pixel data can hold, in the order of its unsigned bit pattern (the lookup's
-    index), and a mask of those that fit in BitsStored."""
-    raw = np.arange(1 << tags.bits_allocated, dtype=np.uint16 if tags.bits_allocated == 16 else np.uint8)
-    values: np.ndarray = (raw.view(np.int16 if tags.bits_allocated == 16 else np.int8) if tags.signed else raw).astype(np.int64)
-    if tags.signed:
-        fits = (values >= -(1 << (tags.bits_stored - 1))) & (values < (1 << (tags.bits_stored - 1)))
-    else:
-        fits = values < (1 << tags.bits_stored)
-    return values, fits
+    """The value of every bit pattern of BitsAllocated (the lookup's index) as pydicom reads it:
+    the bits above BitsStored cleared, or filled with the sign bit for signed pixels; so the
+    stored patterns are looked up as they are, without a pass over the image. And a mask of the
+    patterns whose value counts for the display range (all of them: each is a valid value)."""
+    raw = np.arange(1 << tags.bits_allocated, dtype=np.int64)
+    low = raw & ((1 << tags.bits_stored) - 1)
+    values = low - ((low >> (tags.bits_stored - 1)) & 1) * (1 << tags.bits_stored) if tags.signed else low
+    return values, np.ones(values.shape, bool)
 
 
 def display_table(ds: Any, tags: ImageTags, what: str = "the DICOM") -> tuple[np.ndarray, list[str]]:
@@ -535,16 +571,3 @@ def _text(ds: Any, keyword: str) -> str | None:
 def header_patient(ds: Any) -> HeaderPatient:
     """PatientSex, and the age from PatientBirthDate with StudyDate (else PatientAge)."""
     return HeaderPatient.from_tags(*(_text(ds, k) for k in ("PatientSex", "PatientAge", "PatientBirthDate", "StudyDate")))
-
-
-def _with_representation(stored: np.ndarray, tags: ImageTags) -> np.ndarray:
-    """Unsigned stored values as pydicom gives them: the bits above BitsStored cleared, or for
-    signed pixels filled with the sign bit (two's complement); in place, no copy."""
-    values = stored.view(f"{'i' if tags.signed else 'u'}{tags.bits_allocated // 8}")
-    unused = tags.bits_allocated - tags.bits_stored
-    if unused and tags.signed:
-        values <<= unused
-        values >>= unused  # an arithmetic shift: the sign bit fills the unused bits
-    elif unused:
-        values &= (1 << tags.bits_stored) - 1
-    return values
