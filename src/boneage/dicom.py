@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from boneage import rle
+from boneage.decoded import MAX_DECODED_BYTES, Loaded, check_array, check_size
 from boneage.errors import (
     BoneAgeError,
     ImageReadError,
@@ -32,7 +33,6 @@ from boneage.errors import (
 )
 from boneage.extras import DICOM, require
 from boneage.formats import check_jpeg_scans
-from boneage.imageio import MAX_DECODED_BYTES, Loaded, check_array, check_size
 from boneage.patient import HeaderPatient
 
 MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
