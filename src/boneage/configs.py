@@ -1,14 +1,18 @@
-"""The preprocessing config: a list of named steps with their parameters, plain JSON.
+"""Config records that travel with a model: its preprocessing (a list of named steps with their
+parameters, plain JSON, which every model card carries) and the part of a training config that fixes
+the model (:class:`ModelConfig`), from which an unexported run's card is read.
 
-Step names and parameters are checked against the registered steps when the pipeline is built,
-so a plugin's step is as valid here as a built-in one.
+Records only, at the bottom of the package: the model card, the registry and the training config all
+build on them, and none of them needs the pipeline, the plugins or TensorFlow to do so. Step names
+and parameters are checked against the registered steps when the pipeline is built, so a plugin's
+step is as valid here as a built-in one.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from boneage.errors import ConfigError
 
@@ -77,3 +81,40 @@ class PreprocessConfig(BaseModel):
         if not last:
             raise ConfigError("the preprocessing has no resize step to split at")
         return PreprocessConfig(steps=self.steps[: last[-1] + 1]), PreprocessConfig(steps=self.steps[last[-1] + 1 :])
+
+
+class ModelConfig(BaseModel):
+    """What a training config says about the model itself: its backbone, its input size and its
+    preprocessing. :class:`boneage.training.config.TrainConfig` extends it; the registry reads just
+    this from a run folder's ``config.json`` to give an unexported ``.keras`` model its card, so
+    inference learns what a run trained on without importing training. Other keys are ignored here
+    (the training config refuses unknown ones)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    backbone: str = "densenet121"
+    input_size: int = Field(100, ge=32, le=1024, description="defaults to the size the preprocessing's resize step names")
+    preprocessing: PreprocessConfig | None = Field(
+        None, description="defaults to PreprocessConfig.default(input_size)"
+    )
+
+    @model_validator(mode="after")
+    def _one_input_size(self) -> ModelConfig:
+        """One input size, refused now when the resize step names another (it used to be replaced
+        silently, so a model meant for 224 px trained on 100)."""
+        if self.preprocessing is None:
+            return self
+        named = [s.params["size"] for s in self.preprocessing.steps if s.name == "resize" and "size" in s.params]
+        if "input_size" not in self.model_fields_set and named:
+            size = named[0]
+            if isinstance(size, bool) or not isinstance(size, int) or not 32 <= size <= 1024:
+                raise ValueError(f"the resize step's size must be a whole number from 32 to 1024, not {size!r}")
+            self.input_size = size
+        self.preprocessing.with_size(self.input_size)  # a ConfigError (ValueError) if they disagree
+        return self
+
+    def resolved_preprocessing(self) -> PreprocessConfig:
+        """The preprocessing with its resize at ``input_size`` (they agree: checked when made)."""
+        if self.preprocessing is None:
+            return PreprocessConfig.default(self.input_size)
+        return self.preprocessing.with_size(self.input_size)

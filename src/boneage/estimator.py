@@ -16,9 +16,10 @@ import numpy as np
 
 from boneage import plugins
 from boneage.age import check_age
+from boneage.decoded import Loaded
 from boneage.defaults import BATCH_SIZE
 from boneage.errors import BoneAgeError, InputError, InvalidModelError, ModelOutputError, PluginError, failures_as
-from boneage.imageio import ImageInput, Loaded, read_image
+from boneage.imageio import ImageInput, read_image
 from boneage.models import ModelFile, open_model
 from boneage.patient import resolve
 from boneage.prediction import Prediction

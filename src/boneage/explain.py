@@ -11,31 +11,45 @@ image, and a resolution no finer than the patch.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import cv2
 import numpy as np
 
 from boneage.age import check_age
+from boneage.configs import PreprocessConfig
 from boneage.errors import InputError
 from boneage.imageio import ImageInput, read_image
+from boneage.modelcard import ModelCard
 from boneage.patient import resolve
 from boneage.prediction import Prediction
 from boneage.preprocess.builtin import to_uint8_gray
-from boneage.preprocess.config import PreprocessConfig
 from boneage.preprocess.orientation import turn_upright
+from boneage.preprocess.pipeline import Notes
 from boneage.preprocess.screening import turns_applied
 from boneage.sex import check_male
-
-if TYPE_CHECKING:
-    from boneage.estimator import BoneAgeEstimator
 
 PATCH_FRACTION = 0.16  # 16 px at the shipped 100 px input (stride 8): 145 model runs
 PIXELWISE = {"grayscale", "invert", "clahe", "normalize"}  # steps that move no pixel
 Run = Callable[[np.ndarray], np.ndarray]
+
+
+class Explainable(Protocol):
+    """What explaining needs of a model: its card, its preprocessing, a batch run and the prediction
+    it would make. :class:`boneage.estimator.BoneAgeEstimator` is one; a protocol, so that this module
+    sits below the facade that offers ``explain()`` instead of importing it back."""
+
+    card: ModelCard
+
+    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Notes]: ...
+
+    def run(self, images: np.ndarray, male: Sequence[bool]) -> np.ndarray: ...
+
+    def make_prediction(self, months: float, male: bool, source: str | None, notes: Notes,
+                        age_months: float | None = None) -> Prediction: ...
 
 
 def positions(size: int, patch: int, stride: int) -> list[int]:
@@ -170,7 +184,7 @@ def _years(months: float) -> str:
     return f"{whole}y {rest}m"
 
 
-def explain(estimator: BoneAgeEstimator, image: ImageInput, male: object, age_months: float | None = None,
+def explain(estimator: Explainable, image: ImageInput, male: object, age_months: float | None = None,
             patch: int | None = None, stride: int | None = None) -> Explanation:
     """Occlusion sensitivity of one radiograph: every patch hidden in turn, all copies through the
     estimator's one session, 64 at a time. Patch default: 16% of the input side, stride half a patch."""

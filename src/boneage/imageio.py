@@ -18,7 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from boneage.decoded import MAX_DECODED_BYTES, MAX_PIXELS, Loaded, check_array, check_size
+from boneage.decoded import MAX_DECODED_BYTES, MAX_PIXELS
+from boneage.decoded import Loaded as Loaded  # re-exported, with the two checks: their home before boneage.decoded
+from boneage.decoded import check_array as check_array
+from boneage.decoded import check_size as check_size
 from boneage.errors import ImageReadError, ImageTooLargeError, UnsupportedImageError
 from boneage.files import FileTooLargeError, NotRegularFileError, read_regular_file
 from boneage.formats import (

@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_core import from_json
 
 from boneage.calibration import IntervalCalibration
+from boneage.configs import PreprocessConfig
 from boneage.errors import ChecksumMismatchError, InvalidModelError
 from boneage.onnxwire import varint
-from boneage.preprocess.config import PreprocessConfig
 
 SCHEMA_VERSION = "1.1"  # 1.1: providers
 SUPPORTED_SCHEMAS = ("1.0", "1.1")

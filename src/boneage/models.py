@@ -8,87 +8,22 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import Any
+from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
+from boneage.configs import ModelConfig
 from boneage.errors import ChecksumMismatchError, InvalidModelError, ModelNotFoundError
 from boneage.files import FileTooLargeError, NotRegularFileError, read_regular_file
 from boneage.modelcard import ModelCard, file_sha256, one_line, read_card, verify_embedded
 from boneage.onnxwire import external_tensors
+from boneage.release import ModelFile, Registry, RegistryEntry
 
 MODELS_DIR_ENV = "BONEAGE_MODELS_DIR"
 REGISTRY_FILE = "registry.json"
 # The shipped models are about 30 MB; protobuf itself cannot go past 2 GiB.
 MAX_MODEL_BYTES = 1 << 30
 MAX_CONFIG_BYTES = 1 << 20  # a run's config.json, and the registry
-VERSION = re.compile(r"([0-9]{1,9})\.([0-9]{1,9})\.([0-9]{1,9})([-+][0-9A-Za-z.-]{1,64})?")  # fullmatch
-SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-def _file_name(value: str | None) -> str | None:
-    """A registry file entry: a plain relative path that stays inside the models folder."""
-    if value is None:
-        return None
-    pure = PurePosixPath(value)
-    if not pure.parts or pure.is_absolute() or ".." in pure.parts or any(c in value for c in "\\:\0"):
-        raise ValueError(f"{value!r} is not a file name inside the models folder")
-    return value
-
-
-class RegistryEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-    name: str
-    version: str
-    file: str
-    sha256: str
-    size: int
-    backbone: str
-    metrics: dict[str, Any] = Field(default_factory=dict)
-    recommended: bool = True
-    quantized: str | None = None
-    keras_file: str | None = None
-    keras_sha256: str | None = None
-
-    @field_validator("version")
-    @classmethod
-    def _semantic(cls, value: str) -> str:
-        if not VERSION.fullmatch(value):
-            raise ValueError(f"version {value!r} is not semantic (X.Y.Z)")
-        return value
-
-    @field_validator("sha256", "keras_sha256")
-    @classmethod
-    def _hex(cls, value: str | None) -> str | None:
-        if value is not None and not SHA256.fullmatch(value):
-            raise ValueError("not a sha256 in lowercase hex")
-        return value
-
-    @field_validator("file", "keras_file")
-    @classmethod
-    def _inside(cls, value: str | None) -> str | None:
-        return _file_name(value)
-
-    @property
-    def ref(self) -> str:
-        return f"{self.name}-{self.version}"
-
-    @property
-    def version_key(self) -> tuple[int, int, int]:
-        match = VERSION.fullmatch(self.version)
-        assert match is not None  # validated
-        return int(match[1]), int(match[2]), int(match[3])
-
-
-class Registry(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    default: str | None = None
-    models: list[RegistryEntry] = Field(default_factory=list)
 
 
 def models_dir() -> Path:
@@ -148,32 +83,6 @@ def read_bounded(path: Path, limit: int, what: str) -> bytes:
         raise InvalidModelError(f"{what} {path} is larger than {limit:,} bytes") from exc
     except (OSError, ValueError) as exc:
         raise InvalidModelError(f"{what} {path} cannot be read: {getattr(exc, 'strerror', None) or exc}") from exc
-
-
-@dataclass(frozen=True)
-class ModelFile:
-    """A verified model: its path, its bytes (loaded once, so what was checked is what runs),
-    its card and its registry entry if it is a known release (its sha256 is in the registry)."""
-
-    path: Path
-    data: bytes
-    card: ModelCard
-    entry: RegistryEntry | None
-
-    @property
-    def known_release(self) -> bool:
-        """Whether these exact bytes are a release in the model registry. The checksum sealed in an
-        ONNX file only shows it is intact: anyone can reseal a changed model."""
-        return self.entry is not None
-
-    @property
-    def warnings(self) -> tuple[str, ...]:
-        """What every prediction of this model should carry: a model outside the registry is only
-        what its own card claims to be."""
-        if self.known_release:
-            return ()
-        return (f"model {self.card.ref} is not a known release (its sha256 is not in the model registry): "
-                "its name, version and metrics are unverified",)
 
 
 def resolve(model: str | os.PathLike[str] | None) -> tuple[Path, RegistryEntry | None]:
@@ -241,14 +150,14 @@ def check_self_contained(data: bytes, path: Path) -> None:
 
 def card_from_run(path: Path) -> ModelCard:
     """An unexported ``.keras`` model from a run folder: its card comes from the run's config, so it
-    can be evaluated through the facade (on the TensorFlow runtime) before export."""
-    from boneage.training.config import TrainConfig
-
+    can be evaluated through the facade (on the TensorFlow runtime) before export. Only the part of
+    the config that fixes the model is read (:class:`boneage.configs.ModelConfig`): the registry
+    does not import training."""
     config_path = path.parent / "config.json"
     if not config_path.is_file():
         raise InvalidModelError(f"{path}: a .keras model needs the config.json of its run folder beside it")
     try:
-        config = TrainConfig.model_validate_json(read_bounded(config_path, MAX_CONFIG_BYTES, "run config"))
+        config = ModelConfig.model_validate_json(read_bounded(config_path, MAX_CONFIG_BYTES, "run config"))
     except (ValidationError, OSError) as exc:
         raise InvalidModelError(f"{config_path} is not a valid run config: {one_line(exc)}") from exc
     return ModelCard(name=f"run:{path.parent.name}", version="0.0.0", backbone=config.backbone,

@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
-    from boneage.models import ModelFile
+    from boneage.release import ModelFile
 
 
 class Trace(Protocol):

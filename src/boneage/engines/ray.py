@@ -20,9 +20,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from boneage.age import check_age
-from boneage.cli.results import flat
 from boneage.errors import BoneAgeError, InputError, MissingDependencyError
 from boneage.prediction import Prediction
+from boneage.rows import flat
 from boneage.sex import check_male
 
 Outcome = Prediction | BoneAgeError
@@ -177,7 +177,7 @@ def predict_files(paths: Sequence[str], male: Sequence[Any], ages: Sequence[floa
                   model: str | os.PathLike[str] | None = None, runtime: str | None = None, threads: int | None = None,
                   actors: int | None = None, batch_size: int = 16, address: str | None = None) -> list[dict[str, Any]]:
     """Score ``paths`` on Ray: one flat row per input, in input order, as ``boneage predict
-    --output`` writes them (:func:`boneage.cli.results.flat`; a failure has ``error_type`` and
+    --output`` writes them (:func:`boneage.rows.flat`; a failure has ``error_type`` and
     ``error``). See :func:`outcomes` for the arguments."""
     found = outcomes(paths, male, ages, model=model, runtime=runtime, threads=threads, actors=actors,
                      batch_size=batch_size, address=address)

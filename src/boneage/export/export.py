@@ -20,9 +20,11 @@ from boneage.errors import ConfigError, ModelNotFoundError
 from boneage.errors import ExportError as ExportError  # re-exported: its home before errors.py
 from boneage.export.convert import OPSET, keras_to_onnx
 from boneage.export.onnxcard import attach_card
+from boneage.export.publish import onnx_predict as onnx_predict  # re-exported: its home before publish.py
+from boneage.export.publish import register
 from boneage.metrics import summary
 from boneage.modelcard import IMAGE_INPUT, ModelCard, Provider, TrainingData, file_sha256
-from boneage.models import Registry, RegistryEntry, load_registry, save_registry
+from boneage.models import RegistryEntry
 from boneage.preprocess import PreprocessConfig, build_pipeline
 from boneage.preprocess.pipeline import check_output
 from boneage.training.config import TrainConfig, load_config
@@ -108,13 +110,6 @@ def preprocessed(records: list[Record], config: TrainConfig) -> tuple[np.ndarray
     return images, male, np.array([r.boneage for r in records])
 
 
-def onnx_predict(data: bytes, images: np.ndarray, male: np.ndarray, batch: int = 64) -> np.ndarray:
-    from boneage.runtimes.onnx import OnnxRuntime
-
-    runtime = OnnxRuntime(Path("<memory>"), data)
-    return np.concatenate([runtime.predict(images[i : i + batch], male[i : i + batch]) for i in range(0, len(images), batch)])
-
-
 def export_run(
     source: Path,
     version: str,
@@ -195,7 +190,7 @@ def export_run(
         notes={"opset": OPSET, "training": _training_notes(run, config), "weights_sha256": file_sha256(keras_file)},
     )
     onnx_path.write_bytes(attach_card(proto, card))
-    entries = [_register(out_dir, onnx_path, card, make_default, keras_path)]
+    entries = [register(out_dir, onnx_path, card, make_default, keras_path)]
     if quantize == "int8":
         from boneage.export.quantize import CALIBRATION_IMAGES, quantize_int8
 
@@ -221,25 +216,3 @@ def _training_notes(run: Path, config: TrainConfig) -> dict[str, Any]:
         "augment": config.augment.model_dump(),
         "precision": config.precision,
     }
-
-
-def _register(out_dir: Path, path: Path, card: ModelCard, make_default: bool, keras_path: Path | None,
-              quantized: str | None = None, recommended: bool = True) -> RegistryEntry:
-    registry = load_registry(out_dir)
-    entry = RegistryEntry(
-        name=card.name,
-        version=card.version,
-        file=path.name,
-        sha256=file_sha256(path),
-        size=path.stat().st_size,
-        backbone=card.backbone,
-        metrics=card.metrics.get("validation", {}),
-        recommended=recommended,
-        quantized=quantized,
-        keras_file=keras_path.name if keras_path else None,
-        keras_sha256=card.keras_sha256,
-    )
-    models = [e for e in registry.models if e.file != entry.file] + [entry]
-    default = entry.ref if (make_default or registry.default is None) and quantized is None else registry.default
-    save_registry(Registry(default=default, models=models), out_dir)
-    return entry

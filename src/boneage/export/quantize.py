@@ -17,6 +17,7 @@ import numpy as np
 
 from boneage.calibration import calibrate
 from boneage.export.onnxcard import attach_card
+from boneage.export.publish import onnx_predict, register
 from boneage.metrics import summary
 from boneage.modelcard import ModelCard
 from boneage.models import RegistryEntry
@@ -72,8 +73,6 @@ def quantize_int8(
     age, id), and calibrate the int8 model's own intervals there; return the registered entry."""
     import onnx
 
-    from boneage.export.export import _register, onnx_predict
-
     out = out_dir / f"{card.name}-int8-{card.version}.onnx"
     with tempfile.TemporaryDirectory() as tmp:
         prepared, quantized = Path(tmp) / "prep.onnx", Path(tmp) / "int8.onnx"
@@ -103,4 +102,4 @@ def quantize_int8(
         }
     )
     out.write_bytes(attach_card(proto, qcard))
-    return _register(out_dir, out, qcard, False, None, quantized="int8", recommended=recommended)
+    return register(out_dir, out, qcard, False, None, quantized="int8", recommended=recommended)

@@ -1,6 +1,6 @@
 """Preprocessing: a pipeline of named, configured steps that travels with every model."""
 
-from boneage.preprocess.config import PreprocessConfig, StepConfig
+from boneage.configs import PreprocessConfig, StepConfig
 from boneage.preprocess.pipeline import Pipeline, build_pipeline
 
 __all__ = ["Pipeline", "PreprocessConfig", "StepConfig", "build_pipeline"]

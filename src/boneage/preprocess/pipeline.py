@@ -8,8 +8,8 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from boneage import plugins
+from boneage.configs import PreprocessConfig
 from boneage.errors import BoneAgeError, ConfigError, PluginError, PreprocessError, failures_as
-from boneage.preprocess.config import PreprocessConfig
 from boneage.specs import StepSpec, Transform
 
 

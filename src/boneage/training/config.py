@@ -9,8 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from boneage.configs import ModelConfig
 from boneage.errors import ConfigError
-from boneage.preprocess.config import PreprocessConfig
 
 
 class DataSource(BaseModel):
@@ -44,18 +44,14 @@ class Augment(BaseModel):
         return any((self.rotation_deg, self.shift, self.zoom, self.brightness, self.contrast, self.hflip))
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(ModelConfig):
     """Everything a training run depends on, validated when read (unknown keys are refused) and written resolved
     into the run folder's ``config.json``, from which ``--resume`` continues. Ages are in months, ``time_limit``
-    in seconds."""
+    in seconds. The backbone, input size and preprocessing, and their checks, come from
+    :class:`boneage.configs.ModelConfig`, which is all inference reads of a run."""
     model_config = ConfigDict(extra="forbid")
 
-    backbone: str = "densenet121"
     backbone_options: dict[str, Any] = Field(default_factory=dict)
-    input_size: int = Field(100, ge=32, le=1024, description="defaults to the size the preprocessing's resize step names")
-    preprocessing: PreprocessConfig | None = Field(
-        None, description="defaults to PreprocessConfig.default(input_size)"
-    )
     sources: list[DataSource] = Field(min_length=1)
     val_fraction: float = Field(0.1, gt=0, lt=1)
     split_seed: int = 42
@@ -100,21 +96,6 @@ class TrainConfig(BaseModel):
     output_dir: Path = Path("runs/run")
 
     @model_validator(mode="after")
-    def _one_input_size(self) -> TrainConfig:
-        """One input size, refused now when the resize step names another (it used to be replaced
-        silently, so a model meant for 224 px trained on 100)."""
-        if self.preprocessing is None:
-            return self
-        named = [s.params["size"] for s in self.preprocessing.steps if s.name == "resize" and "size" in s.params]
-        if "input_size" not in self.model_fields_set and named:
-            size = named[0]
-            if isinstance(size, bool) or not isinstance(size, int) or not 32 <= size <= 1024:
-                raise ValueError(f"the resize step's size must be a whole number from 32 to 1024, not {size!r}")
-            self.input_size = size
-        self.preprocessing.with_size(self.input_size)  # a ConfigError (ValueError) if they disagree
-        return self
-
-    @model_validator(mode="after")
     def _augment_before_preprocessing(self) -> TrainConfig:
         """Augmenting before the later steps is done by the arrays data path only (tf.data augments its
         cached pipeline output), and needs a resize step to split the preprocessing at."""
@@ -123,12 +104,6 @@ class TrainConfig(BaseModel):
                 raise ConfigError('augment.before_preprocessing needs data_pipeline "arrays" (or "auto"), not "tf.data"')
             self.resolved_preprocessing().split_at_resize()
         return self
-
-    def resolved_preprocessing(self) -> PreprocessConfig:
-        """The preprocessing with its resize at ``input_size`` (they agree: checked when made)."""
-        if self.preprocessing is None:
-            return PreprocessConfig.default(self.input_size)
-        return self.preprocessing.with_size(self.input_size)
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -1,0 +1,109 @@
+"""The records of a model release: what ``registry.json`` says about each exported model
+(:class:`Registry`, :class:`RegistryEntry`) and a verified model file (:class:`ModelFile`).
+
+Records only, below the registry that finds, reads and checks them (:mod:`boneage.models`, which
+re-exports them) and below the plugin specs, whose runtimes are handed a :class:`ModelFile`: a plugin
+author's contract then needs no registry code.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from boneage.modelcard import ModelCard
+
+VERSION = re.compile(r"([0-9]{1,9})\.([0-9]{1,9})\.([0-9]{1,9})([-+][0-9A-Za-z.-]{1,64})?")  # fullmatch
+SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _file_name(value: str | None) -> str | None:
+    """A registry file entry: a plain relative path that stays inside the models folder."""
+    if value is None:
+        return None
+    pure = PurePosixPath(value)
+    if not pure.parts or pure.is_absolute() or ".." in pure.parts or any(c in value for c in "\\:\0"):
+        raise ValueError(f"{value!r} is not a file name inside the models folder")
+    return value
+
+
+class RegistryEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    name: str
+    version: str
+    file: str
+    sha256: str
+    size: int
+    backbone: str
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    recommended: bool = True
+    quantized: str | None = None
+    keras_file: str | None = None
+    keras_sha256: str | None = None
+
+    @field_validator("version")
+    @classmethod
+    def _semantic(cls, value: str) -> str:
+        if not VERSION.fullmatch(value):
+            raise ValueError(f"version {value!r} is not semantic (X.Y.Z)")
+        return value
+
+    @field_validator("sha256", "keras_sha256")
+    @classmethod
+    def _hex(cls, value: str | None) -> str | None:
+        if value is not None and not SHA256.fullmatch(value):
+            raise ValueError("not a sha256 in lowercase hex")
+        return value
+
+    @field_validator("file", "keras_file")
+    @classmethod
+    def _inside(cls, value: str | None) -> str | None:
+        return _file_name(value)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}-{self.version}"
+
+    @property
+    def version_key(self) -> tuple[int, int, int]:
+        match = VERSION.fullmatch(self.version)
+        assert match is not None  # validated
+        return int(match[1]), int(match[2]), int(match[3])
+
+
+class Registry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    default: str | None = None
+    models: list[RegistryEntry] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A verified model: its path, its bytes (loaded once, so what was checked is what runs),
+    its card and its registry entry if it is a known release (its sha256 is in the registry)."""
+
+    path: Path
+    data: bytes
+    card: ModelCard
+    entry: RegistryEntry | None
+
+    @property
+    def known_release(self) -> bool:
+        """Whether these exact bytes are a release in the model registry. The checksum sealed in an
+        ONNX file only shows it is intact: anyone can reseal a changed model."""
+        return self.entry is not None
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What every prediction of this model should carry: a model outside the registry is only
+        what its own card claims to be."""
+        if self.known_release:
+            return ()
+        return (f"model {self.card.ref} is not a known release (its sha256 is not in the model registry): "
+                "its name, version and metrics are unverified",)
