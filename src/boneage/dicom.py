@@ -424,6 +424,12 @@ def _decode(ds: Any, tags: ImageTags, what: str, data: bytes) -> np.ndarray:
         del ds["PixelData"]
         return pixels.reshape(tags.rows, tags.columns)
     try:
+        plugin = _plugin(ds, tags)
+        if plugin == "gdcm" and tags.bits_allocated == 8 and tags.bits_stored != 8:
+            # GDCM aborts the whole process (a C++ assertion) on 8-bit pixels of fewer bits stored;
+            # decoded as 8 of 8, the display table still keeps only the BitsStored bits
+            ds.BitsStored, ds.HighBit = 8, 7
+        ds.pixel_array_options(decoding_plugin=plugin)
         stored = np.asarray(ds.pixel_array)
         del ds["PixelData"]
     except MemoryError:
@@ -435,6 +441,20 @@ def _decode(ds: Any, tags: ImageTags, what: str, data: bytes) -> np.ndarray:
                              f"{tags.rows}x{tags.columns} the header describes")
     # the lookup is indexed by the allocated bits' pattern (a decoder may answer 8 bits for 16)
     return stored.astype(f"{'i' if tags.signed else 'u'}{tags.bits_allocated // 8}", copy=False)
+
+
+PLUGINS = ("pylibjpeg", "pyjpegls", "pillow", "gdcm")  # GDCM last: it aborts the process on what it dislikes
+
+
+def _plugin(ds: Any, tags: ImageTags) -> str:
+    """The pydicom decoder plugin for this frame: GDCM only where no other reads the syntax (JPEG
+    Lossless, 12-bit JPEG); pydicom would try it first."""
+    from pydicom.pixels.decoders.base import get_decoder
+
+    available = get_decoder(ds.file_meta.TransferSyntaxUID).available_plugins
+    usable = [p for p in PLUGINS if p in available and not (p == "pillow" and tags.bits_allocated > 8 and "JPEG" in tags.syntax
+                                                              and "2000" not in tags.syntax)]  # Pillow's JPEG is 8-bit
+    return usable[0] if usable else ""
 
 
 def _domain(tags: ImageTags) -> tuple[np.ndarray, np.ndarray]:
