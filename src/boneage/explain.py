@@ -44,12 +44,15 @@ class Explainable(Protocol):
 
     card: ModelCard
 
-    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Notes]: ...
+    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Notes]:
+        """The model input for one decoded image, and the notes a prediction carries."""
 
-    def run(self, images: np.ndarray, male: Sequence[bool]) -> np.ndarray: ...
+    def run(self, images: np.ndarray, male: Sequence[bool]) -> np.ndarray:
+        """Months for a preprocessed batch: every occluded copy goes through here."""
 
     def make_prediction(self, months: float, male: bool, source: str | None, notes: Notes,
-                        age_months: float | None = None) -> Prediction: ...
+                        age_months: float | None = None) -> Prediction:
+        """The prediction for the unoccluded image, made as ``predict()`` makes it."""
 
 
 def positions(size: int, patch: int, stride: int) -> list[int]:

@@ -35,6 +35,10 @@ LICENCE = (
 
 
 class TrainingData(BaseModel):
+    """What the model was trained on: the data sets (by name, with their pixel checksums where the run
+    recorded them), the image counts and the split with its seed, so a user can tell whether an image
+    may have been in training. Extra keys are kept, so older and newer exporters' cards both read."""
+
     model_config = ConfigDict(extra="allow")
 
     sources: list[str] = Field(default_factory=list)
@@ -58,6 +62,11 @@ class Provider(BaseModel):
 
 
 class ModelCard(BaseModel):
+    """Everything inference needs to know about a model, carried inside the model file: its name and
+    version, input size and preprocessing (so an image is always prepared as in training), metrics,
+    interval calibration, provenance and licence. Unknown fields are refused: a card this boneage
+    cannot fully read is not half-trusted."""
+
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     schema_version: str = SCHEMA_VERSION
@@ -81,6 +90,7 @@ class ModelCard(BaseModel):
 
     @property
     def ref(self) -> str:
+        """``name-version``: how the registry, messages and predictions name the model."""
         return f"{self.name}-{self.version}"
 
     @model_validator(mode="after")
@@ -152,6 +162,8 @@ def metadata_entry(data: bytes, key: str) -> str | None:
 
 
 def read_card(data: bytes, what: str) -> ModelCard:
+    """The card of a serialized model, read from its bytes without an ONNX parser; ``what`` names the
+    file in errors. A file without a card is refused as not exported by boneage."""
     value = metadata_entry(data, CARD_KEY)
     return parse_card({} if value is None else {CARD_KEY: value}, what)
 
@@ -184,6 +196,8 @@ def seal(data: bytes) -> bytes:
 
 
 def verify_embedded(data: bytes, path: Path) -> None:
+    """Refuse a model whose content no longer matches the checksum sealed into it at export: a
+    damaged or edited file is named as such instead of predicting wrong ages."""
     span = _checksum_span(data)
     if span is None:
         raise InvalidModelError(f"{path} has no embedded checksum ({CHECKSUM_KEY})")
@@ -197,6 +211,8 @@ def verify_embedded(data: bytes, path: Path) -> None:
 
 
 def file_sha256(path: Path) -> str:
+    """sha256 of a file read in 1 MiB blocks, so a 30 MB model or a large ``.keras`` is never held
+    whole just to be hashed."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

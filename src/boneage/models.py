@@ -27,6 +27,8 @@ MAX_CONFIG_BYTES = 1 << 20  # a run's config.json, and the registry
 
 
 def models_dir() -> Path:
+    """Where models are looked up, in the order the module docstring gives: the environment wins,
+    so a deployment can pin its own models without touching the installed package."""
     env = os.environ.get(MODELS_DIR_ENV)
     if env:
         return Path(env)
@@ -37,6 +39,8 @@ def models_dir() -> Path:
 
 
 def load_registry(directory: Path | None = None) -> Registry:
+    """The registry of ``directory`` (default: :func:`models_dir`); an empty one where there is no
+    ``registry.json`` yet (a fresh export folder), an :class:`InvalidModelError` where it is damaged."""
     path = (directory or models_dir()) / REGISTRY_FILE
     if not path.is_file():
         return Registry()
@@ -47,6 +51,7 @@ def load_registry(directory: Path | None = None) -> Registry:
 
 
 def save_registry(registry: Registry, directory: Path) -> None:
+    """Write ``registry.json`` into ``directory`` (made if missing), as export does after each model."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / REGISTRY_FILE).write_text(registry.model_dump_json(indent=2) + "\n")
 
@@ -86,6 +91,9 @@ def read_bounded(path: Path, limit: int, what: str) -> bytes:
 
 
 def resolve(model: str | os.PathLike[str] | None) -> tuple[Path, RegistryEntry | None]:
+    """Where ``model`` is, and its registry entry if it is a release: None means the registry's
+    default, a str a registered name (``name``, ``name-version``, ``name@version``) or else a path;
+    a path to a registered file gets its entry too, so its checksum is checked."""
     directory = models_dir()
     registry = load_registry(directory)
     if model is None:
@@ -117,6 +125,9 @@ def release_of(data: bytes, registry: Registry) -> RegistryEntry | None:
 
 
 def open_model(model: str | os.PathLike[str] | None) -> ModelFile:
+    """The model resolved, read once and verified: registry checksum, sealed checksum, card, no
+    external data. What is checked is the bytes that will run. A ``.keras`` from a run folder gets
+    the card its run's config describes (:func:`card_from_run`) and is read by its runtime."""
     path, entry = resolve(model)
     if path.suffix == ".keras":
         if not path.is_file():

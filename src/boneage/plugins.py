@@ -135,6 +135,8 @@ class Plugins:
     (group ``boneage``). Safe to share between threads: a lock guards registering and the registries."""
 
     def __init__(self, autoload: bool = True) -> None:
+        """Register the built-ins now, through the same checks as any plugin; with ``autoload``, the
+        installed entry points too (tests turn it off so installed packages cannot change results)."""
         self.pm = pluggy.PluginManager("boneage")
         self.pm.add_hookspecs(hookspecs)
         self.sources: dict[str, str] = {}

@@ -32,6 +32,10 @@ def _file_name(value: str | None) -> str | None:
 
 
 class RegistryEntry(BaseModel):
+    """One released model file: its name and semantic version, its sha256 and size (checked before it
+    runs), its backbone and validation metrics, whether it is quantized or recommended, and the
+    ``.keras`` beside it for the TensorFlow runtime. File names must stay inside the models folder."""
+
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     name: str
@@ -67,16 +71,21 @@ class RegistryEntry(BaseModel):
 
     @property
     def ref(self) -> str:
+        """``name-version``, as the card's own :attr:`boneage.modelcard.ModelCard.ref`."""
         return f"{self.name}-{self.version}"
 
     @property
     def version_key(self) -> tuple[int, int, int]:
+        """(major, minor, patch) as numbers, so "newest" orders 0.10.0 after 0.9.0."""
         match = VERSION.fullmatch(self.version)
         assert match is not None  # validated
         return int(match[1]), int(match[2]), int(match[3])
 
 
 class Registry(BaseModel):
+    """``registry.json``: the released models and the one used when none is named. Unknown keys are
+    refused, so a registry from a newer boneage is not half read."""
+
     model_config = ConfigDict(extra="forbid")
 
     default: str | None = None

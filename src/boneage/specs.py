@@ -23,14 +23,20 @@ if TYPE_CHECKING:
 class Trace(Protocol):
     """Collects what preprocessing noticed (e.g. no hand found) for the prediction."""
 
-    def warn(self, message: str) -> None: ...
+    def warn(self, message: str) -> None:
+        """Add ``message`` to the prediction's warnings: a step that doubts its input says so
+        instead of failing the image."""
 
 
 Transform = Callable[[np.ndarray, Trace], np.ndarray]
 
 
 class Cropper(Protocol):
-    def __call__(self, image: np.ndarray, trace: Trace) -> np.ndarray: ...
+    """What a :class:`CropperSpec` builds for the ``hand_crop`` step: the image cut to the hand."""
+
+    def __call__(self, image: np.ndarray, trace: Trace) -> np.ndarray:
+        """The hand's region of ``image``; where no hand is found, the image as it was, with a
+        warning on ``trace`` rather than an error, so the prediction still comes (and says so)."""
 
 
 class Runtime(Protocol):
@@ -38,7 +44,9 @@ class Runtime(Protocol):
 
     name: str
 
-    def predict(self, images: np.ndarray, male: np.ndarray) -> np.ndarray: ...
+    def predict(self, images: np.ndarray, male: np.ndarray) -> np.ndarray:
+        """Months for each image, shape (N,) or (N, 1); checked by the estimator, so a runtime
+        that answers NaN or the wrong shape is refused as a model fault, never shown as an age."""
 
 
 API_VERSION = "1.0"
@@ -50,6 +58,9 @@ API_ATTRIBUTE = "BONEAGE_API_VERSION"
 
 
 class EmptyParams(BaseModel):
+    """The parameters of an item that takes none: any key given is refused, so a typo in a config
+    is an error and not silently ignored."""
+
     model_config = {"extra": "forbid"}
 
 
@@ -126,6 +137,7 @@ FIELD_CHECKS: dict[str, tuple[Callable[[object], bool], str]] = {
 
 
 def type_name(value: object) -> str:
+    """A value's type for a refusal message ("None", "str", "dict"), never its possibly huge repr."""
     return "None" if value is None else type(value).__name__
 
 

@@ -12,6 +12,8 @@ OPSET = 17
 
 
 def keras_to_onnx(model: Any, input_size: int, opset: int = OPSET) -> Any:
+    """The ONNX graph (an unsealed ``ModelProto``) of a Keras model, traced through one ``tf.function``
+    with boneage's input names and a dynamic batch axis, so every runtime and the card agree on them."""
     tf = require("tensorflow", TRAIN, "export to ONNX")
     tf2onnx = require("tf2onnx", TRAIN, "export to ONNX")
 

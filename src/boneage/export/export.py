@@ -37,6 +37,8 @@ PARITY_LIMIT = 0.05  # months
 
 
 def git_commit() -> str:
+    """The checkout's commit, for the card, so a model can be traced to the code that exported it;
+    "" outside a git checkout (an installed package) rather than failing the export."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True)
         return out.stdout.strip()
@@ -56,6 +58,9 @@ def locate_run(source: Path) -> tuple[Path, Path]:
 
 
 def with_preprocessing(config: TrainConfig, preprocessing: PreprocessConfig | None) -> TrainConfig:
+    """The run's config with ``preprocessing`` in place of its own (``boneage export --preprocessing``),
+    refused now if it resizes to another size or names a step or parameter nothing registers: the card
+    must describe a pipeline that will run on the model it travels with."""
     if preprocessing is None:
         return config
     if preprocessing.input_size != config.input_size:
@@ -102,6 +107,8 @@ def onnx_image_shape(proto: Any) -> tuple[int | None, ...]:
 
 
 def preprocessed(records: list[Record], config: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(images, male (N, 1), ages) of ``records`` through the pipeline the card will carry, so parity,
+    metrics and intervals are measured on exactly what inference will feed the model."""
     from boneage.imageio import load_image
 
     pipeline = build_pipeline(config.resolved_preprocessing())
