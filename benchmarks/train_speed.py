@@ -2,12 +2,19 @@
 
     BONEAGE_DATA=../shared/data python benchmarks/train_speed.py --steps 8
     BONEAGE_DATA=../shared/data python benchmarks/train_speed.py --only baseline torch-arrays-32
+    BONEAGE_DATA=../shared/data python benchmarks/train_speed.py --interleave --rounds 4 \
+        --only tf-arrays-64-no-xla tf-arrays-64-no-xla-bf16
 
 Each option runs in a fresh interpreter (the Keras backend and the thread pools are fixed at
 start-up): DenseNet121 at 100 px on real rsna-100 images, through ``model.fit`` with the run's
 real data path (tf.data or in-memory arrays, with augmentation). Images/s is timed from the end
 of the warm-up batches (graph tracing, XLA compilation) to the end of the last one, and each
 option is shown as a ratio to today's recipe (``baseline``), measured in the same run.
+
+``--interleave`` runs TensorFlow options in one interpreter instead, taking turns: each round
+trains every model once on the same number of images, in rotating order, and the ratio to the
+baseline is taken round by round, so that load from other work on the cores hits both sides of a
+ratio alike (the first round, with tracing and XLA compilation, is not timed).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -28,6 +36,8 @@ OPTIONS: dict[str, tuple[str, dict[str, Any], dict[str, str]]] = {
     "tf-data-64": ("tensorflow", {"data_pipeline": "tf.data", "batch_size": 64}, {}),
     "tf-arrays-64": ("tensorflow", {"data_pipeline": "arrays", "batch_size": 64}, {}),
     "tf-arrays-64-no-xla": ("tensorflow", {"data_pipeline": "arrays", "batch_size": 64, "jit_compile": False}, {}),
+    "tf-arrays-64-no-xla-bf16": ("tensorflow", {"data_pipeline": "arrays", "batch_size": 64, "jit_compile": False,
+                                                "precision": "mixed_bfloat16"}, {}),
     "tf-data-32-no-xla": ("tensorflow", {"data_pipeline": "tf.data", "batch_size": 32, "jit_compile": False}, {}),
     "tf-data-32-xla": ("tensorflow", {"data_pipeline": "tf.data", "batch_size": 32, "jit_compile": True}, {}),
     "tf-data-32-threads-2-1": ("tensorflow", {"data_pipeline": "tf.data", "batch_size": 32},
@@ -43,15 +53,11 @@ OPTIONS: dict[str, tuple[str, dict[str, Any], dict[str, str]]] = {
 def measure(data: Path, changes: dict[str, Any], warm: int, steps: int) -> dict[str, Any]:
     import keras
 
-    from boneage.training.config import TrainConfig
     from boneage.training.data import prepare_data
     from boneage.training.train import build_and_compile, datasets
 
     batch = int(changes["batch_size"])
-    config = TrainConfig.model_validate({
-        "backbone": "densenet121", "input_size": 100, "limit": batch * (warm + steps), "val_limit": 8,
-        "sources": [{"labels": str(data / "rsna-100/labels.csv"), "images": str(data / "rsna-100")}], **changes,
-    })
+    config = _config(data, changes, batch * (warm + steps))
     train, val = prepare_data(config)
     count, epoch_batches, _ = datasets(config, train, val)
     model = build_and_compile(config, train, warm + steps)
@@ -63,20 +69,92 @@ def measure(data: Path, changes: dict[str, Any], warm: int, steps: int) -> dict[
             "warmup_s": ends[warm - 1] - ends[0], "batches": len(ends)}
 
 
+def _config(data: Path, changes: dict[str, Any], limit: int) -> Any:
+    from boneage.training.config import TrainConfig
+
+    return TrainConfig.model_validate({
+        "backbone": "densenet121", "input_size": 100, "limit": limit, "val_limit": 8,
+        "sources": [{"labels": str(data / "rsna-100/labels.csv"), "images": str(data / "rsna-100")}], **changes,
+    })
+
+
+def interleave(data: Path, names: list[str], rounds: int, steps: int) -> dict[str, list[float]]:
+    """Images/s of each option in each timed round; every model trains on the same images per round
+    (``steps`` batches of 64), one after the other in rotating order."""
+    import keras
+
+    from boneage.training.data import prepare_data
+    from boneage.training.train import build_and_compile, datasets
+
+    images = 64 * steps
+    runs = {}
+    for name in names:
+        changes = OPTIONS[name][1]
+        config = _config(data, changes, images)
+        train, val = prepare_data(config)
+        _, epoch_batches, _ = datasets(config, train, val)
+        model = build_and_compile(config, train, (rounds + 1) * images // config.batch_size)
+        runs[name] = (model, epoch_batches, config.batch_size)
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(rounds + 1):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            model, epoch_batches, batch = runs[name]
+            ends: list[float] = []
+            clock = keras.callbacks.LambdaCallback(
+                on_train_batch_end=lambda b, logs, ends=ends: ends.append(time.perf_counter()))
+            model.fit(epoch_batches(round_), epochs=1, verbose=0, callbacks=[clock])
+            if round_:  # from the end of the first batch: fit()'s own start-up is not the model's speed
+                rates[name].append((len(ends) - 1) * batch / (ends[-1] - ends[0]))
+    return rates
+
+
+def interleaved_table(args: argparse.Namespace, names: list[str], root: Path) -> None:
+    for name in names:
+        if OPTIONS[name][0] != "tensorflow" or OPTIONS[name][2]:
+            raise SystemExit(f"--interleave takes TensorFlow options without their own environment, not {name}")
+    cmd = [sys.executable, __file__, "--data", str(args.data), "--rounds", str(args.rounds), "--steps", str(args.steps),
+           "--child-interleave", json.dumps(names)]
+    out = subprocess.run(cmd, cwd=root, capture_output=True, text=True,
+                         env={**os.environ, "KERAS_BACKEND": "tensorflow"})
+    if out.returncode != 0:
+        raise SystemExit(out.stderr[-3000:])
+    rates = json.loads(out.stdout.strip().splitlines()[-1])
+    print(json.dumps(rates))
+    print("| option | data path | batch | XLA | precision | images/s (median) | vs baseline (median of rounds) | range |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in names:
+        changes = OPTIONS[name][1]
+        ratios = [a / b for a, b in zip(rates[name], rates["baseline"], strict=True)]
+        print(f"| {name} | {changes.get('data_pipeline', 'arrays')} | {changes['batch_size']} | "
+              f"{changes.get('jit_compile', 'auto')} | {changes.get('precision', 'float32')} | "
+              f"{statistics.median(rates[name]):.1f} | {statistics.median(ratios):.2f} | "
+              f"{min(ratios):.2f}-{max(ratios):.2f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("BONEAGE_DATA", "../shared/data")))
     parser.add_argument("--only", nargs="+", choices=sorted(OPTIONS), help="these options (baseline is always run)")
     parser.add_argument("--warm", type=int, default=2, help="untimed batches first")
     parser.add_argument("--steps", type=int, default=8, help="timed batches")
+    parser.add_argument("--interleave", action="store_true", help="TensorFlow options in one process, taking turns")
+    parser.add_argument("--rounds", type=int, default=4, help="with --interleave: timed rounds (after one untimed)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--child-interleave", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(measure(args.data, json.loads(args.child), args.warm, args.steps)))
         return
+    if args.child_interleave:
+        print(json.dumps(interleave(args.data, json.loads(args.child_interleave), args.rounds, args.steps)))
+        return
 
     names = ["baseline", *[n for n in (args.only or OPTIONS) if n != "baseline"]]
     root = Path(__file__).parent.parent
+    if args.interleave:
+        interleaved_table(args, names, root)
+        return
     print("| option | backend | data path | batch | images/s | vs baseline | warm-up s |")
     print("|---|---|---|---|---|---|---|")
     base = None
