@@ -162,3 +162,33 @@ def test_eight_bit_jpeg_of_fewer_bits_stored_does_not_abort_the_process(syntax: 
     image = np.load(tmp_path / "out.npy")
     if syntax == "JPEG Lossless":  # 7 bits kept, the whole 7-bit range shown
         assert np.array_equal(image, np.rint((gray & 127) / 127 * 255).astype(np.uint8))
+
+
+def test_a_pnm_header_of_a_long_comment_is_refused_before_pillow_reads_it() -> None:
+    raster = bytes(range(64)) * 64
+    with pytest.raises(ImageReadError, match="its PNM header runs past 64 KB"):
+        read_image(b"P5\n#" + b"x" * 100_000 + b"\n64 64\n255\n" + raster)  # 5 MB took Pillow 14 s, byte by byte
+    with pytest.raises(ImageReadError, match="its PNM header runs past 64 KB"):
+        read_image(b"P5" + b" " * 100_000 + b"64 64\n255\n" + raster)
+    image = read_image(b"P5\n# a scanner's comment\n64 64\n# another\n255\n" + raster).image
+    assert image.shape == (64, 64) and np.array_equal(image[0], np.arange(64))
+
+
+def test_a_jpeg_of_many_exif_segments_is_refused_and_the_first_gives_the_orientation() -> None:
+    import struct
+
+    import cv2
+
+    from tests.helpers import synthetic_radiograph
+
+    gray = synthetic_radiograph()
+    jpeg = cv2.imencode(".jpg", gray)[1].tobytes()
+
+    def exif(orientation: int) -> bytes:
+        body = b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x01\x00" + struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0) + b"\x00" * 4
+        return b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body
+
+    loaded = read_image(jpeg[:2] + exif(6) + exif(3) + jpeg[2:])
+    assert loaded.image.shape == gray.shape[::-1] and "EXIF orientation 6" in loaded.notes[0]
+    with pytest.raises(ImageReadError, match="JPEG of 65 EXIF segments, more than the 64 allowed"):
+        read_image(jpeg[:2] + exif(1) * 65 + jpeg[2:])  # Pillow joined them with quadratic copying: 300 of 64 KB, 4 s

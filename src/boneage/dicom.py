@@ -32,7 +32,7 @@ from boneage.errors import (
     UnsupportedImageError,
 )
 from boneage.extras import DICOM, require
-from boneage.formats import check_jpeg_scans
+from boneage.formats import check_jpeg_exif_segments, check_jpeg_scans
 from boneage.patient import HeaderPatient
 
 MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
@@ -270,6 +270,7 @@ now decoded by ``boneage.rle``, which stops at the image's size)."""
         size = _j2k_size(frame, what)
     elif syntax in JPEGTransferSyntaxes or syntax in JPEGLSTransferSyntaxes:
         check_jpeg_scans(frame, what)
+        check_jpeg_exif_segments(frame, what)  # Pillow decodes JPEG Baseline frames
         size = _jpeg_size(frame)
     else:  # every other syntax with a decoder was refused or handled above
         raise UnsupportedImageError(f"{what} is compressed as {syntax.name}, which boneage cannot check before decoding")

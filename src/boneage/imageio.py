@@ -26,8 +26,11 @@ from boneage.errors import ImageReadError, ImageTooLargeError, UnsupportedImageE
 from boneage.files import FileTooLargeError, NotRegularFileError, read_regular_file
 from boneage.formats import (
     TiffInfo,
+    check_jpeg_exif_segments,
     check_jpeg_scans,
     check_png_chunks,
+    check_pnm_header,
+    jpeg_exif,
     jpeg_is_progressive,
     png_has_transparency,
     pnm_maxval,
@@ -151,6 +154,17 @@ def exif_orientation(data: bytes) -> int:
         return 1
     from PIL import Image
 
+    if data[:2] == b"\xff\xd8":  # the first EXIF segment alone: Pillow's open would parse them all
+        payload = jpeg_exif(data)
+        if payload is None:
+            return 1
+        try:
+            exif = Image.Exif()
+            exif.load(payload)
+            value = exif.get(0x0112, 1)
+        except Exception:  # noqa: BLE001 - unreadable EXIF is no orientation, as in viewers
+            return 1
+        return value if isinstance(value, int) and value in ORIENTATIONS else 1
     try:
         with Image.open(io.BytesIO(data)) as im:
             return _orientation(im)
@@ -183,6 +197,10 @@ def structure_checked(header: Header, data: bytes, what: str, tiff: TiffInfo | N
 def read_header(data: bytes, what: str) -> Header:
     """Format, size, decoded bytes and EXIF orientation, from the header alone, checked against the
     limits before anything is decoded."""
+    if data[:2] == b"\xff\xd8":
+        check_jpeg_exif_segments(data, what)
+    elif data[:1] == b"P" and data[1:2] in b"123456fF":
+        check_pnm_header(data, what)  # before Pillow parses it
     header = own_header(data)
     if header is not None:
         check_size(header.width, header.height, what)
