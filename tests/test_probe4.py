@@ -192,3 +192,34 @@ def test_a_jpeg_of_many_exif_segments_is_refused_and_the_first_gives_the_orienta
     assert loaded.image.shape == gray.shape[::-1] and "EXIF orientation 6" in loaded.notes[0]
     with pytest.raises(ImageReadError, match="JPEG of 65 EXIF segments, more than the 64 allowed"):
         read_image(jpeg[:2] + exif(1) * 65 + jpeg[2:])  # Pillow joined them with quadratic copying: 300 of 64 KB, 4 s
+
+
+def test_a_png_of_millions_of_chunks_is_refused_from_a_bounded_walk() -> None:
+    import struct
+    import zlib
+
+    import cv2
+
+    from tests.helpers import synthetic_radiograph
+
+    png = cv2.imencode(".png", synthetic_radiograph())[1].tobytes()
+    text = b"tEXt" + b"a\x00"
+    chunk = struct.pack(">I", 2) + text + struct.pack(">I", zlib.crc32(text))
+    assert read_image(png[:33] + chunk * 990 + png[33:]).image.shape == (300, 240)
+    with pytest.raises(ImageReadError, match="more than 1,000 that are not image data"):
+        read_image(png[:33] + chunk * 1001 + png[33:])  # 2 million: 10 s to decode, 40 s with an EXIF chunk
+
+
+@pytest.mark.parametrize("data", [b"Image type: L image\r\n" + b"Name: x\r\n" * 1000,
+                                  b"GIF89a\x28\x00\x28\x00\x00\x00\x00" + b"\x21\xfe\x01a\x00" * 1000 + b";",
+                                  b"icns" + (8008).to_bytes(4, "big") + b"abcd\x00\x00\x00\x08" * 1000])
+def test_pillow_parses_only_the_formats_boneage_reads(data: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import GifImagePlugin, IcnsImagePlugin, ImImagePlugin
+
+    def parsed(self: object) -> None:  # a 30 MB IM header took 36 s, a GIF of comment blocks 22 s
+        raise AssertionError("Pillow parsed a format boneage does not read")
+
+    for plugin in (ImImagePlugin.ImImageFile, GifImagePlugin.GifImageFile, IcnsImagePlugin.IcnsImageFile):
+        monkeypatch.setattr(plugin, "_open", parsed)
+    with pytest.raises(ImageReadError, match="not a readable image"):
+        read_image(data)
