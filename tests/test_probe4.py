@@ -223,3 +223,15 @@ def test_pillow_parses_only_the_formats_boneage_reads(data: bytes, monkeypatch: 
         monkeypatch.setattr(plugin, "_open", parsed)
     with pytest.raises(ImageReadError, match="not a readable image"):
         read_image(data)
+
+
+@pytest.mark.parametrize("filler", [b"\xff\xfe\x00\x02", b"\xff", b"\xff\xd0"])  # empty comments, fill bytes, RSTs
+def test_a_jpeg_of_millions_of_markers_before_its_frame_is_refused(filler: bytes) -> None:
+    import cv2
+
+    from tests.helpers import synthetic_radiograph
+
+    jpeg = cv2.imencode(".jpg", synthetic_radiograph())[1].tobytes()
+    assert read_image(jpeg[:2] + filler * 9_000 + jpeg[2:]).image.shape == (300, 240)
+    with pytest.raises(ImageReadError, match="a JPEG of more than 10,000 markers before its frame header"):
+        read_image(jpeg[:2] + filler * 10_001 + jpeg[2:])  # 7.5 million comments (28 MB): 28 s in the header walk

@@ -32,7 +32,7 @@ from boneage.errors import (
     UnsupportedImageError,
 )
 from boneage.extras import DICOM, require
-from boneage.formats import check_jpeg_exif_segments, check_jpeg_scans
+from boneage.formats import MAX_JPEG_MARKERS, check_jpeg_exif_segments, check_jpeg_scans
 from boneage.patient import HeaderPatient
 
 MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
@@ -299,11 +299,11 @@ def _jpeg_size(frame: bytes) -> tuple[int, int, int] | None:
     JPEG-LS's SOF55), or None if the markers before it are not well formed."""
     if frame[:2] != b"\xff\xd8":
         return None
-    i = 2
-    while i + 10 <= len(frame):
+    i, markers = 2, 0
+    while i + 10 <= len(frame) and markers <= MAX_JPEG_MARKERS:
         if frame[i] != 0xFF:
             return None
-        marker = frame[i + 1]
+        marker, markers = frame[i + 1], markers + 1
         if marker in (0xD8, 0x01, 0xFF) or 0xD0 <= marker <= 0xD7:
             i += 1 if marker == 0xFF else 2
             continue

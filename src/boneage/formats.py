@@ -67,6 +67,7 @@ def check_jpeg_scans(data: bytes, what: str) -> None:
 
 
 MAX_EXIF_SEGMENTS = 64  # a JPEG has one EXIF segment, an MPO one per picture
+MAX_JPEG_MARKERS = 10_000  # markers and fill bytes before the frame header: a real JPEG has tens
 
 
 def check_jpeg_exif_segments(data: bytes, what: str) -> None:
@@ -81,9 +82,9 @@ def check_jpeg_exif_segments(data: bytes, what: str) -> None:
 def jpeg_exif(data: bytes) -> bytes | None:
     """The first EXIF segment's payload (``Exif\0\0`` and the TIFF structure after it), from the
     markers before the first scan; None without one."""
-    i = 2
-    while i + 4 <= len(data) and data[i] == 0xFF:
-        marker = data[i + 1]
+    i, markers = 2, 0
+    while i + 4 <= len(data) and data[i] == 0xFF and markers <= MAX_JPEG_MARKERS:
+        marker, markers = data[i + 1], markers + 1
         if marker in (0xD8, 0x01, 0xFF) or 0xD0 <= marker <= 0xD7:
             i += 1 if marker == 0xFF else 2
             continue

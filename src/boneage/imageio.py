@@ -25,6 +25,7 @@ from boneage.decoded import check_size as check_size
 from boneage.errors import ImageReadError, ImageTooLargeError, UnsupportedImageError
 from boneage.files import FileTooLargeError, NotRegularFileError, read_regular_file
 from boneage.formats import (
+    MAX_JPEG_MARKERS,
     TiffInfo,
     check_jpeg_exif_segments,
     check_jpeg_scans,
@@ -86,7 +87,7 @@ class Header:
 PNG_CHANNELS = {0: 1, 2: 3, 3: 4, 4: 4, 6: 4}  # gray+alpha decodes as BGRA
 
 
-def own_header(data: bytes) -> Header | None:
+def own_header(data: bytes, what: str = "image") -> Header | None:
     """PNG and JPEG, the formats of nearly every radiograph, read here: cheaper than Pillow, as
     tolerant as the decoders (libpng accepts a bad CRC in an ancillary chunk, Pillow does not), and
     it names the size where Pillow's own bomb check would refuse to open the file. None otherwise."""
@@ -94,10 +95,13 @@ def own_header(data: bytes) -> Header | None:
         w, h = struct.unpack(">II", data[16:24])
         return Header("PNG", int(w), int(h), PNG_CHANNELS.get(data[25], 4), 2 if data[24] == 16 else 1)
     if data[:2] == b"\xff\xd8":
-        i = 2
+        i, markers = 2, 0
         while i + 9 < len(data):
             if data[i] != 0xFF:
                 return None
+            markers += 1
+            if markers > MAX_JPEG_MARKERS:  # 7.5 million empty comments (28 MB) took this walk 28 s
+                raise ImageReadError(f"{what} is a JPEG of more than {MAX_JPEG_MARKERS:,} markers before its frame header")
             marker = data[i + 1]
             if marker in (0xD8, 0x01, 0xFF) or 0xD0 <= marker <= 0xD7:
                 i += 1 if marker == 0xFF else 2  # fill bytes, markers without a length
@@ -204,7 +208,7 @@ def read_header(data: bytes, what: str) -> Header:
         check_png_chunks(data, what)  # before Pillow or OpenCV walk them
     elif data[:1] == b"P" and data[1:2] in b"123456fF":
         check_pnm_header(data, what)  # before Pillow parses it
-    header = own_header(data)
+    header = own_header(data, what)
     if header is not None:
         check_size(header.width, header.height, what)
         header = replace(structure_checked(header, data, what), orientation=exif_orientation(data))
