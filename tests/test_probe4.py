@@ -235,3 +235,39 @@ def test_a_jpeg_of_millions_of_markers_before_its_frame_is_refused(filler: bytes
     assert read_image(jpeg[:2] + filler * 9_000 + jpeg[2:]).image.shape == (300, 240)
     with pytest.raises(ImageReadError, match="a JPEG of more than 10,000 markers before its frame header"):
         read_image(jpeg[:2] + filler * 10_001 + jpeg[2:])  # 7.5 million comments (28 MB): 28 s in the header walk
+
+
+def test_a_dicom_meta_group_of_millions_of_elements_is_refused() -> None:
+    pytest.importorskip("pydicom", reason="the dicom extra is not installed")
+    import struct
+
+    from tests.helpers import synthetic_radiograph
+    from tests.test_dicom import dataset, encoded
+
+    data = encoded(dataset(synthetic_radiograph()))
+    at = data.index(b"\x02\x00\x01\x00")  # the meta group's first element after its length
+    empty = struct.pack("<HH2sH", 2, 0x0100, b"UI", 0)
+    assert read_image(data[:at] + empty * 900 + data[at:]).image.shape == (300, 240)
+    with pytest.raises(ImageReadError, match="file meta group of more than 1,000 elements"):
+        read_image(data[:at] + empty * 1001 + data[at:])  # 2 million (15 MB): 44 s, uncounted
+
+
+def test_a_jp2_frame_of_thousands_of_boxes_is_refused_from_a_bounded_walk() -> None:
+    pytest.importorskip("pydicom", reason="the dicom extra is not installed")
+    import struct
+
+    from pydicom.encaps import encapsulate, generate_frames
+    from pydicom.uid import JPEG2000Lossless
+
+    from tests.helpers import synthetic_radiograph
+    from tests.test_dicom import dataset, encoded
+
+    ds = dataset(synthetic_radiograph())
+    ds.compress(JPEG2000Lossless)
+    code = next(generate_frames(ds.PixelData, number_of_frames=1))  # a codestream of the right size
+    free = struct.pack(">I", 8) + b"free"  # 2 million of them (15 MB): 8 s in the box walk, then decoded
+    jp2c = struct.pack(">I", 8 + len(code)) + b"jp2c" + code
+    ds.PixelData = encapsulate([b"\x00\x00\x00\x0cjP  \r\n\x87\n" + free * 2_000 + jp2c])
+    ds["PixelData"].VR = "OB"
+    with pytest.raises(ImageReadError, match="its compressed frame .* has no readable header"):
+        read_image(encoded(ds))

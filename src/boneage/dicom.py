@@ -106,14 +106,21 @@ MAX_ELEMENTS = 100_000  # a radiograph's header holds a few hundred; pydicom tak
 LONG_VRS = (b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV")
 
 
-def meta_syntax(data: bytes) -> tuple[str | None, int]:
+MAX_META_ELEMENTS = 1_000  # a file meta group holds about ten
+
+
+def meta_syntax(data: bytes, what: str = "the DICOM") -> tuple[str | None, int]:
     """The transfer syntax its file meta group names (None without one), and where the dataset
-    after that group begins; read as pydicom reads the group, with or without the preamble."""
-    i, syntax = (132 if is_dicom(data) else 0), None
+    after that group begins; read as pydicom reads the group, with or without the preamble. A
+    group of more than MAX_META_ELEMENTS elements is refused (2 million, 15 MB: 44 s)."""
+    i, syntax, count = (132 if is_dicom(data) else 0), None, 0
     while i + 8 <= len(data):
         group, element = struct.unpack("<HH", data[i : i + 4])
         if group != 2:
             break
+        count += 1
+        if count > MAX_META_ELEMENTS:
+            raise ImageReadError(f"{what} has a DICOM file meta group of more than {MAX_META_ELEMENTS:,} elements")
         vr = data[i + 4 : i + 6]
         if not vr.isalpha():  # implicit VR: a 4-byte length
             head, length = 8, struct.unpack("<I", data[i + 4 : i + 8])[0]
@@ -132,7 +139,7 @@ def check_structure(data: bytes, what: str) -> None:
     no more than MAX_INFLATED_BYTES (the pixel data allowed per image, and 64 MiB for the rest;
     a 1.5 MB file inflating to 1.5 GB was a MemoryError, exit 70), and a dataset may hold no more
     than MAX_ELEMENTS elements (2 million empty ones, 16 MB, took pydicom 42 s)."""
-    syntax, start = meta_syntax(data)
+    syntax, start = meta_syntax(data, what)
     if syntax == DEFLATED:
         data, start = check_inflated_size(data[start:], what), 0
     if syntax is None:  # no meta group: pydicom guesses from the first element, so does this
@@ -242,6 +249,7 @@ def image_tags(ds: Any, what: str, data: bytes = b"") -> ImageTags:
     return tags
 
 
+MAX_JP2_BOXES = 1_000  # millions of 8-byte boxes would be walked in Python
 MAX_J2K_TILES = 16_384  # a 64 MP plate in 64x64 tiles; real ones are one tile or a few dozen
 MAX_FRAGMENTS = 65_536  # a frame is one fragment or a few hundred (64 KB pieces of a 40 MB plate: 640)
 
@@ -320,11 +328,12 @@ def _j2k_size(frame: bytes, what: str) -> tuple[int, int, int] | None:
     """Width, height and components from the codestream's SIZ marker, inside a JP2 wrapper if
     there is one; its boxes are walked as pydicom walks them, refusing a box that would not
     move the walk forward (pydicom loops forever on a length of 0)."""
-    offset = 0
+    offset, boxes = 0, 0
     if frame.startswith(b"\x00\x00\x00\x0cjP  "):
         offset = 12
         while True:
-            if offset + 8 > len(frame):
+            boxes += 1  # a JP2 file has about five boxes before its codestream
+            if offset + 8 > len(frame) or boxes > MAX_JP2_BOXES:
                 return None
             length, kind = struct.unpack(">I4s", frame[offset : offset + 8])
             if kind == b"jp2c":
