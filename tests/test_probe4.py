@@ -4,6 +4,7 @@ and are built at test time with pydicom."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -271,3 +272,14 @@ def test_a_jp2_frame_of_thousands_of_boxes_is_refused_from_a_bounded_walk() -> N
     ds["PixelData"].VR = "OB"
     with pytest.raises(ImageReadError, match="its compressed frame .* has no readable header"):
         read_image(encoded(ds))
+
+
+def test_a_file_name_too_long_is_an_input_error_and_the_batch_goes_on(
+        tiny_model: Path, radiograph_png: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from boneage.cli.main import main
+
+    long_name = "a" * 5000 + ".png"  # was OSError ENAMETOOLONG from the folder check: internal error, exit 70
+    assert main(["predict", long_name, str(radiograph_png), "", "--sex", "f", "--model", str(tiny_model), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert "cannot be read: File name too long" in captured.err and "internal error" not in captured.err
+    assert sum(1 for row in json.loads(captured.out) if "bone_age_months" in row) == 1

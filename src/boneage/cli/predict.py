@@ -69,7 +69,11 @@ NO_HEADER_SEX = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".pp
 def expand(path: str, pattern: str) -> list[str]:
     """A folder becomes the files under it (recursively, symlinked folders not followed, sorted)
     whose names match one of the comma-separated patterns, case-insensitively; a file stays itself."""
-    if not Path(path).is_dir():
+    try:  # "" is no folder (Path("") is the current one)
+        folder = bool(path) and Path(path).is_dir()
+    except OSError:  # a name too long, ...: not a folder; reading it says what is wrong (was exit 70)
+        folder = False
+    if not folder:
         return [path]
     globs = [g.strip().lower() for g in pattern.split(",") if g.strip()]
     found = sorted(
