@@ -283,3 +283,16 @@ def test_a_file_name_too_long_is_an_input_error_and_the_batch_goes_on(
     captured = capsys.readouterr()
     assert "cannot be read: File name too long" in captured.err and "internal error" not in captured.err
     assert sum(1 for row in json.loads(captured.out) if "bone_age_months" in row) == 1
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("json_output", [False, True])
+def test_results_to_a_full_disk_on_stdout_are_an_input_error(tiny_model: Path, radiograph_png: Path,
+                                                            json_output: bool) -> None:
+    command = [sys.executable, "-m", "boneage.cli.main", "predict", str(radiograph_png), "--sex", "f",
+               "--model", str(tiny_model), *(["--json"] if json_output else [])]
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr  # was 70: "internal error: OSError: [Errno 28] No space left on device"
+    assert "cannot write the results: No space left on device" in done.stderr
+    assert "internal error" not in done.stderr and "Exception ignored" not in done.stderr

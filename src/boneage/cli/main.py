@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
 import logging
 import os
@@ -208,6 +209,9 @@ def native_stderr_silenced(enabled: bool) -> Iterator[None]:
         os.close(saved)
 
 
+WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)  # a disk or device that takes no more
+
+
 def _stdout_gone() -> int:
     """A reader closed the pipe (``boneage predict ... | head -1``): end quietly, as Unix tools do."""
     with contextlib.suppress(OSError, ValueError):
@@ -260,6 +264,17 @@ def _run(args: argparse.Namespace, debug: bool) -> int:
     except KeyboardInterrupt:
         print("boneage: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.errno not in WRITE_FAILURES or debug:
+            print(f"boneage: internal error: {type(exc).__name__}: {printable(str(exc))} (set BONEAGE_DEBUG=1 for a traceback)", file=sys.stderr)
+            if debug:
+                raise
+            return 70
+        # stdout on a full disk (> /dev/full): was an internal error, exit 70, then a second one at exit
+        _stdout_gone()  # nothing more can be written there, and the exit's flush must not fail again
+        with contextlib.suppress(OSError, ValueError):
+            print(f"boneage: error: cannot write the results: {exc.strerror}", file=sys.stderr)
+        return 2
     except Exception as exc:  # no traceback reaches a user unless asked for
         if debug:
             raise
