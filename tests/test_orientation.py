@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import time
 from importlib import resources
 from pathlib import Path
 
@@ -64,13 +63,17 @@ def test_synthetic_hand_in_every_orientation() -> None:
         assert found.turns == turns and found.turns_probability > 0.9
 
 
-def test_check_is_fast() -> None:
+def test_the_orientation_network_sees_only_the_working_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its cost must not grow with the radiograph (timings live in benchmarks/input_checks.py)."""
+    from boneage.preprocess import screening
+
     image = cv2.resize(synthetic_radiograph(), (2000, 2500))
-    screen(image, Notes())
-    start = time.perf_counter()
-    for _ in range(20):
-        screen(image, Notes())
-    assert (time.perf_counter() - start) / 20 < 0.1  # a working copy, never the full image; room for a busy machine
+    seen: list[tuple[int, ...]] = []
+    detect = orientation.detect
+    monkeypatch.setattr(orientation, "detect", lambda small: seen.append(small.shape) or detect(small))
+    upright, small = screen(image, Notes())
+    assert seen and max(seen[0]) <= screening.CHECK_SIZE and small.shape == seen[0]
+    assert upright.shape == image.shape
 
 
 @pytest.mark.parametrize("kind", ["blank", "black", "white", "saturated", "colour"])
