@@ -2,7 +2,7 @@
 
     BONEAGE_DATA=../shared/data python benchmarks/train_speed.py --steps 8
     BONEAGE_DATA=../shared/data python benchmarks/train_speed.py --only baseline torch-arrays-32
-    BONEAGE_DATA=../shared/data python benchmarks/train_speed.py --interleave --rounds 4 \
+    BONEAGE_DATA=../shared/data python benchmarks/train_speed.py --interleave --rounds 20 \
         --only tf-arrays-64-no-xla tf-arrays-64-no-xla-bf16
 
 Each option runs in a fresh interpreter (the Keras backend and the thread pools are fixed at
@@ -11,21 +11,23 @@ real data path (tf.data or in-memory arrays, with augmentation). Images/s is tim
 of the warm-up batches (graph tracing, XLA compilation) to the end of the last one, and each
 option is shown as a ratio to today's recipe (``baseline``), measured in the same run.
 
-``--interleave`` runs TensorFlow options in one interpreter instead, taking turns: each round
-trains every model once on the same number of images, in rotating order, and the ratio to the
-baseline is taken round by round, so that load from other work on the cores hits both sides of a
-ratio alike (the first round, with tracing and XLA compilation, is not timed).
+``--interleave`` runs TensorFlow options in one interpreter instead, taking turns batch by batch:
+each round trains every model on 64 images, in rotating order, and the ratio to the baseline is
+taken round by round, so that load from other work on the cores hits both sides of a ratio alike
+(the ``--warm`` first rounds, with tracing and XLA compilation, are not timed).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,34 +80,44 @@ def _config(data: Path, changes: dict[str, Any], limit: int) -> Any:
     })
 
 
-def interleave(data: Path, names: list[str], rounds: int, steps: int) -> dict[str, list[float]]:
-    """Images/s of each option in each timed round; every model trains on the same images per round
-    (``steps`` batches of 64), one after the other in rotating order."""
+def _endless(epoch_batches: Any) -> Iterator[tuple[Any, ...]]:
+    """The run's training batches, epoch after epoch, from either data path."""
     import keras
 
+    for epoch in itertools.count():
+        source = epoch_batches(epoch)
+        if isinstance(source, keras.utils.PyDataset):
+            yield from (source[i] for i in range(len(source)))
+        else:
+            yield from source
+
+
+def interleave(data: Path, names: list[str], warm: int, rounds: int, steps: int) -> dict[str, list[float]]:
+    """Images/s of each option in each timed round. A round trains each model on 64 images (one
+    batch of 64, two of 32), one model after the other in rotating order, so that load from other
+    work lands on every option alike; the images cycle through a pool of ``steps`` batches of 64.
+    ``train_on_batch`` runs the step ``fit`` compiles, on batches from the run's own data path
+    (taken in the loop: the array path's worker threads do not prefetch here, about 1% of a step)."""
     from boneage.training.data import prepare_data
     from boneage.training.train import build_and_compile, datasets
 
-    images = 64 * steps
     runs = {}
     for name in names:
-        changes = OPTIONS[name][1]
-        config = _config(data, changes, images)
+        config = _config(data, OPTIONS[name][1], 64 * steps)
         train, val = prepare_data(config)
         _, epoch_batches, _ = datasets(config, train, val)
-        model = build_and_compile(config, train, (rounds + 1) * images // config.batch_size)
-        runs[name] = (model, epoch_batches, config.batch_size)
+        model = build_and_compile(config, train, (warm + rounds) * 64 // config.batch_size)
+        runs[name] = (model, _endless(epoch_batches), config.batch_size)
     rates: dict[str, list[float]] = {name: [] for name in names}
-    for round_ in range(rounds + 1):
+    for round_ in range(warm + rounds):
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
-            model, epoch_batches, batch = runs[name]
-            ends: list[float] = []
-            clock = keras.callbacks.LambdaCallback(
-                on_train_batch_end=lambda b, logs, ends=ends: ends.append(time.perf_counter()))
-            model.fit(epoch_batches(round_), epochs=1, verbose=0, callbacks=[clock])
-            if round_:  # from the end of the first batch: fit()'s own start-up is not the model's speed
-                rates[name].append((len(ends) - 1) * batch / (ends[-1] - ends[0]))
+            model, batches, batch = runs[name]
+            start = time.perf_counter()
+            for _ in range(64 // batch):
+                model.train_on_batch(*next(batches))
+            if round_ >= warm:  # the first rounds trace and compile (XLA for the baseline)
+                rates[name].append(64 // batch * batch / (time.perf_counter() - start))
     return rates
 
 
@@ -113,8 +125,8 @@ def interleaved_table(args: argparse.Namespace, names: list[str], root: Path) ->
     for name in names:
         if OPTIONS[name][0] != "tensorflow" or OPTIONS[name][2]:
             raise SystemExit(f"--interleave takes TensorFlow options without their own environment, not {name}")
-    cmd = [sys.executable, __file__, "--data", str(args.data), "--rounds", str(args.rounds), "--steps", str(args.steps),
-           "--child-interleave", json.dumps(names)]
+    cmd = [sys.executable, __file__, "--data", str(args.data), "--warm", str(args.warm), "--rounds", str(args.rounds),
+           "--steps", str(args.steps), "--child-interleave", json.dumps(names)]
     out = subprocess.run(cmd, cwd=root, capture_output=True, text=True,
                          env={**os.environ, "KERAS_BACKEND": "tensorflow"})
     if out.returncode != 0:
@@ -136,10 +148,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("BONEAGE_DATA", "../shared/data")))
     parser.add_argument("--only", nargs="+", choices=sorted(OPTIONS), help="these options (baseline is always run)")
-    parser.add_argument("--warm", type=int, default=2, help="untimed batches first")
-    parser.add_argument("--steps", type=int, default=8, help="timed batches")
+    parser.add_argument("--warm", type=int, default=2, help="untimed batches (with --interleave: rounds) first")
+    parser.add_argument("--steps", type=int, default=8, help="timed batches (with --interleave: the pool of images, "
+                        "in batches of 64)")
     parser.add_argument("--interleave", action="store_true", help="TensorFlow options in one process, taking turns")
-    parser.add_argument("--rounds", type=int, default=4, help="with --interleave: timed rounds (after one untimed)")
+    parser.add_argument("--rounds", type=int, default=20, help="with --interleave: timed rounds (after --warm untimed)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-interleave", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -147,7 +160,7 @@ def main() -> None:
         print(json.dumps(measure(args.data, json.loads(args.child), args.warm, args.steps)))
         return
     if args.child_interleave:
-        print(json.dumps(interleave(args.data, json.loads(args.child_interleave), args.rounds, args.steps)))
+        print(json.dumps(interleave(args.data, json.loads(args.child_interleave), args.warm, args.rounds, args.steps)))
         return
 
     names = ["baseline", *[n for n in (args.only or OPTIONS) if n != "baseline"]]
