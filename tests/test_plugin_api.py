@@ -44,7 +44,7 @@ def test_specs_take_keywords_only(spec: type) -> None:
         spec("name", flip)
 
 
-@pytest.mark.parametrize("api", [None, API_VERSION, "1.0"])
+@pytest.mark.parametrize("api", [None, API_VERSION, "1.0", "1.1"])
 def test_a_plugin_of_this_api_registers(api: object) -> None:
     manager = plugins.get_plugins()
     manager.register(module_plugin(api), "boneage-flip 3.1.4")
@@ -54,12 +54,12 @@ def test_a_plugin_of_this_api_registers(api: object) -> None:
 
 
 REFUSED = {
-    "2.0": "written for boneage plugin API 2.0, but this boneage implements 1.0 (another major version): "
+    "2.0": f"written for boneage plugin API 2.0, but this boneage implements {API_VERSION} (another major version): "
            "install a release of the plugin made for API 1.x",
-    "1.7": "needs boneage plugin API 1.7, newer than this boneage's 1.0: upgrade boneage",
-    "one": "BONEAGE_API_VERSION must be 'MAJOR.MINOR' (e.g. '1.0'), not 'one'",
-    "1": "BONEAGE_API_VERSION must be 'MAJOR.MINOR' (e.g. '1.0'), not '1'",
-    1.0: "BONEAGE_API_VERSION must be 'MAJOR.MINOR' (e.g. '1.0'), not 1.0",
+    "1.7": f"needs boneage plugin API 1.7, newer than this boneage's {API_VERSION}: upgrade boneage",
+    "one": f"BONEAGE_API_VERSION must be 'MAJOR.MINOR' (e.g. {API_VERSION!r}), not 'one'",
+    "1": f"BONEAGE_API_VERSION must be 'MAJOR.MINOR' (e.g. {API_VERSION!r}), not '1'",
+    1.0: f"BONEAGE_API_VERSION must be 'MAJOR.MINOR' (e.g. {API_VERSION!r}), not 1.0",
 }
 
 

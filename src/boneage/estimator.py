@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from boneage import plugins
 from boneage.age import check_age
 from boneage.decoded import Loaded
 from boneage.defaults import BATCH_SIZE
@@ -22,6 +21,7 @@ from boneage.errors import BoneAgeError, InputError, InvalidModelError, ModelOut
 from boneage.imageio import ImageInput, read_image
 from boneage.models import ModelFile, open_model
 from boneage.patient import resolve
+from boneage.plugins import Plugins, get_plugins
 from boneage.prediction import Prediction
 from boneage.preprocess import build_pipeline
 from boneage.preprocess.builtin import to_uint8_gray
@@ -76,18 +76,22 @@ class BoneAgeEstimator:
         threads: int | None = None,
         reference: str | None = None,
         check_input: bool = True,
+        plugins: Plugins | None = None,
     ) -> None:
         """``runtime`` defaults to ONNX Runtime, or TensorFlow for a ``.keras`` model; ``reference``
         (default Greulich & Pyle / Brush) is what a bone age is compared with when an age is given.
         ``check_input`` (see :mod:`boneage.preprocess.screening`): refuse images that cannot be a
-        radiograph and turn quarter-turned ones upright; False answers anyway, with warnings."""
+        radiograph and turn quarter-turned ones upright; False answers anyway, with warnings.
+        ``plugins``: the registry the runtime, reference and preprocessing steps come from (default:
+        the process-wide one), e.g. a private :class:`~boneage.plugins.Plugins` with a part of its own."""
         self.check_input = check_input
+        self.plugins = get_plugins() if plugins is None else plugins
         self.model: ModelFile = open_model(model)
-        self.reference = load_reference(reference)
+        self.reference = load_reference(reference, self.plugins)
         runtime = runtime or ("tensorflow" if self.model.path.suffix == ".keras" else "onnx")
-        spec: RuntimeSpec = plugins.get("runtimes", runtime)
+        spec: RuntimeSpec = self.plugins.get("runtimes", runtime).spec
         self.card = self.model.card
-        self.pipeline = build_pipeline(self.card.preprocessing)
+        self.pipeline = build_pipeline(self.card.preprocessing, self.plugins)
         check_output(self.pipeline, self.card.input_size, InvalidModelError, self.card.ref)  # once, not per image
         self._steps = {step.name for step in self.card.preprocessing.steps}
         with failures_as(PluginError, f"runtime {runtime!r} could not load {self.model.card.ref}"):

@@ -49,10 +49,11 @@ class Runtime(Protocol):
         that answers NaN or the wrong shape is refused as a model fault, never shown as an age."""
 
 
-API_VERSION = "1.0"
+API_VERSION = "1.1"
 """The plugin API that this boneage implements, ``MAJOR.MINOR``. A plugin may declare the version it
 was written for as ``BONEAGE_API_VERSION = "1.0"`` (a module or object attribute): another major,
-or a newer minor, is refused when the plugin registers. Minor versions only add."""
+or a newer minor, is refused when the plugin registers. Minor versions only add: 1.1 added
+``takes_plugins`` to :class:`StepSpec` and :class:`CropperSpec`."""
 
 API_ATTRIBUTE = "BONEAGE_API_VERSION"
 
@@ -66,12 +67,16 @@ class EmptyParams(BaseModel):
 
 @dataclass(frozen=True, kw_only=True)
 class ConfiguredSpec:
-    """An item built from pydantic-validated parameters: ``build(params)``."""
+    """An item built from pydantic-validated parameters: ``build(params)``. With ``takes_plugins``
+    (API 1.1) it is ``build(params, plugins=...)``, given the :class:`boneage.plugins.Plugins` that
+    the pipeline is built from, for an item that looks up other parts (as ``hand_crop`` does its
+    cropper): it must use that registry, not the process-wide one, so a private one works."""
 
     name: str
-    build: Callable[[Any], Any]
+    build: Callable[..., Any]
     params: type[BaseModel] = EmptyParams
     doc: str = ""
+    takes_plugins: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,6 +138,7 @@ FIELD_CHECKS: dict[str, tuple[Callable[[object], bool], str]] = {
     "params": (_is_params, "a pydantic BaseModel subclass"),
     "default_input_size": (_is_size, "a positive int"),
     "doc": (lambda value: isinstance(value, str), "a str"),
+    "takes_plugins": (lambda value: isinstance(value, bool), "a bool"),
 }
 
 

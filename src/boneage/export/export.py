@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from boneage import plugins
 from boneage._version import __version__
 from boneage.backbones import load_keras_model
 from boneage.calibration import calibrate
@@ -25,6 +24,7 @@ from boneage.export.publish import register
 from boneage.metrics import summary
 from boneage.modelcard import IMAGE_INPUT, ModelCard, Provider, TrainingData, file_sha256
 from boneage.models import RegistryEntry
+from boneage.plugins import Plugins, get_plugins
 from boneage.preprocess import PreprocessConfig, build_pipeline
 from boneage.preprocess.pipeline import check_output
 from boneage.training.config import TrainConfig, load_config
@@ -82,12 +82,13 @@ def check_shapes(model: Any, config: TrainConfig, what: Path) -> None:
     check_output(build_pipeline(config.resolved_preprocessing()), size, ConfigError, f"export of {what}")
 
 
-def providers(preprocessing: PreprocessConfig) -> list[Provider]:
-    """The plugin (and its version) behind each step and cropper, for the card: a model whose
-    preprocessing needs a plugin says which one it was exported with."""
+def providers(preprocessing: PreprocessConfig, plugins: Plugins | None = None) -> list[Provider]:
+    """The plugin (and its version) behind each step and cropper in ``plugins`` (default: the
+    process-wide registry), for the card: a model whose preprocessing needs a plugin says which one
+    it was exported with."""
     from boneage.preprocess.builtin import HandCropParams
 
-    manager = plugins.get_plugins()
+    manager = get_plugins() if plugins is None else plugins
     found: list[Provider] = []
     for step in preprocessing.steps:
         items = [("preprocess_step", manager.get("preprocess_steps", step.name))]

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from boneage import plugins
 from boneage.hookspecs import hookimpl
 from boneage.preprocess.inversion import looks_inverted
-from boneage.preprocess.pipeline import validated
-from boneage.specs import EmptyParams, StepSpec, Trace, Transform
+from boneage.preprocess.pipeline import build_item, validated
+from boneage.specs import CropperSpec, EmptyParams, StepSpec, Trace, Transform
+
+if TYPE_CHECKING:
+    from boneage.plugins import Plugins
 
 INTERPOLATIONS = {
     "nearest": cv2.INTER_NEAREST,
@@ -134,9 +136,10 @@ class HandCropParams(_Params):
     options: dict[str, object] = Field(default_factory=dict)
 
 
-def _hand_crop(params: HandCropParams) -> Transform:
-    spec = plugins.get("croppers", params.cropper)
-    cropper = spec.build(validated(spec.params, dict(params.options), f"cropper {params.cropper!r}"))
+def _hand_crop(params: HandCropParams, plugins: Plugins) -> Transform:
+    """The cropper comes from the registry the pipeline was built from (``takes_plugins``)."""
+    spec: CropperSpec = plugins.get("croppers", params.cropper).spec
+    cropper = build_item(spec, validated(spec.params, dict(params.options), f"cropper {params.cropper!r}"), plugins)
     return lambda image, trace: cropper(image, trace)
 
 
@@ -146,7 +149,7 @@ def boneage_register_preprocess_steps() -> list[StepSpec]:
     return [
         StepSpec(name="grayscale", build=_grayscale, doc="one 8-bit channel (16-bit stretched min-max)"),
         StepSpec(name="invert", build=_invert, params=InvertParams, doc="undo a white-background (inverted) radiograph"),
-        StepSpec(name="hand_crop", build=_hand_crop, params=HandCropParams,
+        StepSpec(name="hand_crop", build=_hand_crop, params=HandCropParams, takes_plugins=True,
                  doc="crop to the hand with a registered cropper"),
         StepSpec(name="clahe", build=_clahe, params=ClaheParams, doc="contrast-limited adaptive histogram equalization"),
         StepSpec(name="resize", build=_resize, params=ResizeParams, doc="to a square: aspect-preserving pad, or stretch"),

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
-from boneage import plugins
 from boneage.configs import PreprocessConfig
 from boneage.errors import BoneAgeError, ConfigError, PluginError, PreprocessError, failures_as
-from boneage.specs import StepSpec, Transform
+from boneage.plugins import Plugins, get_plugins
+from boneage.specs import ConfiguredSpec, StepSpec, Transform
 
 
 @dataclass
@@ -35,20 +36,29 @@ def validated(params_model: type[BaseModel], params: dict[str, object], what: st
         raise ConfigError(f"invalid parameters for {what}: {exc}") from exc
 
 
+def build_item(spec: ConfiguredSpec, params: BaseModel, registry: Plugins) -> Any:
+    """``spec.build(params)``; a spec with ``takes_plugins`` also gets ``plugins=registry``, the
+    registry its pipeline was built from, so a step that looks up other parts (``hand_crop`` its
+    cropper) finds them there and not in the process-wide one."""
+    return spec.build(params, plugins=registry) if spec.takes_plugins else spec.build(params)
+
+
 class Pipeline:
     """Steps applied in order; the result is float32 (H, W, 1) ready for a model. Every step is
     looked up and its params checked when the pipeline is built (:class:`ConfigError`, or a
     :class:`PluginError` from the registry), not on the first image. The estimator calls one
-    pipeline from several threads, so a step must be safe to share."""
+    pipeline from several threads, so a step must be safe to share. ``plugins``: the registry to
+    look steps up in (default: the process-wide one, :func:`boneage.plugins.get_plugins`)."""
 
-    def __init__(self, config: PreprocessConfig) -> None:
+    def __init__(self, config: PreprocessConfig, plugins: Plugins | None = None) -> None:
         self.config = config
+        self.plugins = get_plugins() if plugins is None else plugins
         self._transforms: list[tuple[str, Transform]] = []
         for step in config.steps:
-            spec: StepSpec = plugins.get("preprocess_steps", step.name)
+            spec: StepSpec = self.plugins.get("preprocess_steps", step.name).spec
             params = validated(spec.params, step.params, f"step {step.name!r}")
             with failures_as(PluginError, f"preprocessing step {step.name!r} could not be built"):
-                transform = spec.build(params)
+                transform: Transform = build_item(spec, params, self.plugins)
             self._transforms.append((step.name, transform))
 
     def __call__(self, image: np.ndarray, notes: Notes | None = None) -> np.ndarray:
@@ -73,9 +83,10 @@ class Pipeline:
         return image
 
 
-def build_pipeline(config: PreprocessConfig) -> Pipeline:
-    """The public way to make a :class:`Pipeline`, e.g. from a model card's ``preprocessing``."""
-    return Pipeline(config)
+def build_pipeline(config: PreprocessConfig, plugins: Plugins | None = None) -> Pipeline:
+    """The public way to make a :class:`Pipeline`, e.g. from a model card's ``preprocessing``;
+    ``plugins`` as for :class:`Pipeline`."""
+    return Pipeline(config, plugins)
 
 
 def probe_image() -> np.ndarray:

@@ -12,6 +12,7 @@ import json
 import math
 from functools import cache
 from importlib import resources
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -20,6 +21,9 @@ from boneage.errors import ConfigError, PluginError, failures_as
 from boneage.hookspecs import hookimpl
 from boneage.prediction import NORMAL_SDS, Category, Comparison
 from boneage.specs import ReferenceSpec
+
+if TYPE_CHECKING:
+    from boneage.plugins import Plugins
 
 DEFAULT_REFERENCE = "greulich-pyle-brush"
 
@@ -95,11 +99,13 @@ def boneage_register_references() -> list[ReferenceSpec]:
     )]
 
 
-def load_reference(name: str | None = None) -> ReferenceTable:
-    """A registered reference by name (default: Greulich & Pyle / Brush Foundation)."""
-    from boneage import plugins
+def load_reference(name: str | None = None, plugins: Plugins | None = None) -> ReferenceTable:
+    """A registered reference by name (default: Greulich & Pyle / Brush Foundation), from ``plugins``
+    (default: the process-wide registry)."""
+    from boneage.plugins import get_plugins
 
-    spec: ReferenceSpec = plugins.get("references", name or DEFAULT_REFERENCE)
+    registry = get_plugins() if plugins is None else plugins
+    spec: ReferenceSpec = registry.get("references", name or DEFAULT_REFERENCE).spec
     with failures_as(PluginError, f"reference {spec.name!r} could not be loaded"):
         table = spec.load()
     if not isinstance(table, ReferenceTable):

@@ -19,10 +19,10 @@ from typing import Any
 import keras
 import numpy as np
 
-from boneage import plugins
 from boneage.backbones import load_keras_model
 from boneage.errors import ConfigError
 from boneage.errors import TrainingInterrupted as TrainingInterrupted  # re-exported: its home before errors.py
+from boneage.plugins import Plugins, get_plugins
 from boneage.preprocess import build_pipeline
 from boneage.training.config import TrainConfig
 from boneage.training.data import Record, fingerprint, prepare_data, read_source
@@ -46,12 +46,13 @@ def data_summary(config: TrainConfig, train: list[Record], val: list[Record]) ->
     }
 
 
-def build_and_compile(config: TrainConfig, train: list[Record], steps_per_epoch: int) -> Any:
+def build_and_compile(config: TrainConfig, train: list[Record], steps_per_epoch: int,
+                      plugins: Plugins | None = None) -> Any:
     """A new model of the configured backbone in the configured precision, its output scaled by the training
     labels' mean and SD (months), compiled with AdamW on the :class:`~boneage.training.schedule.WarmupCosine`
-    schedule."""
+    schedule. The backbone comes from ``plugins`` (default: the process-wide registry)."""
     ages = np.array([r.boneage for r in train])
-    spec = plugins.get("backbones", config.backbone)
+    spec = (get_plugins() if plugins is None else plugins).get("backbones", config.backbone).spec
     options = {"age_mean": float(ages.mean()), "age_std": float(ages.std() or 1.0), **config.backbone_options}
     with precision_policy(config.precision):  # layers keep it (and a checkpoint stores it); the global one is restored
         model = spec.build(config.input_size, **options)
