@@ -24,18 +24,30 @@ class TiffInfo:
     samples: int
     bits: int
     photometric: int | None
+    tile: tuple[int, int] | None = None  # TileWidth and TileLength of a tiled TIFF
 
 
 MAX_PNG_CHUNKS = 200_000  # a 512 MB file in libpng's 8 KB IDAT chunks has 64,000
 MAX_PNG_OTHER_CHUNKS = 1_000  # chunks that are not IDAT: libpng keeps no more (its chunk cache)
+MAX_PNG_COMPRESSED_TEXTS = 16  # zTXt and compressed iTXt: a real PNG has a few
+
+
+def compressed_text(kind: bytes, body: bytes) -> bool:
+    """A zTXt chunk, or an iTXt whose compression flag (after its keyword) is set: libpng inflates
+    each before the image, up to its 8 MB limit: 35 ms for a chunk of 8 KB that inflates that far."""
+    if kind == b"zTXt":
+        return True
+    nul = body.find(b"\0", 0, 80)
+    return kind == b"iTXt" and nul >= 0 and body[nul + 1 : nul + 2] == b"\x01"
 
 
 def check_png_chunks(data: bytes, what: str) -> None:
     """Every chunk must end inside the file: one corrupted length byte (a 5 KB file whose IDAT
     claims 4 GB) makes OpenCV take seconds and gigabytes before it fails. And the chunks are
     counted: 2 million empty text chunks (26 MB) took 10 s to decode, 40 s with an EXIF chunk
-    (Pillow reads them one by one); a 512 MB file of them would take minutes."""
-    i, chunks, others = 8, 0, 0
+    (Pillow reads them one by one); a 512 MB file of them would take minutes. Compressed text chunks
+    are counted on their own: 990 zTXt of 8 KB, each inflating to 8 MB (a 7.8 MB file), took 34 s."""
+    i, chunks, others, texts = 8, 0, 0, 0
     while i + 8 <= len(data):
         length, kind = struct.unpack(">I4s", data[i : i + 8])
         end = i + 12 + length
@@ -46,6 +58,9 @@ def check_png_chunks(data: bytes, what: str) -> None:
         if chunks > MAX_PNG_CHUNKS or others > MAX_PNG_OTHER_CHUNKS:
             raise ImageReadError(f"{what} is a PNG of more than {MAX_PNG_CHUNKS:,} chunks, or more than "
                                  f"{MAX_PNG_OTHER_CHUNKS:,} that are not image data")
+        texts += kind in (b"zTXt", b"iTXt") and compressed_text(kind, data[i + 8 : i + 8 + min(length, 81)])
+        if texts > MAX_PNG_COMPRESSED_TEXTS:
+            raise ImageReadError(f"{what} is a PNG of more than {MAX_PNG_COMPRESSED_TEXTS} compressed text chunks")
         if kind == b"IEND":
             return
         i = end
@@ -150,12 +165,14 @@ def tiff_info(data: bytes, what: str) -> TiffInfo:
             raise ImageReadError(f"{what} is not a readable TIFF: its directory is cut short")
         tag, kind, n = struct.unpack(endian + "HHI", entry[:8])
         tag_bytes += n * TIFF_TYPE_BYTES.get(kind, 1)
-        if tag in (258, 262, 277):  # BitsPerSample, PhotometricInterpretation, SamplesPerPixel
+        if tag in (258, 262, 277, 322, 323):  # BitsPerSample, Photometric, SamplesPerPixel, TileWidth, TileLength
             values[tag] = _first_value(data, endian, kind, n, entry[8:])
     if tag_bytes > MAX_TIFF_TAG_BYTES:
         raise ImageReadError(f"{what} is a TIFF whose tags hold {tag_bytes / 2**20:,.0f} MiB, more than the "
                              f"{MAX_TIFF_TAG_BYTES // 2**20} MiB allowed")
-    return TiffInfo(samples=max(1, values.get(277, 1)), bits=max(1, values.get(258, 1)), photometric=values.get(262))
+    tile = (values[322], values[323]) if 322 in values and 323 in values else None
+    return TiffInfo(samples=max(1, values.get(277, 1)), bits=max(1, values.get(258, 1)), photometric=values.get(262),
+                    tile=tile)
 
 
 def _first_value(data: bytes, endian: str, kind: int, n: int, field: bytes) -> int:

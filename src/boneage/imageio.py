@@ -193,10 +193,22 @@ def structure_checked(header: Header, data: bytes, what: str, tiff: TiffInfo | N
         channels = max(info.samples, 3 if info.photometric in (2, 6, 8) else 1)
         header = replace(header, channels=channels, sample_bytes=max(header.sample_bytes, (info.bits + 7) // 8),
                          photometric=info.photometric)
+        if info.tile is not None:
+            check_tiff_tile(info.tile, header, what)
     elif header.format == "PPM":
         maxval = pnm_maxval(data)
         header = replace(header, maxval=maxval, sample_bytes=2 if (maxval or 0) > 255 else header.sample_bytes)
     return header
+
+
+def check_tiff_tile(tile: tuple[int, int], header: Header, what: str) -> None:
+    """libtiff and OpenCV decode a tiled TIFF a whole tile at a time, into buffers of the tile's size
+    whatever the image's: a 4 KB TIFF of a 64x64 image whose tile claims 16384x16368 pixels took
+    1 GB and 2.6 s to be refused. So a tile is held to the limits of a whole image."""
+    width, height = tile
+    if width * height > MAX_PIXELS or width * height * header.channels * header.sample_bytes > MAX_DECODED_BYTES:
+        raise ImageTooLargeError(f"{what} is a TIFF of {width}x{height}-pixel tiles, more than an image may decode "
+                                 f"({MAX_PIXELS:,} pixels, {MAX_DECODED_BYTES // 2**20} MiB)")
 
 
 def read_header(data: bytes, what: str) -> Header:

@@ -1,0 +1,59 @@
+"""What the fifth outside probe (issue 19) found, one test each."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+from boneage.errors import ImageReadError, ImageTooLargeError
+from boneage.imageio import read_image
+from tests.helpers import synthetic_radiograph
+
+
+def tiled_tiff(width: int, height: int, tile: tuple[int, int], pixels: bytes) -> bytes:
+    """A little-endian 8-bit grey TIFF of one deflated tile holding ``pixels``."""
+    blob = zlib.compress(pixels)
+    tags = [(256, 4, width), (257, 4, height), (258, 3, 8), (259, 3, 8), (262, 3, 1), (277, 3, 1),
+            (322, 4, tile[0]), (323, 4, tile[1]), (324, 4, 8), (325, 4, len(blob))]
+    directory = 8 + len(blob) + len(blob) % 2
+    out = b"II*\0" + struct.pack("<I", directory) + blob + b"\0" * (len(blob) % 2)
+    out += struct.pack("<H", len(tags))
+    for tag, kind, value in tags:
+        out += struct.pack("<HHI", tag, kind, 1) + struct.pack("<H" if kind == 3 else "<I", value).ljust(4, b"\0")
+    return out + struct.pack("<I", 0)
+
+
+def test_a_tiff_tile_larger_than_an_image_may_decode_is_refused_from_its_header() -> None:
+    # 4 KB: a 64x64 image whose one tile claims 16384x16368 pixels made libtiff and OpenCV allocate 1 GB
+    bomb = tiled_tiff(64, 64, (16384, 16368), bytes(64 * 64))
+    assert len(bomb) < 5000
+    with pytest.raises(ImageTooLargeError, match="16384x16368-pixel tiles"):
+        read_image(bomb)
+    # a tile larger than a small image, as writers of 256x256 tiles make them, is read as it was
+    image = synthetic_radiograph(100, 100)
+    tile = np.zeros((112, 112), np.uint8)
+    tile[:100, :100] = image
+    assert np.array_equal(read_image(tiled_tiff(100, 100, (112, 112), tile.tobytes())).image, image)
+
+
+def png_with_texts(kind: bytes, count: int, compressed: bool = True) -> bytes:
+    """A radiograph PNG with ``count`` text chunks of ``kind`` before its image data."""
+    import cv2
+
+    png = cv2.imencode(".png", synthetic_radiograph())[1].tobytes()
+    text = zlib.compress(b"\0" * 1000) if compressed else b"text"
+    body = b"Comment\0" + ({b"zTXt": b"\0", b"iTXt": bytes([compressed, 0]) + b"\0\0"}[kind]) + text
+    chunk = struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    return png[:33] + chunk * count + png[33:]
+
+
+def test_a_png_of_many_compressed_text_chunks_is_refused_before_libpng_inflates_them() -> None:
+    # 990 zTXt chunks of 8 KB, each inflating to libpng's 8 MB limit (a 7.8 MB file), took 34 s to decode
+    for kind in (b"zTXt", b"iTXt"):
+        with pytest.raises(ImageReadError, match="more than 16 compressed text chunks"):
+            read_image(png_with_texts(kind, 17))
+        assert read_image(png_with_texts(kind, 16)).image.shape == (300, 240)
+    assert read_image(png_with_texts(b"iTXt", 100, compressed=False)).image.shape == (300, 240)
