@@ -8,7 +8,7 @@ import zlib
 import numpy as np
 import pytest
 
-from boneage.errors import ImageReadError, ImageTooLargeError
+from boneage.errors import AgeError, ImageReadError, ImageTooLargeError
 from boneage.imageio import read_image
 from tests.helpers import synthetic_radiograph
 
@@ -57,3 +57,19 @@ def test_a_png_of_many_compressed_text_chunks_is_refused_before_libpng_inflates_
             read_image(png_with_texts(kind, 17))
         assert read_image(png_with_texts(kind, 16)).image.shape == (300, 240)
     assert read_image(png_with_texts(b"iTXt", 100, compressed=False)).image.shape == (300, 240)
+
+
+@pytest.mark.parametrize("typed", ["20150302", "-20150302", "201503021200"])
+def test_an_age_refused_is_never_echoed(typed: str) -> None:
+    from boneage.age import parse_age
+
+    with pytest.raises(AgeError) as refused:  # a date of birth as DICOM writes it was shown as "2.01503e+07 months"
+        parse_age(typed)
+    assert "2015" not in str(refused.value) and "2.01" not in str(refused.value)
+
+
+def test_an_age_of_an_int_past_floats_is_an_age_error() -> None:
+    from boneage.age import check_age
+
+    with pytest.raises(AgeError):  # was OverflowError: int too large to convert to float
+        check_age(10**400)

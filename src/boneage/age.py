@@ -20,15 +20,20 @@ _TEXT = re.compile(r"(?:(\d+(?:\.\d+)?)\s*y(?:ears?)?)?\s*(?:(\d+(?:\.\d+)?)\s*m
 
 
 def check_age(months: object) -> float:
-    """The age in months, if it can be a child's."""
+    """The age in months, if it can be a child's. The value refused is never echoed: a date of birth
+    typed where the age goes, as DICOM writes it (``20150302``), reads as a number (it was shown as
+    "2.01503e+07 months", its year and month), and an int past 1e308 cannot be a float at all."""
     if isinstance(months, (bool, np.bool_)) or not isinstance(months, (int, float, np.integer, np.floating)):
         raise AgeError(f"the age must be a number of months, not a {type(months).__name__}")
-    value = float(months)
+    try:
+        value = float(months)
+    except OverflowError:  # an int of 400 digits (was OverflowError, not an AgeError)
+        value = math.inf
     if not math.isfinite(value) or value < 0:
-        raise AgeError(f"the age must be 0 months or more, not {months!r}")
+        raise AgeError("the age must be a finite number of months, 0 or more")
     if value > MAX_AGE_MONTHS:
-        raise AgeError(f"an age of {value:g} months ({value / 12:.0f} years) is not a child's; bone age is read up to "
-                       "about 19 years")
+        raise AgeError(f"an age of more than {MAX_AGE_MONTHS:g} months (30 years) is not a child's; bone age is read "
+                       "up to about 19 years (a date of birth is not an age)")
     return value
 
 
