@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from boneage.errors import AgeError, ImageReadError, ImageTooLargeError
+from boneage.errors import AgeError, ImageReadError, ImageTooLargeError, InvalidModelError
 from boneage.imageio import read_image
 from tests.helpers import synthetic_radiograph
 
@@ -73,3 +74,19 @@ def test_an_age_of_an_int_past_floats_is_an_age_error() -> None:
 
     with pytest.raises(AgeError):  # was OverflowError: int too large to convert to float
         check_age(10**400)
+
+
+def test_a_model_name_or_models_folder_too_long_is_a_model_error(
+        tiny_model: Path, radiograph_png: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from boneage.cli.main import main
+    from boneage.models import resolve
+
+    long_name = "a" * 5000  # Path.exists raised OSError ENAMETOOLONG: internal error, exit 70
+    with pytest.raises(InvalidModelError, match="cannot be looked up: File name too long"):
+        resolve(long_name)
+    assert main(["predict", str(radiograph_png), "--sex", "f", "--model", long_name]) == 3
+    monkeypatch.setenv("BONEAGE_MODELS_DIR", str(tiny_model.parent / long_name))
+    assert main(["predict", str(radiograph_png), "--sex", "f"]) == 3
+    err = capsys.readouterr().err
+    assert "internal error" not in err and err.count("cannot be looked up") == 2

@@ -42,7 +42,7 @@ def load_registry(directory: Path | None = None) -> Registry:
     """The registry of ``directory`` (default: :func:`models_dir`); an empty one where there is no
     ``registry.json`` yet (a fresh export folder), an :class:`InvalidModelError` where it is damaged."""
     path = (directory or models_dir()) / REGISTRY_FILE
-    if not path.is_file():
+    if not _exists(path, file=True):
         return Registry()
     try:
         return Registry.model_validate_json(read_bounded(path, MAX_CONFIG_BYTES, "model registry"))
@@ -104,11 +104,21 @@ def resolve(model: str | os.PathLike[str] | None) -> tuple[Path, RegistryEntry |
     if entry is not None:
         return inside(directory, entry.file), entry
     path = Path(model)
-    if path.suffix not in (".onnx", ".keras") and not path.exists():
+    if path.suffix not in (".onnx", ".keras") and not _exists(path):
         known = ", ".join(e.ref for e in registry.models) or "none"
         raise ModelNotFoundError(f"no model named {str(model)!r} (registered: {known})")
     by_file = [e for e in registry.models if _same_file(inside(directory, e.file), path)]
     return path, (by_file[0] if by_file else None)
+
+
+def _exists(path: Path, file: bool = False) -> bool:
+    """``path.exists()`` (``is_file()``), raising :class:`InvalidModelError` where the name cannot be
+    looked up: a name too long for the file system (``--model`` or ``$BONEAGE_MODELS_DIR`` of 5,000
+    characters) made ``Path.exists`` raise ``OSError`` (internal error, exit 70)."""
+    try:
+        return path.is_file() if file else path.exists()
+    except (OSError, ValueError) as exc:
+        raise InvalidModelError(f"model path {path} cannot be looked up: {getattr(exc, 'strerror', None) or exc}") from exc
 
 
 def _same_file(a: Path, b: Path) -> bool:
