@@ -90,3 +90,20 @@ def test_a_model_name_or_models_folder_too_long_is_a_model_error(
     assert main(["predict", str(radiograph_png), "--sex", "f"]) == 3
     err = capsys.readouterr().err
     assert "internal error" not in err and err.count("cannot be looked up") == 2
+
+
+def test_output_names_too_long_are_input_errors(tiny_model: Path, radiograph_png: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from boneage.cli.main import main
+    from boneage.errors import ConfigError
+    from boneage.evaluation import evaluate
+
+    long_name = "a" * 5000  # Path.exists raised OSError ENAMETOOLONG: internal error, exit 70
+    common = [str(radiograph_png), "--sex", "f", "--model", str(tiny_model)]
+    assert main(["predict", *common, "--output", long_name + ".csv"]) == 2
+    assert main(["predict", *common, "--age", "100", "--plot", long_name + ".png"]) == 2
+    assert main(["explain", *common, "--output", long_name + ".png"]) == 2
+    err = capsys.readouterr().err
+    assert "internal error" not in err and err.count("File name too long") == 3
+    with pytest.raises(ConfigError, match="File name too long"):
+        evaluate(str(tiny_model), [], tmp_path / long_name)

@@ -68,10 +68,13 @@ class ResultFile:
         self.journal = path.with_name(path.name + ".partial.jsonl") if self.suffix == ".parquet" else path
         if self.suffix == ".parquet":
             _parquet()  # a missing extra is said before any work
-        for target in {path, self.journal}:
-            if target.exists() and not target.is_file():
-                raise InputError(f"--output {target} exists and is not a regular file")
-        exists = any(p.exists() and p.stat().st_size > 0 for p in {path, self.journal})
+        try:
+            for target in {path, self.journal}:
+                if target.exists() and not target.is_file():
+                    raise InputError(f"--output {target} exists and is not a regular file")
+            exists = any(p.exists() and p.stat().st_size > 0 for p in {path, self.journal})
+        except OSError as exc:  # a name too long for the file system: Path.exists raised (was exit 70)
+            raise InputError(f"cannot write {path}: {exc.strerror or exc}") from exc
         if exists and not (resume or force):
             raise InputError(f"--output {path} exists: add --resume to continue it or --force to replace it")
         self.done: set[str] = self._read_done() if exists and resume else set()
