@@ -107,3 +107,33 @@ def test_output_names_too_long_are_input_errors(tiny_model: Path, radiograph_png
     assert "internal error" not in err and err.count("File name too long") == 3
     with pytest.raises(ConfigError, match="File name too long"):
         evaluate(str(tiny_model), [], tmp_path / long_name)
+
+
+def sof_declares(jpeg: bytes, width: int, height: int) -> bytes:
+    """The JPEG with its frame header's size changed: one header change, no other byte."""
+    i = next(k for k in (jpeg.find(b"\xff\xc0"), jpeg.find(b"\xff\xc2")) if k >= 0)
+    return jpeg[: i + 5] + struct.pack(">HH", height, width) + jpeg[i + 9 :]
+
+
+@pytest.mark.parametrize("progressive", [0, 1])
+def test_a_jpeg_whose_data_does_not_fill_its_declared_frame_is_refused(progressive: int) -> None:
+    # 300x400 pixels declared as 600x800: libjpeg filled the rest with zeros and only warned on stderr;
+    # the radiograph was read as 39.9 months instead of 203.3
+    import cv2
+
+    image = synthetic_radiograph(400, 300)
+    params = [cv2.IMWRITE_JPEG_QUALITY, 90, cv2.IMWRITE_JPEG_PROGRESSIVE, progressive]
+    jpeg = cv2.imencode(".jpg", image, params)[1].tobytes()
+    for width, height in ((600, 800), (300, 408), (308, 400)):
+        with pytest.raises(ImageReadError, match=f"{width}x{height} frame its header declares"):
+            read_image(sof_declares(jpeg, width, height))
+    if not progressive:  # cut short and given its end marker back
+        with pytest.raises(ImageReadError, match="frame its header declares"):
+            read_image(jpeg[: len(jpeg) * 9 // 10] + b"\xff\xd9")
+    # a JPEG that fills its frame reads as OpenCV decodes it, with restart markers or a colour one too
+    colour = np.dstack([image, image // 2, image // 3])
+    for pixels, extra in ((image, []), (image, [cv2.IMWRITE_JPEG_RST_INTERVAL, 3]), (colour, [])):
+        jpeg = cv2.imencode(".jpg", pixels, params + extra)[1].tobytes()
+        expected = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_UNCHANGED)
+        expected = expected if expected.ndim == 2 else cv2.cvtColor(expected, cv2.COLOR_BGR2RGB)
+        assert np.array_equal(read_image(jpeg).image, expected)

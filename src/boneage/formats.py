@@ -191,3 +191,55 @@ def pnm_maxval(data: bytes) -> int | None:
     """The largest sample value a PGM or PPM declares (OpenCV does not rescale to it, viewers do)."""
     match = PNM_HEADER.match(data[:1024])
     return int(match.group(4)) if match else None
+
+
+JPEG_MARKER_IN_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7]")  # not a stuffed 0xFF, not a restart marker
+JPEG_PROGRESSIVE_FRAMES = (0xC2, 0xC6, 0xCA, 0xCE)
+JPEG_ARITHMETIC_FRAMES = (0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF)
+
+
+@dataclass(frozen=True)
+class JpegLayout:
+    """Where a JPEG's (its first image's) scans lie: for each, the offsets of its entropy-coded data,
+    from after its header to the marker that ends it, and how many components it holds."""
+
+    frame: int  # the start-of-frame marker: 0xC0 baseline, 0xC2 progressive, ...
+    components: int
+    scans: tuple[tuple[int, int, int], ...]  # (start, end, components)
+
+    @property
+    def one_pass(self) -> bool:
+        """One sequential scan of every component: libjpeg decodes it as it reads it, with no
+        whole-image buffer, so it needs no end-of-image marker to finish."""
+        return (self.frame not in JPEG_PROGRESSIVE_FRAMES and len(self.scans) == 1
+                and self.scans[0][2] == self.components)
+
+    @property
+    def arithmetic(self) -> bool:
+        return self.frame in JPEG_ARITHMETIC_FRAMES
+
+
+def jpeg_layout(data: bytes) -> JpegLayout | None:
+    """The frame and scans of a JPEG's first image, up to its end-of-image marker, walked as the
+    other JPEG walks here are (bounded by MAX_JPEG_MARKERS and MAX_JPEG_SCANS); the end of a scan's
+    data is found by a regular-expression search, in C. None without a frame or a scan."""
+    i, markers, frame, components = 2, 0, 0, 0
+    scans: list[tuple[int, int, int]] = []
+    while i + 4 <= len(data) and data[i] == 0xFF and markers <= MAX_JPEG_MARKERS and len(scans) <= MAX_JPEG_SCANS:
+        marker, markers = data[i + 1], markers + 1
+        if marker in (0xD8, 0x01, 0xFF) or 0xD0 <= marker <= 0xD7:
+            i += 1 if marker == 0xFF else 2
+            continue
+        if marker == 0xD9:
+            break
+        length = struct.unpack(">H", data[i + 2 : i + 4])[0]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and not frame and i + 10 <= len(data):
+            frame, components = marker, data[i + 9]
+        if marker == 0xDA:
+            start, in_scan = i + 2 + length, data[i + 4] if i + 4 < len(data) else 0
+            found = JPEG_MARKER_IN_SCAN.search(data, start)
+            i = found.start() if found else len(data)
+            scans.append((start, i, in_scan))
+            continue
+        i += 2 + length
+    return JpegLayout(frame, components, tuple(scans)) if frame and scans else None
