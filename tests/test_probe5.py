@@ -137,3 +137,59 @@ def test_a_jpeg_whose_data_does_not_fill_its_declared_frame_is_refused(progressi
         expected = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_UNCHANGED)
         expected = expected if expected.ndim == 2 else cv2.cvtColor(expected, cv2.COLOR_BGR2RGB)
         assert np.array_equal(read_image(jpeg).image, expected)
+
+
+NAME_WHERE_THE_SEX_GOES = "Doe^Jane MRN-4417-XQ"  # a misaligned CSV row: the name and the ID where the sex goes
+
+
+def test_a_refused_sex_is_never_echoed(tiny_model: Path, radiograph_png: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    # "sex must be male or female, not 'Doe^Jane ...'": on stderr, in results files and in the service's answer
+    import json
+
+    from boneage.cli.main import main
+    from boneage.errors import SexError
+    from boneage.sex import check_male, parse_sex
+
+    for refused in (lambda: parse_sex(NAME_WHERE_THE_SEX_GOES), lambda: check_male(NAME_WHERE_THE_SEX_GOES),
+                    lambda: check_male(4417)):
+        with pytest.raises(SexError) as info:
+            refused()
+        assert "Doe" not in str(info.value) and "4417" not in str(info.value)
+    listing, results = tmp_path / "list.csv", tmp_path / "results.jsonl"
+    listing.write_text(f"path,sex\n{radiograph_png},{NAME_WHERE_THE_SEX_GOES}\n")
+    assert main(["predict", "--csv", str(listing), "--model", str(tiny_model), "--output", str(results)]) == 2
+    with pytest.raises(SystemExit):
+        main(["predict", str(radiograph_png), "--sex", NAME_WHERE_THE_SEX_GOES, "--model", str(tiny_model)])
+    captured = capsys.readouterr()
+    for text in (captured.out, captured.err, results.read_text()):
+        assert "Doe" not in text and "4417" not in text
+    assert "(20 characters) is not one of them" in json.loads(results.read_text())["error"]["message"]
+    assert "must be male, female, m or f" in captured.err
+
+
+def test_a_refused_sex_is_not_in_the_service_answer(tiny_model: Path, radiograph_png: Path) -> None:
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from boneage.estimator import BoneAgeEstimator
+    from boneage.serve.app import create_app
+    from boneage.serve.settings import ServeSettings
+
+    app = create_app(ServeSettings(), load=lambda: BoneAgeEstimator(model=tiny_model))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        answer = client.post("/v1/predict", files={"file": ("x.png", radiograph_png.read_bytes(), "image/png")},
+                             data={"sex": NAME_WHERE_THE_SEX_GOES})
+    assert answer.status_code in (422, 503) and "Doe" not in answer.text and "4417" not in answer.text
+
+
+def test_a_dicom_photometric_value_the_standard_does_not_define_is_not_shown() -> None:
+    pytest.importorskip("pydicom")
+    from boneage.errors import UnsupportedImageError
+    from tests.test_dicom import dataset, encoded
+
+    ds = dataset(synthetic_radiograph(), photometric="DOEJANE")
+    with pytest.raises(UnsupportedImageError, match="not one the standard defines") as info:
+        read_image(encoded(ds))
+    assert "DOE" not in str(info.value)

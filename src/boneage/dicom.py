@@ -221,7 +221,8 @@ def image_tags(ds: Any, what: str, data: bytes = b"") -> ImageTags:
     photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
     samples = _int(ds, "SamplesPerPixel", what, 1)
     if samples != 1 or photometric not in MONOCHROME:
-        shown = photometric if photometric.replace("_", "").isalnum() and photometric.isascii() else "unreadable"
+        # only a value the standard defines is shown: the tag's text, whatever it holds, never is
+        shown = photometric if photometric in PHOTOMETRIC_VALUES else "not one the standard defines"
         raise UnsupportedImageError(f"{what} is a colour DICOM ({shown if photometric else 'no PhotometricInterpretation'}, "
                                     f"{samples} samples per pixel): radiographs are MONOCHROME1 or MONOCHROME2")
     frames = _int(ds, "NumberOfFrames", what, 1)
@@ -352,6 +353,10 @@ def _j2k_size(frame: bytes, what: str) -> tuple[int, int, int] | None:
     if tiles > MAX_J2K_TILES:
         raise ImageReadError(f"{what}: its JPEG 2000 frame has {tiles:,} tiles, more than the {MAX_J2K_TILES:,} allowed")
     return x - x0, y - y0, components
+
+
+PHOTOMETRIC_VALUES = frozenset({"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB", "YBR_FULL", "YBR_FULL_422",
+                                "YBR_PARTIAL_422", "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT", "HSV", "ARGB", "CMYK", "XYB"})
 
 
 def _sop_class(ds: Any) -> str:

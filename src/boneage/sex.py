@@ -20,12 +20,17 @@ def check_male(male: Any) -> bool:
         return bool(male)
     if male is None:
         raise SexError("the sex is missing: pass male=True or male=False")
-    raise SexError(f"male must be True or False, not {male!r}")
+    # the value itself is never shown: a misaligned CSV puts a name or an ID where the sex goes
+    kind = "an int other than 0 or 1" if isinstance(male, (int, np.integer)) else f"a {type(male).__name__}"
+    raise SexError(f"male must be True or False (or 1/0), not {kind} (the value given is not shown)")
 
 
 def parse_sex(text: str) -> bool:
     """``male``/``female`` (also m/f, 1/0, true/false) from the CLI or a CSV; True for male."""
     value = _TEXT.get(str(text).strip().lower())
     if value is None:
-        raise SexError(f"sex must be male or female, not {text!r}")
+        # never echoed: a misaligned CSV (or form) puts a name or an ID where the sex goes, and this
+        # message reaches stderr, results files and the service's answer
+        raise SexError(f"sex must be male or female (m/f, 1/0, true/false); the value given ({len(str(text))} "
+                       "characters) is not one of them and is not shown")
     return value

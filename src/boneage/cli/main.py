@@ -41,12 +41,21 @@ def _threads(text: str) -> int:
 RUNTIME_HELP = "onnx or tensorflow, or a plugin's runtime (default: onnx; tensorflow for a .keras model)"
 
 
+def _sex(value: str) -> str:
+    """male, female, m or f, any case; anything else is refused without being shown (argparse's
+    choices echoed it: a name or an ID pasted from a list where the sex goes)."""
+    if value.strip().lower() not in ("male", "female", "m", "f"):
+        raise argparse.ArgumentTypeError(f"must be male, female, m or f; the value given ({len(value)} characters) "
+                                         "is not shown")
+    return value.strip().lower()
+
+
 def _predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="*", metavar="FILE",
                    help="radiographs (PNG, JPEG, TIFF, BMP, WebP; DICOM with the extra dicom), or folders of them")
     p.add_argument("--pattern", default="*.png,*.jpg,*.jpeg,*.tif,*.tiff,*.bmp,*.webp,*.dcm,*.dicom",
                    help="for folders: the file names to take, comma-separated globs (default: the image formats)")
-    p.add_argument("--sex", type=str.lower, choices=["male", "female", "m", "f"],
+    p.add_argument("--sex", type=_sex, metavar="{male,female,m,f}",
                    help="the sex of every child in FILE... (male/female, M/F; default for DICOM: its PatientSex)")
     p.add_argument("--csv", metavar="LIST",
                    help="a CSV with columns path,sex (and age, or dob and study_date, if known) for many files")
@@ -75,7 +84,7 @@ def _predict(p: argparse.ArgumentParser) -> None:
 
 def _explain(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", metavar="FILE", help="one radiograph (PNG, JPEG, TIFF, BMP; DICOM with the extra dicom)")
-    p.add_argument("--sex", type=str.lower, choices=["male", "female", "m", "f"],
+    p.add_argument("--sex", type=_sex, metavar="{male,female,m,f}",
                    help="male/female (default: a DICOM's PatientSex)")
     p.add_argument("--age", help="the child's age: months (123) or years and months (10y3m)")
     p.add_argument("--dob", metavar="YYYY-MM-DD", help="date of birth (with --study-date, instead of --age)")
