@@ -193,3 +193,65 @@ def test_a_dicom_photometric_value_the_standard_does_not_define_is_not_shown() -
     with pytest.raises(UnsupportedImageError, match="not one the standard defines") as info:
         read_image(encoded(ds))
     assert "DOE" not in str(info.value)
+
+
+def multipart(fields: list[tuple[str, bytes, str | None]]) -> tuple[bytes, str]:
+    """A multipart/form-data body of (name, value, file name or None) fields, repeated names included."""
+    boundary = "probe5boundary"
+    body = b""
+    for name, value, filename in fields:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n".encode()
+        body += (b"Content-Type: image/png\r\n" if filename else b"") + b"\r\n" + value + b"\r\n"
+    return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def asgi_post(app: object, path: str, fields: list[tuple[str, bytes, str | None]]) -> tuple[int, dict]:
+    """POST a form to the ASGI app itself, its model loaded by its own lifespan (no HTTP client needed)."""
+    import asyncio
+    import json
+
+    body, content_type = multipart(fields)
+
+    async def call() -> tuple[int, dict]:
+        async with app.router.lifespan_context(app):  # type: ignore[attr-defined]
+            for _ in range(200):
+                if app.state.service.estimator is not None or app.state.service.failed:  # type: ignore[attr-defined]
+                    break
+                await asyncio.sleep(0.05)
+            sent: list[dict] = []
+            received = iter([{"type": "http.request", "body": body, "more_body": False}])
+
+            async def receive() -> dict:
+                return next(received, {"type": "http.disconnect"})
+
+            async def send(message: dict) -> None:
+                sent.append(message)
+
+            scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                     "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+                     "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())],
+                     "client": ("127.0.0.1", 1), "server": ("testserver", 80)}
+            await app(scope, receive, send)  # type: ignore[operator]
+        status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+        return status, json.loads(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"))
+
+    return asyncio.run(call())
+
+
+def test_the_service_refuses_a_form_field_given_twice(tiny_model: Path, radiograph_png: Path) -> None:
+    # two sex or two file fields gave no error, and the last one won
+    pytest.importorskip("fastapi")
+    from boneage.estimator import BoneAgeEstimator
+    from boneage.serve.app import create_app
+    from boneage.serve.settings import ServeSettings
+
+    app = create_app(ServeSettings(), load=lambda: BoneAgeEstimator(model=tiny_model))
+    image = radiograph_png.read_bytes()
+    one = [("file", image, "x.png"), ("sex", b"male", None)]
+    assert asgi_post(app, "/v1/predict", one)[0] == 200
+    for twice in ([*one, ("sex", b"female", None)], [*one, ("file", image, "y.png")], [*one, ("age", b"120", None),
+                                                                                        ("age", b"12", None)]):
+        status, body = asgi_post(app, "/v1/predict", twice)
+        assert status == 422 and body["error"]["code"] == "invalid_request", body
+        assert "fields; send each field once" in body["error"]["message"]

@@ -227,6 +227,18 @@ def test_bad_sex_and_age(client: TestClient) -> None:
     assert error_of(client.get("/v1/predict"), 405) == "method_not_allowed"
 
 
+def test_a_form_field_given_twice_is_refused(client: TestClient) -> None:
+    # two sex or two file fields gave no error, and the last one won (issue 19, fifth probe)
+    data = (SAMPLES / "1377.png").read_bytes()
+    image = ("x.png", data, "image/png")
+    for path in ("/v1/predict", "/v1/explain"):
+        assert error_of(client.post(path, files={"file": image}, data={"sex": ["male", "female"]}), 422) == "invalid_request"
+    twice = client.post("/v1/predict", files=[("file", image), ("file", image)], data={"sex": "male"})
+    assert error_of(twice, 422) == "invalid_request" and "2 'file' fields" in twice.json()["error"]["message"]
+    assert error_of(client.post("/v1/predict", files={"file": image}, data={"sex": "male", "age": ["120", "12"]}),
+                    422) == "invalid_request"
+
+
 def test_upload_size_limit(estimator: BoneAgeEstimator) -> None:
     """Refused from Content-Length, and while streaming when there is none: never read to the end."""
     limit = 64 * 1024

@@ -193,8 +193,24 @@ AgeField = Annotated[str | None, Form(description="the child's age: months (123)
 FileField = Annotated[UploadFile, File(description="a radiograph: PNG, JPEG, TIFF, BMP, WebP; DICOM with the dicom extra")]
 
 
-async def _inputs(file: UploadFile, sex: str | None, age: str | None) -> tuple[bytes, bool | None, float | None]:
-    """The upload's bytes and the parsed sex and age; a bad sex or age is refused before the image is read."""
+FORM_FIELDS = ("file", "sex", "age")
+
+
+async def _single_fields(request: Request) -> None:
+    """Each field of the form at most once: FastAPI takes the last of two ``sex`` or ``file`` fields
+    and says nothing, so a client that sent two values got an answer for one of them."""
+    form = await request.form()  # already parsed by FastAPI for the route's fields: no second read
+    for name in FORM_FIELDS:
+        count = len(form.getlist(name))
+        if count > 1:
+            raise ServeError(422, "invalid_request", f"the form holds {count} '{name}' fields; send each field once")
+
+
+async def _inputs(request: Request, file: UploadFile, sex: str | None,
+                  age: str | None) -> tuple[bytes, bool | None, float | None]:
+    """The upload's bytes and the parsed sex and age; a form with a field twice, or a bad sex or age, is
+    refused before the image is read."""
+    await _single_fields(request)
     male = parse_sex(sex) if sex not in (None, "") else None
     months = parse_age(age) if age not in (None, "") else None
     return check_upload(await file.read()), male, months
@@ -230,32 +246,32 @@ def _routes(app: FastAPI, service: Service) -> None:
                          reference=estimator.reference.name, card=estimator.card)
 
     @app.post("/v1/predict", response_model=Prediction, summary="bone age of one radiograph", responses=ERRORS)
-    async def predict(file: FileField, sex: SexField = None, age: AgeField = None) -> Response:
+    async def predict(request: Request, file: FileField, sex: SexField = None, age: AgeField = None) -> Response:
         """The same JSON as ``BoneAgeEstimator().predict(...)`` for the same image bytes (``source`` is
         null: file names are not kept). The model file's sha256 is in the X-Boneage-Model-Sha256 header."""
         estimator = service.ready()
-        data, male, months = await _inputs(file, sex, age)
+        data, male, months = await _inputs(request, file, sex, age)
         prediction = await service.gate.run(_predict, estimator, data, male, months)
         return JSONResponse(prediction.model_dump(mode="json"), headers={SHA_HEADER: service.sha256})
 
     @app.post("/v1/explain", response_class=Response, summary="where the model looked: a PNG heatmap",
               responses={200: {"content": {"image/png": {}}}, **ERRORS})
-    async def explain(file: FileField, sex: SexField = None, age: AgeField = None) -> Response:
+    async def explain(request: Request, file: FileField, sex: SexField = None, age: AgeField = None) -> Response:
         """Occlusion sensitivity over the radiograph (about 150 model runs), with the estimate above it."""
         estimator = service.ready()
-        data, male, months = await _inputs(file, sex, age)
+        data, male, months = await _inputs(request, file, sex, age)
         png = await service.gate.run(_heatmap, estimator, data, male, months)
         return Response(png, media_type="image/png", headers={SHA_HEADER: service.sha256})
 
     @app.post("/v1/chart", response_class=Response, summary="the growth chart: a PNG (needs the age, extra plot)",
               responses={200: {"content": {"image/png": {}}}, 501: {"model": ErrorBody}, **ERRORS})
-    async def chart(file: FileField, sex: SexField = None, age: AgeField = None) -> Response:
+    async def chart(request: Request, file: FileField, sex: SexField = None, age: AgeField = None) -> Response:
         """The bone age against the reference at the child's age; 501 ``missing_dependency`` without matplotlib."""
         from boneage.chart import require_matplotlib
 
         estimator = service.ready()
         require_matplotlib()
-        data, male, months = await _inputs(file, sex, age)
+        data, male, months = await _inputs(request, file, sex, age)
         png = await service.gate.run(_chart, estimator, data, male, months)
         return Response(png, media_type="image/png", headers={SHA_HEADER: service.sha256})
 
