@@ -255,3 +255,28 @@ def test_the_service_refuses_a_form_field_given_twice(tiny_model: Path, radiogra
         status, body = asgi_post(app, "/v1/predict", twice)
         assert status == 422 and body["error"]["code"] == "invalid_request", body
         assert "fields; send each field once" in body["error"]["message"]
+
+
+def test_programmers_mistakes_in_the_api_are_typed_errors(tiny_model: Path, radiograph_png: Path) -> None:
+    from boneage.errors import BoneAgeError, ConfigError, InputError
+    from boneage.estimator import BoneAgeEstimator
+
+    # model=5 or model=b"..." raised a bare TypeError from pathlib
+    for model in (5, b"\x08\x07onnx bytes", 2.5):
+        with pytest.raises(ConfigError, match="model must be a registered name or a path"):
+            BoneAgeEstimator(model=model)  # type: ignore[arg-type]
+    # check_input="no" is truthy: the checks stayed on
+    for flag in ("no", "False", 0, None):
+        with pytest.raises(ConfigError, match="check_input must be True or False"):
+            BoneAgeEstimator(model=tiny_model, check_input=flag)  # type: ignore[arg-type]
+    estimator = BoneAgeEstimator(model=tiny_model, check_input=np.bool_(False))
+    assert estimator.check_input is False
+    # predict_many("r.png", ...) read each character as a file name; a bool had no len (TypeError)
+    one = str(radiograph_png)
+    for images, male, ages in ((one, "m" * len(one), None), (radiograph_png, [True], None), ([one], True, None),
+                               ([one], "m", None), ([one], [True], "1"), (None, None, None)):
+        with pytest.raises(InputError, match="must be a sequence with one item per image") as info:
+            estimator.predict_many(images, male, ages=ages)  # type: ignore[arg-type]
+        assert isinstance(info.value, BoneAgeError)
+    (result,) = estimator.predict_many((one,), (True,), ages=[120.0])
+    assert not isinstance(result, BoneAgeError)

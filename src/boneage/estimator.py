@@ -7,7 +7,7 @@ card, and is safe to share between threads (no state changes after construction)
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +17,15 @@ import numpy as np
 from boneage.age import check_age
 from boneage.decoded import Loaded
 from boneage.defaults import BATCH_SIZE
-from boneage.errors import BoneAgeError, InputError, InvalidModelError, ModelOutputError, PluginError, failures_as
+from boneage.errors import (
+    BoneAgeError,
+    ConfigError,
+    InputError,
+    InvalidModelError,
+    ModelOutputError,
+    PluginError,
+    failures_as,
+)
 from boneage.imageio import ImageInput, read_image
 from boneage.models import ModelFile, open_model
 from boneage.patient import resolve
@@ -62,6 +70,16 @@ def input_warnings(image: np.ndarray, steps: set[str], small: np.ndarray | None 
     return warnings
 
 
+def check_sequence(name: str, given: object) -> None:
+    """``images``, ``male`` and ``ages`` of the batch methods: one item per image, in a list or the
+    like. A str or a path is one image, not a sequence of them: ``predict_many("r.png", ...)`` read
+    each character as a file name; a bool or None had no len (TypeError)."""
+    one = (str, bytes, bytearray, memoryview, os.PathLike, Mapping)
+    if isinstance(given, one) or not (hasattr(given, "__len__") and hasattr(given, "__getitem__")):
+        raise InputError(f"{name} must be a sequence with one item per image (a list or a tuple), not a "
+                         f"{type(given).__name__}; for one image, use predict()")
+
+
 def _source(image: ImageInput) -> str | None:
     return str(image) if isinstance(image, (str, os.PathLike)) else None
 
@@ -84,7 +102,10 @@ class BoneAgeEstimator:
         radiograph and turn quarter-turned ones upright; False answers anyway, with warnings.
         ``plugins``: the registry the runtime, reference and preprocessing steps come from (default:
         the process-wide one), e.g. a private :class:`~boneage.plugins.Plugins` with a part of its own."""
-        self.check_input = check_input
+        # a programmer's mistakes, said as such: "no" is truthy, so check_input="no" left the checks on
+        if not isinstance(check_input, (bool, np.bool_)):
+            raise ConfigError(f"check_input must be True or False, not a {type(check_input).__name__}")
+        self.check_input = bool(check_input)
         self.plugins = get_plugins() if plugins is None else plugins
         self.model: ModelFile = open_model(model)
         self.reference = load_reference(reference, self.plugins)
@@ -185,6 +206,9 @@ class BoneAgeEstimator:
         months (None where unknown). ``workers`` threads decode and preprocess the next batch while
         the model runs this one (OpenCV and ONNX Runtime release the GIL); 0 does everything in the
         caller's thread."""
+        for name, given in (("images", images), ("male", male), ("ages", ages)):
+            if given is not None or name != "ages":
+                check_sequence(name, given)
         if len(images) != len(male):
             raise InputError(f"{len(images)} images but {len(male)} sexes")
         ages = [None] * len(images) if ages is None else list(ages)

@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from boneage.configs import ModelConfig
-from boneage.errors import ChecksumMismatchError, InvalidModelError, ModelNotFoundError
+from boneage.errors import ChecksumMismatchError, ConfigError, InvalidModelError, ModelNotFoundError
 from boneage.files import FileTooLargeError, NotRegularFileError, read_regular_file
 from boneage.modelcard import ModelCard, file_sha256, one_line, read_card, verify_embedded
 from boneage.onnxwire import external_tensors
@@ -94,6 +94,11 @@ def resolve(model: str | os.PathLike[str] | None) -> tuple[Path, RegistryEntry |
     """Where ``model`` is, and its registry entry if it is a release: None means the registry's
     default, a str a registered name (``name``, ``name-version``, ``name@version``) or else a path;
     a path to a registered file gets its entry too, so its checksum is checked."""
+    if model is not None and not isinstance(model, str) and not (
+            isinstance(model, os.PathLike) and isinstance(os.fspath(model), str)):
+        # model=5 or model=b"..." (the model's bytes, or a bytes path) raised a bare TypeError from Path
+        raise ConfigError(f"model must be a registered name or a path (a str or a pathlib.Path), not a "
+                          f"{type(model).__name__}; to use a model's bytes, write them to a file and pass its path")
     directory = models_dir()
     registry = load_registry(directory)
     if model is None:
