@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import struct
 import zlib
 from pathlib import Path
@@ -101,10 +102,12 @@ def test_output_names_too_long_are_input_errors(tiny_model: Path, radiograph_png
     long_name = "a" * 5000  # Path.exists raised OSError ENAMETOOLONG: internal error, exit 70
     common = [str(radiograph_png), "--sex", "f", "--model", str(tiny_model)]
     assert main(["predict", *common, "--output", long_name + ".csv"]) == 2
-    assert main(["predict", *common, "--age", "100", "--plot", long_name + ".png"]) == 2
-    assert main(["explain", *common, "--output", long_name + ".png"]) == 2
+    plots = importlib.util.find_spec("matplotlib") is not None  # without the plot extra: exit 5 first
+    if plots:
+        assert main(["predict", *common, "--age", "100", "--plot", long_name + ".png"]) == 2
+        assert main(["explain", *common, "--output", long_name + ".png"]) == 2
     err = capsys.readouterr().err
-    assert "internal error" not in err and err.count("File name too long") == 3
+    assert "internal error" not in err and err.count("File name too long") == (3 if plots else 1)
     with pytest.raises(ConfigError, match="File name too long"):
         evaluate(str(tiny_model), [], tmp_path / long_name)
 
