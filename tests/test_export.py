@@ -89,6 +89,7 @@ def test_int8_runs_within_its_recorded_error(models: Path, data_dir: Path) -> No
     assert entry.recommended == (change <= 0.5)
     quantization = card.notes["quantization"]
     assert quantization["calibration_data"] == "training split" and len(quantization["float_nodes"]) == 1
+    assert np.isfinite(quantization["bias_correction_months"])  # the output less int8's mean shift from fp32
     images = val_images(models, data_dir)
     fp32 = [p.bone_age_months for p in BoneAgeEstimator().predict_batch(images, [True] * 6)]
     quantized = BoneAgeEstimator(entry.ref)
