@@ -162,4 +162,4 @@ def docs(session: nox.Session) -> None:
 @nox.session(python=FULL_PYTHON)
 def typecheck(session: nox.Session) -> None:
     session.install("-e", ".[dev,dicom,serve]")  # serve: FastAPI's types, or its decorators are untyped
-    session.run("mypy")
+    session.run("python", "-m", "mypy")  # the module, not the console script: a reused venv once lost the script
