@@ -206,9 +206,10 @@ class BoneAgeEstimator:
         months (None where unknown). ``workers`` threads decode and preprocess the next batch while
         the model runs this one (OpenCV and ONNX Runtime release the GIL); 0 does everything in the
         caller's thread."""
-        for name, given in (("images", images), ("male", male), ("ages", ages)):
-            if given is not None or name != "ages":
-                check_sequence(name, given)
+        check_sequence("images", images)
+        check_sequence("male", male)
+        if ages is not None:
+            check_sequence("ages", ages)
         if len(images) != len(male):
             raise InputError(f"{len(images)} images but {len(male)} sexes")
         ages = [None] * len(images) if ages is None else list(ages)
