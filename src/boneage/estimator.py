@@ -106,7 +106,7 @@ class BoneAgeEstimator:
         if not isinstance(check_input, (bool, np.bool_)):
             raise ConfigError(f"check_input must be True or False, not a {type(check_input).__name__}")
         self.check_input = bool(check_input)
-        self.plugins = get_plugins() if plugins is None else plugins
+        self.plugins = get_plugins(plugins)
         self.model: ModelFile = open_model(model)
         self.reference = load_reference(reference, self.plugins)
         runtime = runtime or ("tensorflow" if self.model.path.suffix == ".keras" else "onnx")

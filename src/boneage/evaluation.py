@@ -16,6 +16,7 @@ import numpy as np
 from boneage.calibration import coverage
 from boneage.errors import BoneAgeError, ConfigError
 from boneage.estimator import BoneAgeEstimator
+from boneage.files import lookup_errors
 from boneage.metrics import report
 from boneage.training.config import DataSource
 from boneage.training.data import Record, read_source
@@ -37,10 +38,8 @@ def read_ids(path: Path) -> set[str]:
 def select(sources: list[DataSource], ids: set[str] | None, limit: int | None) -> list[Record]:
     """The labelled records of all sources, only those in ``ids`` when given, the first ``limit`` of them;
     :class:`~boneage.errors.ConfigError` when none are left, rather than a report on nothing."""
-    try:
+    with lookup_errors(ConfigError, "cannot read the labelled images given by --data"):
         records = [r for s in sources for r in read_source(s) if ids is None or r.id in ids]
-    except OSError as exc:  # a --data name too long for the file system (was internal error, exit 70)
-        raise ConfigError(f"cannot read the labelled images given by --data: {exc.strerror or exc}") from exc
     if not records:
         raise ConfigError("no labelled images to evaluate (check --data and --ids)")
     return records[:limit] if limit else records
@@ -68,10 +67,8 @@ def evaluate(model: str, sources: list[DataSource], output: Path, *, runtime: st
 
     Reports already in ``output`` are a :class:`~boneage.errors.ConfigError` unless ``force``, so that one run's
     files never mix with another's."""
-    try:
+    with lookup_errors(ConfigError, f"cannot write the reports into {output}"):
         existing = [output / name for name in REPORT_FILES if (output / name).exists()]
-    except OSError as exc:  # an --output name too long for the file system (was internal error, exit 70)
-        raise ConfigError(f"cannot write the reports into {output}: {exc.strerror or exc}") from exc
     if existing and not force:
         raise ConfigError(f"{output} already holds {', '.join(p.name for p in existing)}: choose another --output, or --force")
     estimator = BoneAgeEstimator(model, runtime=runtime)

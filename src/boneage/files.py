@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -16,6 +18,16 @@ class NotRegularFileError(OSError):
 
 class FileTooLargeError(OSError):
     """Over the caller's limit: refused from the size on disk, or after reading one byte more."""
+
+
+@contextmanager
+def lookup_errors(error: type[Exception], what: str) -> Iterator[None]:
+    """Turn an ``OSError`` from looking a name up into ``error("{what}: reason")``: a name too long
+    for the file system makes even ``Path.exists`` raise, which escaped as an internal error."""
+    try:
+        yield
+    except OSError as exc:
+        raise error(f"{what}: {exc.strerror or exc}") from exc
 
 
 def read_regular_file(path: Path, limit: int) -> bytes:

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from boneage.configs import ModelConfig
 from boneage.errors import ChecksumMismatchError, ConfigError, InvalidModelError, ModelNotFoundError
-from boneage.files import FileTooLargeError, NotRegularFileError, read_regular_file
+from boneage.files import FileTooLargeError, NotRegularFileError, lookup_errors, read_regular_file
 from boneage.modelcard import ModelCard, file_sha256, one_line, read_card, verify_embedded
 from boneage.onnxwire import external_tensors
 from boneage.release import ModelFile, Registry, RegistryEntry
@@ -120,10 +120,8 @@ def _exists(path: Path, file: bool = False) -> bool:
     """``path.exists()`` (``is_file()``), raising :class:`InvalidModelError` where the name cannot be
     looked up: a name too long for the file system (``--model`` or ``$BONEAGE_MODELS_DIR`` of 5,000
     characters) made ``Path.exists`` raise ``OSError`` (internal error, exit 70)."""
-    try:
+    with lookup_errors(InvalidModelError, f"model path {path} cannot be looked up"):
         return path.is_file() if file else path.exists()
-    except (OSError, ValueError) as exc:
-        raise InvalidModelError(f"model path {path} cannot be looked up: {getattr(exc, 'strerror', None) or exc}") from exc
 
 
 def _same_file(a: Path, b: Path) -> bool:

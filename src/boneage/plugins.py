@@ -384,8 +384,11 @@ _plugins: Plugins | None = None
 _lock = threading.Lock()
 
 
-def get_plugins() -> Plugins:
-    """The process-wide plugin manager, built on first use."""
+def get_plugins(given: Plugins | None = None) -> Plugins:
+    """``given`` where a caller passed its own manager (tests, an application's own plugin set),
+    else the process-wide one, built on first use."""
+    if given is not None:
+        return given
     global _plugins
     with _lock:
         if _plugins is None:

@@ -9,14 +9,13 @@ import sys
 from boneage.cli.figures import new_png
 from boneage.cli.predict import command_line_age, table
 from boneage.estimator import BoneAgeEstimator
-from boneage.sex import parse_sex
 
 
 def run(args: argparse.Namespace) -> int:
     """Predict one radiograph and save the heatmap PNG; the output path is checked before the model is loaded, so a
     refused ``--output`` costs no inference. The prediction goes to stdout, the note about the heatmap to stderr."""
     output = new_png(args.output, args.force, "--output")  # refused before the work, not after it
-    male, age = parse_sex(args.sex) if args.sex else None, command_line_age(args)  # None: a DICOM's header
+    male, age = args.sex, command_line_age(args)  # None: a DICOM's header
     estimator = BoneAgeEstimator(args.model, runtime=args.runtime, threads=args.threads,
                                  check_input=not args.no_input_check)
     explanation = estimator.explain(args.file, male, age)

@@ -10,25 +10,24 @@ from typing import Any
 
 from boneage.errors import InputError
 from boneage.estimator import BoneAgeEstimator
+from boneage.files import lookup_errors
 from boneage.prediction import Prediction
 
 
 def new_png(text: str, force: bool, flag: str) -> Path:
     """The path for a PNG the command is about to write: a .png, in a folder that exists, and
-    not a file already there unless ``force``. A name the file system cannot look up (too long)
-    is an :class:`InputError` too: ``Path.exists`` raised ``OSError`` (internal error, exit 70)."""
+    not a file already there unless ``force``; a name the file system cannot look up is an
+    :class:`InputError` too."""
     path = Path(text)
     if path.suffix.lower() != ".png":
         raise InputError(f"{flag} {path}: writes a PNG, so the name must end in .png")
-    try:
+    with lookup_errors(InputError, f"{flag} {path} cannot be written"):
         if path.exists() and not force:
             raise InputError(f"{flag} {path} exists: add --force to replace it")
         if path.is_dir():
             raise InputError(f"{flag} {path} is a folder, not a file")
         if not path.parent.is_dir():
             raise InputError(f"{flag} {path}: the folder {path.parent} does not exist")
-    except OSError as exc:
-        raise InputError(f"{flag} {path} cannot be written: {exc.strerror or exc}") from exc
     return path
 
 

@@ -41,13 +41,17 @@ def _threads(text: str) -> int:
 RUNTIME_HELP = "onnx or tensorflow, or a plugin's runtime (default: onnx; tensorflow for a .keras model)"
 
 
-def _sex(value: str) -> str:
-    """male, female, m or f, any case; anything else is refused without being shown (argparse's
-    choices echoed it: a name or an ID pasted from a list where the sex goes)."""
-    if value.strip().lower() not in ("male", "female", "m", "f"):
-        raise argparse.ArgumentTypeError(f"must be male, female, m or f; the value given ({len(value)} characters) "
-                                         "is not shown")
-    return value.strip().lower()
+def _sex(value: str) -> bool:
+    """True for male, as a CSV's sex column is read (:func:`~boneage.sex.parse_sex`); anything else is a
+    usage error that never shows the value (argparse's choices echoed it: a name or an ID pasted
+    from a list where the sex goes)."""
+    from boneage.errors import SexError
+    from boneage.sex import parse_sex  # here: numpy is not loaded for --help
+
+    try:
+        return parse_sex(value)
+    except SexError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _predict(p: argparse.ArgumentParser) -> None:

@@ -92,7 +92,7 @@ def read_jobs(args: argparse.Namespace) -> list[Job]:
     missing sex, an unreadable list or no input at all; a bad CSV row becomes a job with its error."""
     jobs: list[Job] = []
     age = command_line_age(args)
-    sex = parse_sex(args.sex) if args.sex else None  # None: each DICOM's header says it
+    sex = args.sex  # None: each DICOM's header says it
     for f in args.files:
         files = expand(f, args.pattern)
         headerless = [file for file in files if Path(file).suffix.lower() in NO_HEADER_SEX]

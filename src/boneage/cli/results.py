@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from boneage.errors import InputError, MissingDependencyError
+from boneage.files import lookup_errors
 from boneage.rows import COLUMNS, ERROR_TYPE, NUMBERS
 from boneage.rows import flat as flat  # re-exported: its home before rows.py
 
@@ -68,13 +69,11 @@ class ResultFile:
         self.journal = path.with_name(path.name + ".partial.jsonl") if self.suffix == ".parquet" else path
         if self.suffix == ".parquet":
             _parquet()  # a missing extra is said before any work
-        try:
+        with lookup_errors(InputError, f"cannot write {path}"):
             for target in {path, self.journal}:
                 if target.exists() and not target.is_file():
                     raise InputError(f"--output {target} exists and is not a regular file")
             exists = any(p.exists() and p.stat().st_size > 0 for p in {path, self.journal})
-        except OSError as exc:  # a name too long for the file system: Path.exists raised (was exit 70)
-            raise InputError(f"cannot write {path}: {exc.strerror or exc}") from exc
         if exists and not (resume or force):
             raise InputError(f"--output {path} exists: add --resume to continue it or --force to replace it")
         self.done: set[str] = self._read_done() if exists and resume else set()

@@ -88,7 +88,7 @@ def providers(preprocessing: PreprocessConfig, plugins: Plugins | None = None) -
     it was exported with."""
     from boneage.preprocess.builtin import HandCropParams
 
-    manager = get_plugins() if plugins is None else plugins
+    manager = get_plugins(plugins)
     found: list[Provider] = []
     for step in preprocessing.steps:
         items = [("preprocess_step", manager.get("preprocess_steps", step.name))]

@@ -52,7 +52,7 @@ class Pipeline:
 
     def __init__(self, config: PreprocessConfig, plugins: Plugins | None = None) -> None:
         self.config = config
-        self.plugins = get_plugins() if plugins is None else plugins
+        self.plugins = get_plugins(plugins)
         self._transforms: list[tuple[str, Transform]] = []
         for step in config.steps:
             spec: StepSpec = self.plugins.get("preprocess_steps", step.name).spec

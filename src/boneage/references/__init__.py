@@ -104,7 +104,7 @@ def load_reference(name: str | None = None, plugins: Plugins | None = None) -> R
     (default: the process-wide registry)."""
     from boneage.plugins import get_plugins
 
-    registry = get_plugins() if plugins is None else plugins
+    registry = get_plugins(plugins)
     spec: ReferenceSpec = registry.get("references", name or DEFAULT_REFERENCE).spec
     with failures_as(PluginError, f"reference {spec.name!r} could not be loaded"):
         table = spec.load()

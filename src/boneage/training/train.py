@@ -52,7 +52,7 @@ def build_and_compile(config: TrainConfig, train: list[Record], steps_per_epoch:
     labels' mean and SD (months), compiled with AdamW on the :class:`~boneage.training.schedule.WarmupCosine`
     schedule. The backbone comes from ``plugins`` (default: the process-wide registry)."""
     ages = np.array([r.boneage for r in train])
-    spec = (get_plugins() if plugins is None else plugins).get("backbones", config.backbone).spec
+    spec = get_plugins(plugins).get("backbones", config.backbone).spec
     options = {"age_mean": float(ages.mean()), "age_std": float(ages.std() or 1.0), **config.backbone_options}
     with precision_policy(config.precision):  # layers keep it (and a checkpoint stores it); the global one is restored
         model = spec.build(config.input_size, **options)
