@@ -32,7 +32,7 @@ from boneage.errors import (
     UnsupportedImageError,
 )
 from boneage.extras import DICOM, require
-from boneage.formats import MAX_JPEG_MARKERS, check_jpeg_exif_segments, check_jpeg_scans
+from boneage.formats import MAX_JPEG_MARKERS, check_jpeg_exif_segments, check_jpeg_frame, check_jpeg_scans
 from boneage.patient import HeaderPatient
 
 MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
@@ -289,6 +289,8 @@ now decoded by ``boneage.rle``, which stops at the image's size)."""
     if (width, height, components) != (tags.columns, tags.rows, 1):
         raise ImageReadError(f"{what}: its compressed frame is {width}x{height} with {components} component(s), "
                              f"not the {tags.columns}x{tags.rows} grayscale image its DICOM header describes")
+    if syntax in JPEGTransferSyntaxes:  # its data must fill that frame, as a JPEG file's must (sixth probe)
+        check_jpeg_frame(frame, width, height, what)
 
 
 def _fragments(pixel_data: bytes, limit: int) -> int:

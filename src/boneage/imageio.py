@@ -33,7 +33,7 @@ from boneage.formats import (
     check_pnm_header,
     jpeg_exif,
     jpeg_is_progressive,
-    jpeg_layout,
+    jpeg_to_decode,
     png_has_transparency,
     pnm_maxval,
     tiff_info,
@@ -251,57 +251,6 @@ def as_viewers_show(image: np.ndarray, header: Header) -> np.ndarray:
     return image
 
 
-# What a one-pass JPEG's scan ends in, in place of its end marker: zero bits, as libjpeg reads after a
-# marker, enough for its 57-bit look-ahead (64-bit builds) once the last block is decoded.
-JPEG_SCAN_PADDING = bytes(8)
-# Bytes put after the first scan of a multi-scan JPEG, where a scan short of its frame reads them as
-# coefficients: no 0xFF (a marker), and no run of one code a DC table could read as "no change".
-JPEG_PROBE = bytes((37 * k + 11) % 255 for k in range(64))
-
-
-def jpeg_to_decode(data: bytes, header: Header, what: str) -> bytes:
-    """A JPEG whose compressed data ends before the frame its header declares is filled (one byte of
-    the frame header changed, 300x400 pixels declared as 600x800; a file cut short and given its end
-    marker back) is refused: libjpeg fills the rest with zeros, warns on stderr only, and OpenCV
-    returns the image (a radiograph read as 39.9 months instead of 203.3).
-
-    A JPEG of one sequential scan (what cameras, scanners, OpenCV and Pillow write) is decoded
-    without the marker that ends its scan, followed by zero bits: a scan that fills its frame
-    decodes as before (the zeros are only read ahead), one that does not runs dry and OpenCV
-    fails, at no extra cost. A JPEG of several scans (progressive) needs its end marker to be
-    decoded at all, so its first scan is decoded alone at 1/8 scale (DC only, by Pillow, which keeps
-    libjpeg's warnings quiet), once as it is and once followed by the probe bytes: the bytes after
-    a scan that fills its frame are skipped, a scan short of its frame reads them, and the two
-    differ. Arithmetic-coded JPEGs (rare) are decoded as they are."""
-    layout = jpeg_layout(data)
-    if layout is None:
-        return data  # no scan found: the decoder says what is wrong
-    if layout.one_pass:
-        return data[: layout.scans[0][1]] + JPEG_SCAN_PADDING
-    if not layout.arithmetic:
-        first = data[: layout.scans[0][1]]
-        plain, probed = _dc_image(first + b"\xff\xd9"), _dc_image(first + JPEG_PROBE + b"\xff\xd9")
-        if plain is not None and probed is not None and not np.array_equal(plain, probed):
-            raise ImageReadError(f"{what} is not a readable image: its compressed data ends before the "
-                                 f"{header.width}x{header.height} frame its header declares is filled "
-                                 "(a corrupted header, or a file cut short)")
-    return data
-
-
-def _dc_image(data: bytes) -> np.ndarray | None:
-    """A JPEG decoded at 1/8 scale (each block's DC coefficient), or None if Pillow cannot."""
-    from PIL import Image
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data), formats=["JPEG"]) as im:
-                im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
-                return np.asarray(im)
-    except Exception:  # noqa: BLE001 - the full decode that follows says what is wrong
-        return None
-
-
 def decode(data: bytes, what: str = "image", dicom: bool = False) -> Loaded:
     """``dicom``: read it as DICOM even without the ``DICM`` marker (a ``.dcm`` file)."""
     if not data:
@@ -311,13 +260,14 @@ def decode(data: bytes, what: str = "image", dicom: bool = False) -> Loaded:
 
         return read_dicom(data, what)
     header = read_header(data, what)
-    buffer = np.frombuffer(jpeg_to_decode(data, header, what) if header.format in ("JPEG", "MPO") else data, np.uint8)
+    jpeg = header.format in ("JPEG", "MPO")
+    to_decode = jpeg_to_decode(data, header.width, header.height, what) if jpeg else data
     try:
-        image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+        image = cv2.imdecode(np.frombuffer(to_decode, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
         raise ImageReadError(f"{what} could not be decoded: {exc}") from exc
     if image is None:
-        if header.format in ("JPEG", "MPO"):
+        if jpeg:
             raise ImageReadError(f"{what} is not a readable image: a truncated JPEG, or one whose compressed data "
                                  f"ends before the {header.width}x{header.height} frame its header declares is filled")
         raise ImageReadError(f"{what} is not a readable image (truncated, or not PNG/JPEG/TIFF/BMP/WebP)")

@@ -1,0 +1,101 @@
+"""What the sixth outside probe (issue 19) found, one test each."""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+import pytest
+
+from boneage.errors import ImageReadError
+from boneage.formats import jpeg_layout
+from boneage.imageio import read_image
+from tests.helpers import synthetic_radiograph
+
+EOI = b"\xff\xd9"
+
+
+def jpeg(pixels: np.ndarray, progressive: int) -> bytes:
+    import cv2
+
+    params = [cv2.IMWRITE_JPEG_QUALITY, 90, cv2.IMWRITE_JPEG_PROGRESSIVE, progressive]
+    return bytes(cv2.imencode(".jpg", pixels, params)[1].tobytes())
+
+
+def opencv_reads(data: bytes) -> np.ndarray:
+    import cv2
+
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def sof_declares(data: bytes, width: int, height: int) -> bytes:
+    i = next(k for k in (data.find(b"\xff\xc0"), data.find(b"\xff\xc2")) if k >= 0)
+    return data[: i + 5] + struct.pack(">HH", height, width) + data[i + 9 :]
+
+
+@pytest.mark.parametrize("colour", [False, True])
+def test_a_progressive_jpeg_cut_after_a_scan_and_given_its_end_marker_back_is_refused(colour: bool) -> None:
+    # cut after its first scan (DC only, a blur: 10.6 grey levels off on average) and given its end
+    # marker back: decoded silently, as every cut after a later scan or inside the last one was
+    grey = synthetic_radiograph(400, 300)
+    pixels = np.dstack([grey, grey // 2, grey // 3]) if colour else grey
+    whole = jpeg(pixels, 1)
+    layout = jpeg_layout(whole)
+    assert layout is not None and len(layout.scans) >= 6 and layout.complete
+    for _, end, _ in layout.scans[:-1]:
+        with pytest.raises(ImageReadError, match="scans end before they complete the 300x400 image"):
+            read_image(whole[:end] + EOI)
+    start, end, _ = layout.scans[-1]
+    for cut in (start + 20, (start + end) // 2, end - 20):  # inside the last scan: its refinement runs dry
+        with pytest.raises(ImageReadError, match="ends before the 300x400 frame its header declares"):
+            read_image(whole[:cut] + EOI)
+    assert np.array_equal(read_image(whole).image, opencv_reads(whole))
+
+
+def test_valid_multi_scan_jpegs_read_as_opencv_decodes_them() -> None:
+    from PIL import Image
+
+    grey = synthetic_radiograph(333, 251)  # odd sizes: partial blocks at the edges
+    for pixels in (grey, np.dstack([grey, grey // 2, grey // 3])):
+        for options in ({"progressive": True}, {"progressive": True, "optimize": True},
+                        {"progressive": True, "subsampling": 0}):
+            buffer = io.BytesIO()
+            Image.fromarray(pixels).save(buffer, "JPEG", quality=90, **options)
+            data = buffer.getvalue()
+            assert np.array_equal(read_image(data).image, opencv_reads(data))
+        data = jpeg(pixels, 1) + b"\0" * 10  # bytes after the end marker, as some writers leave them
+        assert np.array_equal(read_image(data).image, opencv_reads(data))
+
+
+def dicom_of_jpeg(frame: bytes, rows: int, columns: int) -> bytes:
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    from tests.test_dicom import dataset, encoded
+
+    ds = dataset(np.zeros((rows, columns), np.uint8))
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.PixelData = encapsulate([frame])
+    ds["PixelData"].VR = "OB"
+    return encoded(ds)
+
+
+@pytest.mark.parametrize("progressive", [0, 1])
+def test_a_dicom_jpeg_frame_is_checked_as_a_jpeg_file_is(progressive: int) -> None:
+    # a DICOM's JPEG frame cut short and given its end marker back, or whose frame header declares
+    # more rows than its data holds, was decoded by pydicom's plugins with the rest filled with zeros
+    pytest.importorskip("pydicom", reason="the dicom extra is not installed: pip install -e '.[dicom]'")
+    image = synthetic_radiograph(400, 300)
+    whole = jpeg(image, progressive)
+    short = sof_declares(jpeg(image[:200], progressive), 300, 400)  # 200 rows of data declared as 400
+    for frame in (whole[: len(whole) * 9 // 10] + EOI, short):
+        with pytest.raises(ImageReadError, match="ends before the 300x400 frame its header declares"):
+            read_image(dicom_of_jpeg(frame, 400, 300))
+    if progressive:
+        layout = jpeg_layout(whole)
+        assert layout is not None
+        with pytest.raises(ImageReadError, match="scans end before they complete"):
+            read_image(dicom_of_jpeg(whole[: layout.scans[0][1]] + EOI, 400, 300))
+    assert np.array_equal(read_image(dicom_of_jpeg(whole, 400, 300)).image, opencv_reads(whole))
