@@ -157,6 +157,8 @@ class ArrayBatches(keras.utils.PyDataset):  # type: ignore[misc]
             images = np.stack([augment_before(image, self.data.post, aug, rng) for image in images])
         elif aug is not None and rng is not None:
             images = np.stack([augment_image(image, aug, rng) for image in images])
+        if aug is not None and rng is not None and aug.noise:
+            images = images + rng.normal(0.0, aug.noise, images.shape).astype(np.float32)
         x, y = {"image": images, "male": self.data.male[idx]}, self.data.ages[idx]
         if self.multiple == 1:
             return x, y

@@ -190,9 +190,13 @@ def training_batches(cached: Any, count: int, batch_size: int, aug: Augment, see
 
     ds = cached.shuffle(count, seed=seed, reshuffle_each_iteration=False).batch(batch_size)
     layer = augmenter(aug, seed) if aug.enabled else None
-    if layer is not None:
-        ds = ds.map(
-            lambda x, y: ({"image": tf.clip_by_value(layer(x["image"], training=True), 0.0, 1.0), "male": x["male"]}, y),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
+
+    def augment(x: dict[str, Any], y: Any) -> tuple[dict[str, Any], Any]:
+        image = x["image"] if layer is None else tf.clip_by_value(layer(x["image"], training=True), 0.0, 1.0)
+        if aug.noise:  # after the clip: background included, as in the arrays path
+            image += tf.random.normal(tf.shape(image), stddev=aug.noise, seed=seed + 6)
+        return {"image": image, "male": x["male"]}, y
+
+    if layer is not None or aug.noise:
+        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
