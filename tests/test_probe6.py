@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,3 +101,25 @@ def test_a_dicom_jpeg_frame_is_checked_as_a_jpeg_file_is(progressive: int) -> No
         with pytest.raises(ImageReadError, match="scans end before they complete"):
             read_image(dicom_of_jpeg(whole[: layout.scans[0][1]] + EOI, 400, 300))
     assert np.array_equal(read_image(dicom_of_jpeg(whole, 400, 300)).image, opencv_reads(whole))
+
+
+def test_a_file_name_that_is_not_utf8_can_be_written_to_parquet(tiny_model: Path, radiograph_png: Path,
+                                                                 tmp_path: Path) -> None:
+    # pyarrow refused the whole file (UnicodeEncodeError: surrogates not allowed): internal error, exit 70
+    pq = pytest.importorskip("pyarrow.parquet", reason="the parquet extra is not installed")
+    from boneage.cli.main import main
+
+    try:
+        odd = Path(os.fsdecode(bytes(tmp_path) + b"/hand-\xff\xfe.png"))
+        odd.write_bytes(radiograph_png.read_bytes())
+    except (OSError, UnicodeError):
+        pytest.skip("this file system keeps only UTF-8 names")
+    missing = Path(os.fsdecode(bytes(tmp_path) + b"/gone-\xfa.png"))
+    results = tmp_path / "results.parquet"
+    common = ["predict", str(odd), str(missing), "--sex", "f", "--model", str(tiny_model), "--output", str(results)]
+    assert main(common) == 2  # the missing file only
+    rows = pq.read_table(results).to_pylist()
+    assert [r["source"] for r in rows] == [f"{tmp_path}/hand-\\xff\\xfe.png", f"{tmp_path}/gone-\\xfa.png"]
+    assert rows[0]["error_type"] is None and "gone-\\xfa.png" in rows[1]["error"]
+    assert main([*common, "--resume"]) == 2  # the answered file is known again; the missing one is tried again
+    assert [r["source"] for r in pq.read_table(results).to_pylist()].count(rows[0]["source"]) == 1

@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     output = ResultFile(Path(args.output), resume=args.resume, force=args.force) if args.output else None
     if output is not None and output.done:
         skipped = len(jobs)
-        jobs = [j for j in jobs if j.path not in output.done]
+        jobs = [j for j in jobs if not output.answered(j.path)]
         print(f"boneage: {skipped - len(jobs)} inputs already in {printable(str(output.path))}, {len(jobs)} to go",
               file=sys.stderr)
     results: list[dict[str, Any]] = []

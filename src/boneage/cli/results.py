@@ -51,6 +51,16 @@ def _parquet() -> Any:
     return pa, pq
 
 
+def stored_text(value: str) -> str:
+    """Text as a Parquet string column holds it: valid UTF-8, so the bytes of a file name that is
+    not UTF-8 (which Python keeps as lone surrogates) are written as ``\\xNN`` escapes (pyarrow
+    refused the whole file: an internal error, exit 70, sixth probe). CSV and JSON Lines keep them."""
+    try:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no file name holds
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def parquet_schema(pa: Any) -> Any:
     """The Parquet schema of :data:`COLUMNS`: numbers as float64, everything else as strings, so that every batch
     and an earlier file share one schema even where a column is all None."""
@@ -76,7 +86,7 @@ class ResultFile:
             exists = any(p.exists() and p.stat().st_size > 0 for p in {path, self.journal})
         if exists and not (resume or force):
             raise InputError(f"--output {path} exists: add --resume to continue it or --force to replace it")
-        self.done: set[str] = self._read_done() if exists and resume else set()
+        self.done: set[str] = self._read_done() if exists and resume else set()  # see answered()
         append = exists and resume
         if not append and self.suffix == ".parquet" and path.exists():
             path.unlink()  # --force
@@ -111,6 +121,10 @@ class ResultFile:
             return done | {r["source"] for r in self._parquet_rows() if not r.get("error_type")}
         except (ValueError, KeyError, TypeError, csv.Error, OSError, RecursionError) as exc:
             raise InputError(f"--resume: cannot read the results in {self.path}: {exc}") from exc
+
+    def answered(self, source: str) -> bool:
+        """Whether ``--resume`` found ``source`` answered (a Parquet file holds it as ``stored_text``)."""
+        return source in self.done or (self.suffix == ".parquet" and stored_text(source) in self.done)
 
     @staticmethod
     def _source(line: str) -> tuple[str, bool]:
@@ -161,6 +175,7 @@ class ResultFile:
         """The rows of an earlier Parquet file and the journal, written whole, then renamed in place."""
         pa, pq = _parquet()
         rows = self._parquet_rows() + [json.loads(line) for line in self._journal_lines()[0]]
+        rows = [{k: stored_text(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows]
         partial = self.path.with_name(self.path.name + ".writing")
         pq.write_table(pa.Table.from_pylist(rows, schema=parquet_schema(pa)), partial)
         os.replace(partial, self.path)
