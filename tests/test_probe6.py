@@ -123,3 +123,30 @@ def test_a_file_name_that_is_not_utf8_can_be_written_to_parquet(tiny_model: Path
     assert rows[0]["error_type"] is None and "gone-\\xfa.png" in rows[1]["error"]
     assert main([*common, "--resume"]) == 2  # the answered file is known again; the missing one is tried again
     assert [r["source"] for r in pq.read_table(results).to_pylist()].count(rows[0]["source"]) == 1
+
+
+def test_evaluate_ids_and_export_steps_files_are_read_bounded_and_typed(tmp_path: Path) -> None:
+    # evaluate --ids /dev/zero filled memory (MemoryError, exit 70), a FIFO with no writer hung;
+    # {"val_id_list": 5} was a TypeError (exit 70); export --preprocessing the same
+    from boneage.cli.export import read_preprocessing
+    from boneage.errors import ConfigError
+    from boneage.evaluation import read_ids
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for name in ("/dev/zero", str(fifo)):
+        with pytest.raises(ConfigError, match="not a regular file"):
+            read_ids(Path(name))
+        with pytest.raises(ConfigError, match="not a regular file"):
+            read_preprocessing(name)
+    for value in ("5", '[["1377"]]', '"1377"', "{}"):
+        data = tmp_path / "data.json"
+        data.write_text(f'{{"val_id_list": {value}}}')
+        with pytest.raises(ConfigError, match="cannot read ids"):
+            read_ids(data)
+    data.write_text('{"val_id_list": ["1377", "1394"]}')
+    assert read_ids(data) == {"1377", "1394"}
+    deep = tmp_path / "steps.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ConfigError, match="--preprocessing"):
+        read_preprocessing(str(deep))

@@ -16,7 +16,7 @@ import numpy as np
 from boneage.calibration import coverage
 from boneage.errors import BoneAgeError, ConfigError
 from boneage.estimator import BoneAgeEstimator
-from boneage.files import lookup_errors
+from boneage.files import lookup_errors, read_regular_file
 from boneage.metrics import report
 from boneage.training.config import DataSource
 from boneage.training.data import Record, read_source
@@ -24,14 +24,24 @@ from boneage.training.data import Record, read_source
 log = logging.getLogger(__name__)
 
 
+MAX_IDS_BYTES = 64 * 2**20  # a run's data.json of 12,000 ids is 100 KB
+
+
 def read_ids(path: Path) -> set[str]:
-    """A run's data.json (its validation ids) or a text file with one id per line."""
+    """A run's data.json (its validation ids) or a UTF-8 text file with one id per line: a regular
+    file of at most MAX_IDS_BYTES (``/dev/zero`` filled memory, a FIFO with no writer hung), whose
+    ``val_id_list`` is a list of ids (5 or ``[[1]]`` was a ``TypeError``: internal error, exit 70)."""
     try:
-        text = path.read_text()
+        text = read_regular_file(path, MAX_IDS_BYTES).decode("utf-8-sig")
         if path.suffix == ".json":
-            return set(json.loads(text)["val_id_list"])
-    except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError(f"cannot read ids from {path} (a run's data.json or one id per line): {exc}") from exc
+            ids = json.loads(text)["val_id_list"]
+            if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+                raise TypeError("its val_id_list is not a list of ids (strings)")
+            return set(ids)
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ConfigError(f"cannot read ids from {path} (a run's data.json or one id per line): "
+                          f"{type(exc).__name__}: {reason}") from exc
     return {line.strip() for line in text.splitlines() if line.strip()}
 
 
