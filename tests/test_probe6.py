@@ -150,3 +150,29 @@ def test_evaluate_ids_and_export_steps_files_are_read_bounded_and_typed(tmp_path
     deep.write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(ConfigError, match="--preprocessing"):
         read_preprocessing(str(deep))
+
+
+def test_a_plugins_failure_is_shown_escaped_in_listings_and_log_lines(monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # `boneage plugins` printed a failing plugin's name and error as they were, and so did the log
+    # line of every command: escape sequences (clear screen, window title) reached the terminal
+    import logging
+
+    from boneage import plugins
+    from boneage.cli.main import PrintableFormatter, main
+    from tests.test_plugins import FakeEntryPoint
+
+    points = [FakeEntryPoint("bro\x1b]0;title\x07ken", ImportError("no module \x1b[2J named"))]
+    monkeypatch.setattr(plugins.importlib.metadata, "entry_points", lambda group: points if group == "boneage" else [])
+    monkeypatch.setenv(plugins.DISABLE_AUTOLOAD_ENV, "0")
+    plugins.reset_plugins()
+    assert main(["plugins"]) == 1
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "bro\\x1b]0;title\\x07ken" in out and "no module \\x1b[2J named" in out
+    record = logging.LogRecord("boneage", logging.WARNING, __file__, 1, "plugin %r failed: %s", ("a\x1bb", "c\x1b[2Jd"), None)
+    line = PrintableFormatter("boneage: %(message)s").format(record)
+    assert "\x1b" not in line and line.endswith("c\\x1b[2Jd")
+    monkeypatch.setenv("BONEAGE_MODELS_DIR", "/nonexistent/m\x1b[31mx")
+    main(["models"])
+    assert "\x1b" not in capsys.readouterr().out

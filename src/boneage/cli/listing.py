@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from boneage.cli.table import format_table
+from boneage.cli.table import format_table, printable
 from boneage.models import load_registry, models_dir
 from boneage.plugins import KINDS, describe_error, get_plugins
 from boneage.specs import API_VERSION, BackboneSpec
@@ -27,8 +27,8 @@ def plugins(args: argparse.Namespace) -> int:
     print(format_table(rows))
     problems = [f"failed to load: {f.entry_point} ({f.source}): {f.error}" for f in manager.failures]
     problems += [f"rejected: {r.plugin} ({r.source}): {r.error}" for r in manager.rejections]
-    if problems:
-        print("\n" + "\n".join(problems))
+    if problems:  # a plugin's names and messages are shown, never obeyed (escape sequences)
+        print("\n" + "\n".join(printable(problem) for problem in problems))
     return 1 if problems else 0
 
 
@@ -44,7 +44,7 @@ def backbones(args: argparse.Namespace) -> int:
         rows.append((item.name, str(spec.default_input_size), params, item.source, spec.doc))
     print(format_table(rows))
     if problems:
-        print("\n" + "\n".join(problems))
+        print("\n" + "\n".join(printable(problem) for problem in problems))
     return 1 if problems else 0
 
 
@@ -66,7 +66,7 @@ def models(args: argparse.Namespace) -> int:
     directory = models_dir()
     registry = load_registry(directory)
     if not registry.models:
-        print(f"no models registered in {directory}")
+        print(f"no models registered in {printable(str(directory))}")
         return 0
     rows = [("model", "backbone", "file", "MB", "sha256", "val MAE", "default", "recommended")]
     for e in registry.models:
@@ -74,5 +74,5 @@ def models(args: argparse.Namespace) -> int:
         rows.append((e.ref, e.backbone, e.file, f"{e.size / 1e6:.1f}", e.sha256[:12], f"{mae:.2f}" if mae is not None else "-",
                      "*" if e.ref == registry.default else "", "yes" if e.recommended else "no"))
     print(format_table(rows))
-    print(f"\n({directory})")
+    print(f"\n({printable(str(directory))})")
     return 0

@@ -222,6 +222,16 @@ def native_stderr_silenced(enabled: bool) -> Iterator[None]:
         os.close(saved)
 
 
+class PrintableFormatter(logging.Formatter):
+    """Log lines with their control characters escaped, line by line: a plugin's error or a file
+    name logged as it is sent escape sequences to the terminal (sixth probe)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from boneage.cli.table import printable
+
+        return "\n".join(printable(line) for line in super().format(record).split("\n"))
+
+
 WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)  # a disk or device that takes no more
 
 
@@ -257,7 +267,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = os.environ.get("BONEAGE_DEBUG", "0") not in ("", "0")
     with native_stderr_silenced(not (args.verbose or debug)):
         # after the switch, so that boneage's own log lines reach the terminal
-        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="boneage: %(message)s")
+        handler = logging.StreamHandler()
+        handler.setFormatter(PrintableFormatter("boneage: %(message)s"))
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
         return _run(args, debug)
 
 
