@@ -61,6 +61,16 @@ def tone(gain: float, offset: float) -> Perturb:
     return lambda image: np.clip(image.astype(np.float32) * gain + offset, 0, 255).astype(np.uint8)
 
 
+def noise(grey_levels: float) -> Perturb:
+    """Sensor noise: Gaussian, ``grey_levels`` of the image's own scale (1/255 of 8 bits), rounded back."""
+    def f(image: np.ndarray) -> np.ndarray:
+        top = np.iinfo(image.dtype).max
+        sigma = grey_levels * (top + 1) / 256
+        noisy = image + np.random.default_rng(image.size).normal(0, sigma, image.shape)
+        return np.clip(np.rint(noisy), 0, top).astype(image.dtype)
+    return f
+
+
 GROUPS: dict[str, list[Perturb]] = {
     "JPEG 95": [jpeg(95)],
     "JPEG 90": [jpeg(90)],
@@ -72,6 +82,7 @@ GROUPS: dict[str, list[Perturb]] = {
     "brightness +-10%": [tone(1.0, d) for d in (-25.5, 25.5)],
     "contrast 0.9x, 1.1x": [tone(g, 127.5 * (1 - g)) for g in (0.9, 1.1)],
     "16-bit": [lambda image: image.astype(np.uint16) * 257],
+    "noise 1 grey level": [noise(1)],
 }
 TARGETS = ("JPEG 90", "crop 1 px (each edge)", "rescale 0.5-1.5x")
 
