@@ -9,6 +9,8 @@
 # resolution (rsna-512 and radiographs/), and runs the robustness benchmark. Reports go to
 # OUT/reports (default: ../release-VERSION, outside the work tree). Needs the train extra and
 # BONEAGE_DATA (default ../shared/data). MODELS=folder exports elsewhere than exported/ (a dry run).
+# KERAS=1 keeps the float .keras beside the ONNX (a real release: tools/ship_int8.py then ships
+# the int8 model with it, as 0.4.0 was).
 set -euo pipefail
 run=${1:?run folder}; version=${2:?version X.Y.Z}; out=${3:-../release-$version}
 data=${BONEAGE_DATA:-../shared/data}
@@ -24,7 +26,8 @@ for step in steps:
 print(json.dumps({"steps": steps}, indent=1))
 PY
 
-boneage export "$run" --version "$version" --quantize int8 --default --without-keras \
+lean=--without-keras; [ "${KERAS:-0}" = 1 ] && lean=
+boneage export "$run" --version "$version" --quantize int8 --default $lean \
     --preprocessing "$out/area.json" --output "$BONEAGE_MODELS_DIR" | tee "$out/export.log"
 
 for model in boneage-densenet121-"$version" boneage-densenet121-int8-"$version"; do
