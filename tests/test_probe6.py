@@ -176,3 +176,26 @@ def test_a_plugins_failure_is_shown_escaped_in_listings_and_log_lines(monkeypatc
     monkeypatch.setenv("BONEAGE_MODELS_DIR", "/nonexistent/m\x1b[31mx")
     main(["models"])
     assert "\x1b" not in capsys.readouterr().out
+
+
+def test_batch_size_is_bounded_on_the_command_line_and_in_the_library(tiny_model: Path, radiograph: np.ndarray,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # --batch-size 1000000000 and predict_many(..., batch_size=10**9) were taken: memory grows with it
+    from boneage.cli.main import main
+    from boneage.errors import ConfigError, InputError
+    from boneage.estimator import BoneAgeEstimator
+    from boneage.training.config import load_config
+
+    MAX_BATCH_SIZE = 4096  # noqa: N806
+    for command in (["predict", "x.png", "--sex", "m"], ["train"]):
+        for size in ("1000000000", str(MAX_BATCH_SIZE + 1), "0"):
+            with pytest.raises(SystemExit) as exited:
+                main([*command, "--batch-size", size])
+            assert exited.value.code == 2 and "--batch-size" in capsys.readouterr().err
+    est = BoneAgeEstimator(tiny_model)
+    for size in (10**9, MAX_BATCH_SIZE + 1, 0, -1, 2.5, "4", True):
+        with pytest.raises(InputError, match=f"batch_size must be a whole number from 1 to {MAX_BATCH_SIZE}"):
+            est.predict_many([radiograph], [True], batch_size=size)  # type: ignore[arg-type]
+    assert len(est.predict_many([radiograph], [True], batch_size=MAX_BATCH_SIZE)) == 1
+    with pytest.raises(ConfigError, match="batch_size"):
+        load_config(None, {"sources": [{"labels": "l.csv", "images": "i"}], "batch_size": 10**9})

@@ -16,7 +16,7 @@ import numpy as np
 
 from boneage.age import check_age
 from boneage.decoded import Loaded
-from boneage.defaults import BATCH_SIZE
+from boneage.defaults import BATCH_SIZE, MAX_BATCH_SIZE
 from boneage.errors import (
     BoneAgeError,
     ConfigError,
@@ -78,6 +78,14 @@ def check_sequence(name: str, given: object) -> None:
     if isinstance(given, one) or not (hasattr(given, "__len__") and hasattr(given, "__getitem__")):
         raise InputError(f"{name} must be a sequence with one item per image (a list or a tuple), not a "
                          f"{type(given).__name__}; for one image, use predict()")
+
+
+def check_batch_size(batch_size: object) -> int:
+    """``batch_size`` if it is a whole number from 1 to MAX_BATCH_SIZE, else an :class:`InputError`
+    (memory grows with it: 10**9 tried to hold that many images at once)."""
+    if isinstance(batch_size, int) and not isinstance(batch_size, bool) and 1 <= batch_size <= MAX_BATCH_SIZE:
+        return batch_size
+    raise InputError(f"batch_size must be a whole number from 1 to {MAX_BATCH_SIZE}, not {batch_size!r}"[:200])
 
 
 def _source(image: ImageInput) -> str | None:
@@ -215,8 +223,7 @@ class BoneAgeEstimator:
         ages = [None] * len(images) if ages is None else list(ages)
         if len(ages) != len(images):
             raise InputError(f"{len(images)} images but {len(ages)} ages")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise InputError(f"batch_size must be a whole number of at least 1, not {batch_size!r}")
+        batch_size = check_batch_size(batch_size)
         chunks = [range(start, min(start + batch_size, len(images))) for start in range(0, len(images), batch_size)]
         workers = default_workers() if workers is None else workers
         if workers < 1:

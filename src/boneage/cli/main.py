@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 
 from boneage._version import __version__
-from boneage.defaults import BATCH_SIZE
+from boneage.defaults import BATCH_SIZE, MAX_BATCH_SIZE
 
 Configure = Callable[[argparse.ArgumentParser], None]
 
@@ -35,6 +35,13 @@ def _threads(text: str) -> int:
     value = _positive(text)
     if value > MAX_THREADS:
         raise argparse.ArgumentTypeError(f"must be at most {MAX_THREADS}, not {value}")
+    return value
+
+
+def _batch_size(text: str) -> int:
+    value = _positive(text)
+    if value > MAX_BATCH_SIZE:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_BATCH_SIZE}, not {value}")
     return value
 
 
@@ -69,7 +76,8 @@ def _predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="a registered model name or an .onnx path (default: the shipped model)")
     p.add_argument("--runtime", help=RUNTIME_HELP)
     p.add_argument("--threads", type=_threads, help="inference threads (default: OMP_NUM_THREADS or all cores)")
-    p.add_argument("--batch-size", type=_positive, default=BATCH_SIZE, help=f"images per model call (default {BATCH_SIZE})")
+    p.add_argument("--batch-size", type=_batch_size, default=BATCH_SIZE,
+                   help=f"images per model call, 1-{MAX_BATCH_SIZE} (default {BATCH_SIZE})")
     p.add_argument("--no-input-check", action="store_true",
                    help="answer images the input checks refuse (colour, blank, saturated) and leave turned ones as given, with warnings")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -109,7 +117,7 @@ def _train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", action="append", metavar="LABELS.csv:IMAGES_DIR", help="a data source; repeatable")
     p.add_argument("--input-size", type=int)
     p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--batch-size", type=_batch_size, help=f"images per training step, 1-{MAX_BATCH_SIZE}")
     p.add_argument("--learning-rate", type=float)
     p.add_argument("--steps-per-epoch", type=int)
     p.add_argument("--limit", type=int, help="train on only this many images")

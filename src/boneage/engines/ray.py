@@ -109,11 +109,13 @@ def outcomes(paths: Sequence[str], male: Sequence[Any], ages: Sequence[float | N
     ages = [None] * len(paths) if ages is None else list(ages)
     if not len(paths) == len(male) == len(ages):
         raise InputError(f"{len(paths)} paths, {len(male)} sexes and {len(ages)} ages: one each")
-    if batch_size < 1 or (actors is not None and actors < 1):
-        raise InputError(f"batch_size and actors must be at least 1, not {batch_size} and {actors}")
+    from boneage.estimator import BoneAgeEstimator, check_batch_size
+
+    batch_size = check_batch_size(batch_size)
+    if actors is not None and actors < 1:
+        raise InputError(f"actors must be at least 1, not {actors}")
     if not paths:
         return iter(())
-    from boneage.estimator import BoneAgeEstimator
 
     BoneAgeEstimator(model, runtime=runtime, threads=1)  # a bad model or runtime is said here, not on every node
     ray = _ray()

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from boneage.configs import ModelConfig
+from boneage.defaults import MAX_BATCH_SIZE
 from boneage.errors import ConfigError
 
 
@@ -62,7 +63,7 @@ class TrainConfig(ModelConfig):
     split_seed: int = 42
     limit: int | None = Field(None, ge=2, description="use only this many training images (quick runs)")
     val_limit: int | None = Field(None, ge=1)
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH_SIZE)
     epochs: int = Field(30, ge=1)
     steps_per_epoch: int | None = Field(None, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
