@@ -199,3 +199,21 @@ def test_batch_size_is_bounded_on_the_command_line_and_in_the_library(tiny_model
     assert len(est.predict_many([radiograph], [True], batch_size=MAX_BATCH_SIZE)) == 1
     with pytest.raises(ConfigError, match="batch_size"):
         load_config(None, {"sources": [{"labels": "l.csv", "images": "i"}], "batch_size": 10**9})
+
+
+def test_an_unsupported_card_schema_is_quoted_short_and_escaped() -> None:
+    # the schema version was quoted whole: up to the card's size cap (1 MiB), escape sequences included
+    import json
+
+    from boneage.errors import InvalidModelError
+    from boneage.modelcard import CARD_KEY, parse_card
+
+    long = "\x1b[2J" + "9" * 500_000
+    for schema, shown in ((long, r"'\x1b[2J9999999999999999'... (500,004 characters)"), ("9.0", "'9.0'"),
+                          (["1.0"] * 100_000, "a JSON array"), ({"v": "x" * 1000}, "a JSON object"), (2, "2"),
+                          (10**30, "a number of more than 20 digits"), (None, "None")):
+        with pytest.raises(InvalidModelError) as refused:
+            parse_card({CARD_KEY: json.dumps({"schema_version": schema})}, "m.onnx")
+        message = str(refused.value)
+        assert f"model card schema {shown} is not supported" in message
+        assert len(message) < 200 and "\x1b" not in message

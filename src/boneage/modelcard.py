@@ -131,13 +131,33 @@ def parse_card(metadata: dict[str, str], what: str) -> ModelCard:
     schema = raw.get("schema_version") if isinstance(raw, dict) else None
     if schema not in SUPPORTED_SCHEMAS:
         raise InvalidModelError(
-            f"{what}: model card schema {schema!r} is not supported by this boneage "
+            f"{what}: model card schema {_shown(schema)} is not supported by this boneage "
             f"(supported: {', '.join(SUPPORTED_SCHEMAS)}); upgrade boneage or re-export the model"
         )
     try:
         return ModelCard.model_validate(raw)
     except (ValidationError, ValueError) as exc:
         raise InvalidModelError(f"{what}: invalid model card: {one_line(exc)}") from exc
+
+
+SHOWN_CHARACTERS = 20
+JSON_KINDS = {list: "array", dict: "object", str: "string", int: "number", float: "number", bool: "boolean"}
+
+
+def _shown(value: object) -> str:
+    """A card's value as an error may quote it: a short string or number escaped (``repr``), a longer
+    one as its first characters and its length, anything else as its JSON kind (the value comes from
+    the model file and can be as long as the card: up to 1 MiB of it, control characters included, was
+    quoted whole)."""
+    if value is None or isinstance(value, (bool, float)):
+        return repr(value)
+    if isinstance(value, int):
+        return repr(value) if abs(value) < 10**SHOWN_CHARACTERS else f"a number of more than {SHOWN_CHARACTERS} digits"
+    if isinstance(value, str):
+        if len(value) <= SHOWN_CHARACTERS:
+            return repr(value)
+        return f"{value[:SHOWN_CHARACTERS]!r}... ({len(value):,} characters)"
+    return f"a JSON {JSON_KINDS.get(type(value), type(value).__name__)}"
 
 
 def one_line(exc: Exception) -> str:
