@@ -217,3 +217,20 @@ def test_an_unsupported_card_schema_is_quoted_short_and_escaped() -> None:
         message = str(refused.value)
         assert f"model card schema {shown} is not supported" in message
         assert len(message) < 200 and "\x1b" not in message
+
+
+def test_a_masked_array_is_refused_not_read_with_its_mask_ignored(tiny_model: Path, radiograph: np.ndarray) -> None:
+    # predict read a masked array's data under the mask as pixels, and answered
+    from boneage.errors import UnsupportedImageError
+    from boneage.estimator import BoneAgeEstimator
+
+    masked = np.ma.masked_array(radiograph, mask=np.zeros(radiograph.shape, bool))
+    masked[:100] = np.ma.masked
+    est = BoneAgeEstimator(tiny_model)
+    for image in (masked, np.ma.masked_array(radiograph)):
+        with pytest.raises(UnsupportedImageError, match=r"masked array.*fill it first \(e.g. image.filled\(0\)\)"):
+            est.predict(image, male=True)
+        with pytest.raises(UnsupportedImageError, match="masked array"):
+            read_image(image)
+    assert isinstance(est.predict_many([masked], [True])[0], UnsupportedImageError)
+    assert est.predict(masked.filled(0), male=True).bone_age_months > 0

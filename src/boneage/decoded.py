@@ -44,6 +44,9 @@ def check_array(image: np.ndarray, what: str = "array") -> np.ndarray:
     """Accept (H, W), (H, W, 1|3|4) of uint8, uint16, or float in [0, 1]."""
     if not isinstance(image, np.ndarray):
         raise UnsupportedImageError(f"{what} is a {type(image).__name__}, not a numpy array")
+    if isinstance(image, np.ma.MaskedArray):  # its data was read as it is, the mask ignored
+        raise UnsupportedImageError(f"{what} is a masked array, whose masked pixels would be read as the values "
+                                    "under the mask: fill it first (e.g. image.filled(0))")
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
         raise UnsupportedImageError(
             f"{what} has shape {image.shape}; expected (H, W) or (H, W, C) with C in 1, 3, 4"
