@@ -234,3 +234,31 @@ def test_a_masked_array_is_refused_not_read_with_its_mask_ignored(tiny_model: Pa
             read_image(image)
     assert isinstance(est.predict_many([masked], [True])[0], UnsupportedImageError)
     assert est.predict(masked.filled(0), male=True).bone_age_months > 0
+
+
+def test_a_symlink_in_a_folder_to_a_text_file_is_not_a_readable_image_and_its_text_is_not_shown(
+        tiny_model: Path, radiograph_png: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # a folder's links are followed wherever they lead (datasets are built from links), with the
+    # user's own permissions: a link to a non-image must say so without showing what it holds
+    import json
+
+    from boneage.cli.main import main
+
+    secret = tmp_path / "outside" / "notes.txt"
+    secret.parent.mkdir()
+    secret.write_text("Doe^Jane MRN-4417-XQ born 2015-03-02\n" * 3)
+    folder = tmp_path / "dataset"
+    folder.mkdir()
+    (folder / "a.png").symlink_to(radiograph_png)  # a link to an image outside the folder: followed, answered
+    (folder / "b.png").symlink_to(secret)
+    (folder / "c.png").symlink_to(tmp_path / "gone.png")  # dangling
+    (folder / "loop").symlink_to(folder, target_is_directory=True)  # a linked folder is not walked: no loop
+    for extra in ([], ["--json"]):
+        assert main(["predict", str(folder), "--sex", "f", "--model", str(tiny_model), *extra]) == 2
+        captured = capsys.readouterr()
+        shown = captured.out + captured.err
+        assert "Doe^Jane" not in shown and "4417" not in shown and "2015" not in shown
+        assert "b.png" in shown and "not a readable image" in shown and "c.png" in shown
+    results = json.loads(captured.out)
+    assert [Path(r["source"]).name for r in results] == ["a.png", "b.png", "c.png"]
+    assert "bone_age_months" in results[0]
