@@ -87,22 +87,8 @@ GROUPS: dict[str, list[Perturb]] = {
 TARGETS = ("JPEG 90", "crop 1 px (each edge)", "rescale 0.5-1.5x")
 
 
-def jittered(image: np.ndarray, k: int) -> list[np.ndarray]:
-    """k views of the image: itself, then 1%-of-a-side crops from alternating corners (test-time
-    averaging over sampling grids: each view lands on another 100-px grid)."""
-    h, w = image.shape[:2]
-    dy, dx = max(1, h // 100), max(1, w // 100)
-    corners = [np.s_[dy:, dx:], np.s_[:-dy, :-dx], np.s_[dy:, :-dx], np.s_[:-dy, dx:],
-               np.s_[2 * dy:, 2 * dx:], np.s_[:-2 * dy, :-2 * dx], np.s_[2 * dy:, :-2 * dx]]
-    return [image] + [np.ascontiguousarray(image[c]) for c in corners[: k - 1]]
-
-
-def predict(estimator: BoneAgeEstimator, images: list[np.ndarray], male: list[bool], tta: int) -> np.ndarray:
-    if tta <= 1:
-        return np.array([p.bone_age_months for p in estimator.predict_batch(images, male)])
-    views = [v for image in images for v in jittered(image, tta)]
-    months = np.array([p.bone_age_months for p in estimator.predict_batch(views, [m for m in male for _ in range(tta)])])
-    return months.reshape(len(images), tta).mean(axis=1)
+def predict(estimator: BoneAgeEstimator, images: list[np.ndarray], male: list[bool]) -> np.ndarray:
+    return np.array([p.bone_age_months for p in estimator.predict_batch(images, male)])
 
 
 def with_interpolation(config: PreprocessConfig, interpolation: str) -> PreprocessConfig:
@@ -128,15 +114,15 @@ def main() -> None:
     parser.add_argument("model", nargs="?")
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("BONEAGE_DATA", "../shared/data")))
     parser.add_argument("--resize", nargs="+", default=[None], help="interpolations to compare (default: the card's)")
-    parser.add_argument("--tta", type=int, default=1, help="average over this many views (1%% crops) of each image")
+    parser.add_argument("--views", type=int, default=1, help="average over this many sampling grids (the estimator's views)")
     args = parser.parse_args()
 
     images = validation_images(args.data)
-    estimator = BoneAgeEstimator(args.model, check_input=False)  # the model's answer under each change; a refusal (a darkened plate read as "almost all black") is measured in benchmarks/input_checks.py
+    estimator = BoneAgeEstimator(args.model, check_input=False, views=args.views)  # the model's answer under each change; a refusal (a darkened plate read as "almost all black") is measured in benchmarks/input_checks.py
     card_config = estimator.card.preprocessing
     male = [m for _, _, m, _ in images]
     ages = np.array([a for _, _, _, a in images])
-    views = f", averaged over {args.tta} views" if args.tta > 1 else ""
+    views = f", averaged over {args.views} views" if args.views > 1 else ""
     print(f"{estimator.card.name} {estimator.card.version}, {len(images)} validation radiographs of rsna-512{views}\n")
     header = "| perturbation | " + " | ".join(f"{r or 'card'}: mean / max change" for r in args.resize) + " |"
     rows: dict[str, list[str]] = {name: [] for name in GROUPS}
@@ -145,13 +131,13 @@ def main() -> None:
         config = with_interpolation(card_config, interpolation) if interpolation else card_config
         estimator.pipeline = build_pipeline(config)  # same weights, another resize
         t = time.perf_counter()
-        base = predict(estimator, [i for _, i, _, _ in images], male, args.tta)
+        base = predict(estimator, [i for _, i, _, _ in images], male)
         ms = 1000 * (time.perf_counter() - t) / len(images)
         summary.append(f"{interpolation or 'card'}: MAE {np.abs(base - ages).mean():.2f} months, {ms:.0f} ms per image")
         for name, perturbs in GROUPS.items():
             changes = []
             for perturb in perturbs:
-                moved = predict(estimator, [perturb(i) for _, i, _, _ in images], male, args.tta)
+                moved = predict(estimator, [perturb(i) for _, i, _, _ in images], male)
                 changes.append(np.abs(moved - base))
             change = np.concatenate(changes)
             mark = " *" if name in TARGETS and (change.mean() > 1 or change.max() > 3) else ""

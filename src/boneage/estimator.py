@@ -38,6 +38,7 @@ from boneage.preprocess.crop_classical import ClassicalParams, find_hand
 from boneage.preprocess.inversion import looks_inverted
 from boneage.preprocess.pipeline import Notes, check_output
 from boneage.preprocess.screening import screen
+from boneage.preprocess.views import MAX_VIEWS, grid_views
 from boneage.references import compare, load_reference
 from boneage.runtimes import checked_months
 from boneage.sex import check_male
@@ -103,17 +104,23 @@ class BoneAgeEstimator:
         reference: str | None = None,
         check_input: bool = True,
         plugins: Plugins | None = None,
+        views: int = 1,
     ) -> None:
         """``runtime`` defaults to ONNX Runtime, or TensorFlow for a ``.keras`` model; ``reference``
         (default Greulich & Pyle / Brush) is what a bone age is compared with when an age is given.
         ``check_input`` (see :mod:`boneage.preprocess.screening`): refuse images that cannot be a
         radiograph and turn quarter-turned ones upright; False answers anyway, with warnings.
         ``plugins``: the registry the runtime, reference and preprocessing steps come from (default:
-        the process-wide one), e.g. a private :class:`~boneage.plugins.Plugins` with a part of its own."""
+        the process-wide one), e.g. a private :class:`~boneage.plugins.Plugins` with a part of its own.
+        ``views`` (1 to 8): average each estimate over this many sampling grids of the image
+        (:mod:`boneage.preprocess.views`), for that many times the model's work."""
         # a programmer's mistakes, said as such: "no" is truthy, so check_input="no" left the checks on
         if not isinstance(check_input, (bool, np.bool_)):
             raise ConfigError(f"check_input must be True or False, not a {type(check_input).__name__}")
         self.check_input = bool(check_input)
+        if not isinstance(views, int) or isinstance(views, bool) or not 1 <= views <= MAX_VIEWS:
+            raise ConfigError(f"views must be a whole number from 1 to {MAX_VIEWS}, not {views!r}"[:200])
+        self.views = views
         self.plugins = get_plugins(plugins)
         self.model: ModelFile = open_model(model)
         self.reference = load_reference(reference, self.plugins)
@@ -138,12 +145,20 @@ class BoneAgeEstimator:
     def preprocess(self, image: ImageInput | Loaded) -> tuple[np.ndarray, Notes]:
         """The model input for one image, and notes on it: warnings (the steps' own, and the input
         checks') and what was applied on the way (e.g. an EXIF rotation)."""
+        inputs, notes = self._inputs(image, 1)
+        return inputs[0], notes
+
+    def _inputs(self, image: ImageInput | Loaded, views: int) -> tuple[np.ndarray, Notes]:
+        """(views, H, W, 1): the model input of each sampling grid of the image (the first the image's own)."""
         loaded = image if isinstance(image, Loaded) else read_image(image)
         notes = Notes(applied=list(loaded.notes))
         pixels, small = screen(loaded.image, notes, strict=self.check_input)  # may turn it upright, or refuse it
         notes.warnings.extend(input_warnings(pixels, self._steps, small))
-        prepared = self.pipeline(pixels, notes)  # its output shape was checked at load
-        return prepared, notes
+        view_notes = [notes] + [Notes() for _ in range(views - 1)]  # one copy of the steps' warnings, not views
+        inputs = np.stack([self.pipeline(v, n) for v, n in zip(grid_views(pixels, views), view_notes, strict=True)])
+        if views > 1:
+            notes.applied.append(f"averaged over {views} sampling grids")
+        return inputs, notes  # the pipeline's output shape was checked at load
 
     def run(self, images: np.ndarray, male: Sequence[bool]) -> np.ndarray:
         """Months for a batch that is already preprocessed (N, H, W, 1)."""
@@ -251,7 +266,7 @@ class BoneAgeEstimator:
             checked_age = None if age is None else check_age(age)
             loaded = read_image(image)
             patient = resolve(male, checked_age, loaded.patient)  # a DICOM header fills what was not given
-            prepared, notes = self.preprocess(loaded)
+            prepared, notes = self._inputs(loaded, self.views)
             notes.applied.extend(patient.notes)
             notes.warnings.extend(patient.warnings)
             return (patient.male, patient.age_months, prepared, notes)
@@ -263,7 +278,9 @@ class BoneAgeEstimator:
         ready = [(i, p) for i, p in enumerate(prepared) if not isinstance(p, InputError)]
         results: list[Prediction | BoneAgeError | None] = [p if isinstance(p, InputError) else None for p in prepared]
         if ready:
-            months = self.run(np.stack([p[2] for _, p in ready]), [p[0] for _, p in ready])
+            inputs = np.concatenate([p[2] for _, p in ready])  # each image's views, in turn
+            months = self.run(inputs, [p[0] for _, p in ready for _ in range(self.views)])
+            months = months.reshape(len(ready), self.views).mean(axis=1)
             for (i, (sex, age, _, notes)), value in zip(ready, months, strict=True):
                 results[i] = self.make_prediction(value, sex, _source(images[i]), notes, age)
         return results  # type: ignore[return-value]

@@ -71,7 +71,8 @@ REPORT_FILES = ("report.json", "predictions.csv", "summary.md", "plots.png")
 
 
 def evaluate(model: str, sources: list[DataSource], output: Path, *, runtime: str | None = None,
-             ids: set[str] | None = None, limit: int | None = None, force: bool = False) -> dict[str, Any]:
+             ids: set[str] | None = None, limit: int | None = None, force: bool = False,
+             views: int = 1) -> dict[str, Any]:
     """Score ``model`` on the labelled images and write :data:`REPORT_FILES` into ``output``; returns what
     ``report.json`` holds (errors in months, unreadable images under ``failures``, the card's interval coverage).
 
@@ -81,7 +82,7 @@ def evaluate(model: str, sources: list[DataSource], output: Path, *, runtime: st
         existing = [output / name for name in REPORT_FILES if (output / name).exists()]
     if existing and not force:
         raise ConfigError(f"{output} already holds {', '.join(p.name for p in existing)}: choose another --output, or --force")
-    estimator = BoneAgeEstimator(model, runtime=runtime)
+    estimator = BoneAgeEstimator(model, runtime=runtime, views=views)
     records = select(sources, ids, limit)
     kept, pred, failures = predict_records(estimator, records)
     true = np.array([r.boneage for r in kept])
@@ -89,6 +90,7 @@ def evaluate(model: str, sources: list[DataSource], output: Path, *, runtime: st
     result = {
         "model": estimator.card.ref,
         "runtime": estimator.runtime_name,
+        "views": views,
         "data": [str(s.images) for s in sources],
         "images": len(kept),
         "failures": failures,
@@ -124,8 +126,9 @@ def summary_markdown(result: dict[str, Any]) -> str:
     rows = [_row("all", result["overall"])]
     rows += [_row(sex, m) for sex, m in result["by_sex"].items()]
     rows += [_row(band, m) for band, m in result["by_age"].items()]
+    views = f", averaged over {result['views']} views" if result.get("views", 1) > 1 else ""
     return (
-        f"# {result['model']} on {', '.join(result['data'])} ({result['runtime']})\n\n"
+        f"# {result['model']} on {', '.join(result['data'])} ({result['runtime']}{views})\n\n"
         f"{result['images']} images, {len(result['failures'])} unreadable. Months; bias = mean(predicted - true). "
         f"Predicting the mean age gives MAE {result['baseline_mean_mae']:.2f}.\n\n{head}\n" + "\n".join(rows) + "\n"
         + _coverage_markdown(result.get("interval_coverage"))

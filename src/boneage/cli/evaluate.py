@@ -16,6 +16,6 @@ def run(args: argparse.Namespace) -> int:
 
     result = evaluate(args.model, [DataSource.model_validate(source(d)) for d in args.data], Path(args.output),
                       runtime=args.runtime, ids=read_ids(Path(args.ids)) if args.ids else None, limit=args.limit,
-                      force=args.force)
+                      force=args.force, views=args.views)
     print((Path(args.output) / "summary.md").read_text())
     return 0 if not result["failures"] else 2

@@ -38,6 +38,13 @@ def _threads(text: str) -> int:
     return value
 
 
+def _views(text: str) -> int:
+    value = _positive(text)
+    if value > 8:  # boneage.preprocess.views.MAX_VIEWS, not imported for --help
+        raise argparse.ArgumentTypeError(f"must be at most 8, not {value}")
+    return value
+
+
 def _batch_size(text: str) -> int:
     value = _positive(text)
     if value > MAX_BATCH_SIZE:
@@ -81,6 +88,9 @@ def _predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-input-check", action="store_true",
                    help="answer images the input checks refuse (colour, blank, saturated) and leave turned ones as given, with warnings")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--views", type=_views, default=1,
+                   help="average each estimate over this many sampling grids of the image, 1-8 (default 1): "
+                        "steadier under re-encoding and resampling, for that many times the model's work")
     p.add_argument("--output", metavar="RESULTS",
                    help="write results to a .csv, .jsonl or .parquet file as they are made (Parquet: extra parquet)")
     p.add_argument("--resume", action="store_true", help="with --output: skip the inputs it already holds")
@@ -141,6 +151,9 @@ def _evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", required=True, help="folder for report.json, summary.md and plots")
     p.add_argument("--runtime", help=RUNTIME_HELP)
     p.add_argument("--limit", type=int)
+    p.add_argument("--views", type=_views, default=1,
+                   help="average each estimate over this many sampling grids of the image, 1-8 (default 1): "
+                        "steadier under re-encoding and resampling, for that many times the model's work")
     p.add_argument("--force", action="store_true", help="overwrite the reports already in --output")
 
 

@@ -144,7 +144,8 @@ def run(args: argparse.Namespace) -> int:
     # Many files: one inference thread, and the other cores decode the next batch meanwhile
     # (1.86x the radiographs per second of the default on 2 cores, benchmarks/batch_throughput.py).
     threads = args.threads or (1 if len(jobs) > args.batch_size else None)
-    estimator = BoneAgeEstimator(args.model, runtime=args.runtime, threads=threads, check_input=not args.no_input_check)
+    estimator = BoneAgeEstimator(args.model, runtime=args.runtime, threads=threads, check_input=not args.no_input_check,
+                                 views=args.views)
     _check_engine(args)
     output = ResultFile(Path(args.output), resume=args.resume, force=args.force) if args.output else None
     if output is not None and output.done:
@@ -204,7 +205,8 @@ def _outcomes(args: argparse.Namespace, estimator: BoneAgeEstimator,
         from boneage.engines.ray import outcomes
 
         yield from outcomes(paths, males, ages, model=args.model, runtime=args.runtime, threads=args.threads,
-                            actors=args.actors, batch_size=size, progress=False)
+                            actors=args.actors, batch_size=size, progress=False,
+                            check_input=not args.no_input_check, views=args.views)
         return
     for batch in estimator.iter_predictions(paths, males, size, ages=ages):  # the next batch decodes meanwhile
         yield from batch

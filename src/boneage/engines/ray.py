@@ -56,9 +56,10 @@ class Predictor:
     of the model (not of an image) comes back as a fatal row, so the caller gets it typed."""
 
     def __init__(self, model: str | None, runtime: str | None, threads: int | None, settings: dict[str, str],
-                 cwd: str) -> None:
+                 cwd: str, options: dict[str, Any]) -> None:
         """``settings``: the caller's ``BONEAGE_*`` variables and ``cwd`` its folder, applied in the
-        actor's process (which may be on another machine) before the estimator is made."""
+        actor's process (which may be on another machine) before the estimator is made; ``options``
+        the estimator's other arguments (``check_input``, ``views``)."""
         os.environ.update(settings)  # the caller's model registry and plugin switches hold here too
         if os.path.isdir(cwd):
             os.chdir(cwd)  # relative paths mean what they mean to the caller
@@ -66,7 +67,7 @@ class Predictor:
 
         self.error: BoneAgeError | None = None
         try:
-            self.estimator = BoneAgeEstimator(model, runtime=runtime, threads=threads)
+            self.estimator = BoneAgeEstimator(model, runtime=runtime, threads=threads, **options)
         except BoneAgeError as exc:  # e.g. the model is not on this node
             self.error = exc
 
@@ -101,10 +102,11 @@ def _checked(male: Any, age: float | None) -> tuple[bool | None, float | None, B
 def outcomes(paths: Sequence[str], male: Sequence[Any], ages: Sequence[float | None] | None = None, *,
              model: str | os.PathLike[str] | None = None, runtime: str | None = None, threads: int | None = None,
              actors: int | None = None, batch_size: int = 16, address: str | None = None,
-             progress: bool = True) -> Iterator[Outcome]:
+             progress: bool = True, check_input: bool = True, views: int = 1) -> Iterator[Outcome]:
     """:meth:`~boneage.estimator.BoneAgeEstimator.predict_many` on Ray: each input's prediction or
     error, in input order, as the actors finish. ``actors`` defaults to one per core of the cluster;
-    ``threads`` is each actor's ONNX Runtime threads (default: the one core Ray gives it).
+    ``threads`` is each actor's ONNX Runtime threads (default: the one core Ray gives it);
+    ``check_input`` and ``views`` as for the estimator.
     Model errors are raised. Joins Ray as :func:`connect` does and leaves it running."""
     ages = [None] * len(paths) if ages is None else list(ages)
     if not len(paths) == len(male) == len(ages):
@@ -117,7 +119,8 @@ def outcomes(paths: Sequence[str], male: Sequence[Any], ages: Sequence[float | N
     if not paths:
         return iter(())
 
-    BoneAgeEstimator(model, runtime=runtime, threads=1)  # a bad model or runtime is said here, not on every node
+    options: dict[str, Any] = {"check_input": check_input, "views": views}
+    BoneAgeEstimator(model, runtime=runtime, threads=1, **options)  # a bad model, runtime or option is said here, not on every node
     ray = _ray()
     connect(address)
     checked = [_checked(m, a) for m, a in zip(male, ages, strict=True)]
@@ -131,7 +134,8 @@ def outcomes(paths: Sequence[str], male: Sequence[Any], ages: Sequence[float | N
     pool = ray.data.ActorPoolStrategy(size=actors)
     ds = ds.map_batches(Predictor, batch_size=batch_size, batch_format="pyarrow", num_cpus=1, compute=pool,
                         fn_constructor_kwargs={"model": None if model is None else os.fspath(model), "runtime": runtime,
-                                               "threads": threads, "settings": settings, "cwd": os.getcwd()})
+                                               "threads": threads, "settings": settings, "cwd": os.getcwd(),
+                                               "options": options})
     return _in_order(ds, [error for _, _, error in checked])
 
 
