@@ -180,6 +180,7 @@ def _serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-concurrent", type=_positive, default=2, help="predictions running at once (default 2)")
     p.add_argument("--queue", type=int, default=16, help="requests waiting for a slot before 503 (default 16)")
     p.add_argument("--max-upload-mb", type=_positive, default=64, help="largest upload accepted, MiB (default 64)")
+    p.add_argument("--views", type=_views, default=1, help="average each estimate over this many sampling grids, 1-8 (default 1)")
     p.add_argument("--no-input-check", action="store_true",
                    help="answer images the input checks refuse (colour, blank, saturated), with warnings")
     p.add_argument("--proxy-headers", action="store_true", help="behind a reverse proxy: trust X-Forwarded-* headers")

@@ -24,7 +24,8 @@ def settings(args: argparse.Namespace) -> ServeSettings:
 def _settings(args: argparse.Namespace) -> ServeSettings:
     return ServeSettings(host=args.host, port=args.port, model=args.model, runtime=args.runtime, threads=args.threads,
                          max_concurrent=args.max_concurrent, queue=args.queue,
-                         max_upload_bytes=args.max_upload_mb * MIB, check_input=not args.no_input_check)
+                         max_upload_bytes=args.max_upload_mb * MIB, check_input=not args.no_input_check,
+                         views=args.views)
 
 
 def run(args: argparse.Namespace) -> int:

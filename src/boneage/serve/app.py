@@ -133,7 +133,7 @@ class AccessLog:
 def default_loader(settings: ServeSettings) -> Loader:
     """How the service makes its estimator from the settings; tests pass their own loader instead."""
     return lambda: BoneAgeEstimator(settings.model, runtime=settings.runtime, threads=settings.threads,
-                                    check_input=settings.check_input)
+                                    check_input=settings.check_input, views=settings.views)
 
 
 def create_app(settings: ServeSettings | None = None, load: Loader | None = None) -> FastAPI:
