@@ -54,6 +54,8 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
             out[key] = value
+        except RecursionError as exc:  # [[[[... 100,000 deep was an internal error (exit 70)
+            raise ConfigError(f"--set {key[:40]}: its value nests deeper than a config can") from exc
     return out
 
 

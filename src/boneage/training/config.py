@@ -12,6 +12,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from boneage.configs import ModelConfig
 from boneage.defaults import MAX_BATCH_SIZE
 from boneage.errors import ConfigError
+from boneage.files import read_regular_file
+
+MAX_CONFIG_BYTES = 1 << 20  # a training config is a few KB; config.json of a run too
+MAX_CONFIG_DEPTH = 32  # groups within groups: a config has three levels
+MAX_CONFIG_VALUES = 100_000  # every value, a YAML alias counted each time it is used
+MAX_SEED = 2**32 - 1  # NumPy takes no negative seed, TensorFlow none past 2**63: a 32-bit seed is plenty
 
 
 class DataSource(BaseModel):
@@ -72,7 +78,8 @@ class TrainConfig(ModelConfig):
     huber_delta: float = Field(15.0, gt=0)
     patience: int = Field(6, ge=1)
     augment: Augment = Field(default_factory=Augment)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="shuffling, augmentation and the thinning of --limit; "
+                      "NumPy refuses a negative seed (-1 was an internal error once the data had loaded)")
     data_pipeline: Literal["auto", "tf.data", "arrays"] = Field(
         "auto", description="tf.data on the TensorFlow backend, else in-memory arrays (no TensorFlow needed)"
     )
@@ -85,7 +92,7 @@ class TrainConfig(ModelConfig):
         False, description="split each batch over every visible device (JAX: keras.distribution.DataParallel; "
         "TensorFlow: MirroredStrategy)"
     )
-    workers: int = Field(4, ge=1, description="threads that decode and augment images")
+    workers: int = Field(4, ge=1, le=256, description="threads that decode and augment images (as --threads: 1-256)")
     checkpoint_minutes: float = Field(
         10.0, ge=0, description="also checkpoint inside an epoch this often, so a kill loses at most this much (0: off)"
     )
@@ -113,13 +120,45 @@ class TrainConfig(ModelConfig):
 
 
 def _read(path: Path) -> dict[str, Any]:
-    data = _parse(path, path.read_text())
+    """A regular file of at most MAX_CONFIG_BYTES, read without blocking (``/dev/zero`` filled memory,
+    a FIFO with no writer hung), parsed and held to :func:`check_shape`."""
+    data = _parse(path, read_regular_file(path, MAX_CONFIG_BYTES).decode("utf-8-sig"))
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of settings, not a {type(data).__name__}")
     return data
 
 
+def check_shape(data: Any, what: str) -> None:
+    """At most MAX_CONFIG_DEPTH groups deep and MAX_CONFIG_VALUES values in all, counted as the
+    structure is walked (so before pydantic or ``json.dumps`` walk it): nine YAML aliases of nine
+    (``b: [*a, *a, ...]``) load in microseconds as shared lists but are a billion values to every
+    later walk (minutes, then MemoryError), and an alias to its own list nests without end."""
+    count = 0
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        item, depth = stack.pop()
+        count += 1
+        if count > MAX_CONFIG_VALUES:
+            raise ConfigError(f"{what} holds more than {MAX_CONFIG_VALUES:,} values (YAML aliases count each "
+                              "time they are used): it cannot be a training config")
+        if isinstance(item, (dict, list, tuple)):
+            if depth >= MAX_CONFIG_DEPTH:
+                raise ConfigError(f"{what} nests groups or lists more than {MAX_CONFIG_DEPTH} deep: it cannot be "
+                                  "a training config")
+            values = item.values() if isinstance(item, dict) else item
+            stack.extend((value, depth + 1) for value in values)
+
+
 def _parse(path: Path, text: str) -> Any:
+    """The file's settings by its suffix (TOML, YAML, else JSON). Nesting past the parser's recursion
+    limit (``[[[[...`` 100,000 deep) is a ConfigError (was RecursionError: internal error, exit 70)."""
+    try:
+        return _parse_text(path, text)
+    except RecursionError as exc:
+        raise ConfigError(f"cannot read config {path}: it nests deeper than a config can") from exc
+
+
+def _parse_text(path: Path, text: str) -> Any:
     if path.suffix == ".toml":
         if sys.version_info >= (3, 11):
             import tomllib
@@ -158,6 +197,7 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> T
     for key, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(data, key, value)
+    check_shape(data, f"config {path}" if path else "the config")
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:

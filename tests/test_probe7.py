@@ -1,0 +1,77 @@
+"""What the seventh outside probe (issue 19) found, one test each."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from boneage.errors import ConfigError
+
+SOURCE = 'sources = [{labels = "labels.csv", images = "images"}]\n'
+
+
+def test_a_training_config_is_read_bounded_and_its_nesting_is_typed(tmp_path: Path) -> None:
+    # train --config /dev/zero filled memory (MemoryError, exit 70), a FIFO with no writer hung, and
+    # lists nested 100,000 deep (TOML, JSON, YAML, or a --set value) were a RecursionError (exit 70)
+    from boneage.cli.main import parser
+    from boneage.cli.train import overrides
+    from boneage.training.config import load_config
+
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    for name in ("/dev/zero", str(fifo)):
+        with pytest.raises(ConfigError, match="not a regular file"):
+            load_config(Path(name))
+    deep = "[" * 100_000 + "]" * 100_000
+    yaml = "x: " + "{a: " * 5_000 + "1" + "}" * 5_000
+    for suffix, text in ((".toml", f"{SOURCE}x = {deep}\n"), (".json", f'{{"x": {deep}}}'), (".yaml", yaml)):
+        path = tmp_path / f"deep{suffix}"
+        path.write_text(text)
+        with pytest.raises(ConfigError, match="nests deeper"):
+            load_config(path)
+    nested: list[object] = []
+    for _ in range(40):  # past the depth a config has, short of Python's recursion limit
+        nested = [nested]
+    with pytest.raises(ConfigError, match="nests"):
+        load_config(None, {"sources": [{"labels": "labels.csv", "images": "images"}], "backbone_options": {"x": nested}})
+    args = parser().parse_args(["train", "--set", f"backbone_options={{\"x\": {deep}}}"])
+    with pytest.raises(ConfigError, match="nests deeper"):
+        overrides(args)
+    (tmp_path / "ok.toml").write_text(SOURCE + "epochs = 3\n")
+    assert load_config(tmp_path / "ok.toml").epochs == 3
+
+
+def test_yaml_aliases_cannot_make_a_config_of_billions_of_values(tmp_path: Path) -> None:
+    # nine aliases of nine lists: loaded in microseconds as shared lists, then walked by pydantic for
+    # two minutes into MemoryError (under backbone_options, which takes anything) or into a repr of a
+    # billion values (an unknown key's error message); an alias to its own list nested without end
+    from boneage.training.config import load_config
+
+    lists = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+        f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi", strict=True))
+    bomb = tmp_path / "bomb.yaml"
+    for text in ("sources: [{labels: l.csv, images: i}]\nbackbone_options:\n  " + lists.replace("\n", "\n  "),
+                 "sources: [{labels: l.csv, images: i}]\n" + lists,
+                 "sources: [{labels: l.csv, images: i}]\nbackbone_options: {x: &x [1, *x]}\n"):
+        bomb.write_text(text)
+        start = time.process_time()
+        with pytest.raises(ConfigError, match="more than 100,000 values|nests"):
+            load_config(bomb)
+        assert time.process_time() - start < 10  # was minutes; a bound far above the walk's cost
+    bomb.write_text("sources: [{labels: l.csv, images: i}]\naugment: &aug {noise: 0.01}\n")  # an alias used once is fine
+    assert load_config(bomb).augment.noise == 0.01
+
+
+@pytest.mark.parametrize("setting", [{"seed": -1}, {"seed": 2**70}, {"workers": 10**9}])
+def test_seed_and_workers_are_bounded_in_the_config(setting: dict[str, int]) -> None:
+    # --seed -1 passed the config and failed once the data had loaded: NumPy's "expected non-negative
+    # integer", internal error (exit 70); workers=10**9 asked Keras for a pool of a billion threads
+    from boneage.training.config import load_config
+
+    source = {"sources": [{"labels": "labels.csv", "images": "images"}]}
+    with pytest.raises(ConfigError, match=next(iter(setting))):
+        load_config(None, {**source, **setting})
+    assert load_config(None, {**source, "seed": 2**32 - 1, "workers": 256}).seed == 2**32 - 1
