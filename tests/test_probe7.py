@@ -75,3 +75,24 @@ def test_seed_and_workers_are_bounded_in_the_config(setting: dict[str, int]) -> 
     with pytest.raises(ConfigError, match=next(iter(setting))):
         load_config(None, {**source, **setting})
     assert load_config(None, {**source, "seed": 2**32 - 1, "workers": 256}).seed == 2**32 - 1
+
+
+@pytest.mark.parametrize("image_id", ["../outside/secret", "{outside}/secret", "..\\outside\\secret", "sub/../../outside/secret"])
+def test_a_labels_id_cannot_lead_out_of_the_images_folder(tmp_path: Path, image_id: str) -> None:
+    # evaluate --data labels.csv:images (and train) read <id>.png wherever the id led: ../x or /x was
+    # read, scored and listed in the reports, a file the user never named
+    from boneage.training.config import DataSource
+    from boneage.training.data import read_source
+
+    for folder in ("images", "images/sub", "outside"):
+        (tmp_path / folder).mkdir()
+    for name in ("images/1377.png", "images/sub/1378.png", "outside/secret.png"):
+        (tmp_path / name).write_bytes(b"\x89PNG\r\n\x1a\n")
+    labels = tmp_path / "labels.csv"
+    source = DataSource(labels=labels, images=tmp_path / "images")
+    labels.write_text("id,boneage,male\n1377,120,1\nsub/1378,100,0\n")
+    assert [r.id for r in read_source(source)] == ["1377", "sub/1378"]  # a folder below it is inside
+    labels.write_text(f"id,boneage,male\n1377,120,1\n{image_id.format(outside=tmp_path / 'outside')},100,0\n")
+    with pytest.raises(ConfigError, match=r"labels.csv:3: its id is a path that leads out of") as raised:
+        read_source(source)
+    assert "secret" not in str(raised.value)

@@ -7,7 +7,7 @@ import hashlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,18 @@ class Record:
     male: bool
 
 
+def inside_folder(image_id: object) -> bool:
+    """Whether ``<id>.png`` names a file in the images folder (or a folder below it): an id of
+    ``../../x`` or ``/home/x`` read and scored that file, and listed its path in the reports."""
+    if not isinstance(image_id, str):
+        return True  # a missing cell: the row's own check refuses it
+    for parse in (PurePosixPath, PureWindowsPath):  # a labels file may come from either system
+        name = parse(image_id)
+        if name.is_absolute() or name.anchor or ".." in name.parts:
+            return False
+    return True
+
+
 def read_source(source: DataSource) -> list[Record]:
     """The records of one labelled data set; ids without an image file are skipped with a warning.
 
@@ -45,6 +57,9 @@ def read_source(source: DataSource) -> list[Record]:
             raise ConfigError(f"labels file {source.labels} is not a UTF-8 CSV ({type(exc).__name__})") from exc
     for line, row in rows:
         # A cell's value is never echoed: a labels file may hold a name or a date where a number goes
+        if not inside_folder(row.get("id")):  # before any file is looked up by it
+            raise ConfigError(f"{source.labels}:{line}: its id is a path that leads out of {source.images} "
+                              "(absolute, or through ..): ids name images in that folder (not shown)")
         try:
             path = source.images / f"{row['id']}.png"
             if not path.is_file() and (source.images / f"{row['id']}.dcm").is_file():
