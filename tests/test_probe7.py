@@ -96,3 +96,61 @@ def test_a_labels_id_cannot_lead_out_of_the_images_folder(tmp_path: Path, image_
     with pytest.raises(ConfigError, match=r"labels.csv:3: its id is a path that leads out of") as raised:
         read_source(source)
     assert "secret" not in str(raised.value)
+
+
+def test_a_request_past_the_queue_is_refused_before_its_upload_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the upload was read whole into memory (up to the body limit, 64 MiB) and only then refused 503:
+    # a burst of requests past the queue held that much memory each
+    pytest.importorskip("fastapi", reason="needs the serve extra")
+    pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx")
+    import threading
+
+    from fastapi.testclient import TestClient
+    from starlette.datastructures import UploadFile  # what the form parser makes (FastAPI's is a subclass)
+
+    from boneage.estimator import BoneAgeEstimator
+    from boneage.serve.app import create_app
+    from boneage.serve.settings import ServeSettings
+
+    real = BoneAgeEstimator()
+    go, inside = threading.Event(), threading.Event()
+
+    class Blocking:
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+        def predict_many(self, *args: object, **kwargs: object) -> object:
+            inside.set()
+            assert go.wait(30)
+            return real.predict_many(*args, **kwargs)  # type: ignore[arg-type]
+
+    reads: list[int] = []
+    read = UploadFile.read
+
+    async def counted(self: UploadFile, size: int = -1) -> bytes:
+        data = await read(self, size)
+        reads.append(len(data))
+        return data
+
+    monkeypatch.setattr(UploadFile, "read", counted)
+    data = (Path(__file__).resolve().parents[1] / "samples" / "1377.png").read_bytes()
+    app = create_app(ServeSettings(max_concurrent=1, queue=0), load=lambda: Blocking())  # type: ignore[arg-type,return-value]
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for _ in range(200):
+            if client.get("/readyz").status_code == 200:
+                break
+            time.sleep(0.05)
+        form = {"files": {"file": ("x.png", data, "image/png")}, "data": {"sex": "female"}}
+        first: list[int] = []
+        thread = threading.Thread(target=lambda: first.append(client.post("/v1/predict", **form).status_code))  # type: ignore[arg-type]
+        thread.start()
+        try:
+            assert inside.wait(30)
+            for path in ("/v1/predict", "/v1/explain"):
+                refused = client.post(path, **form)  # type: ignore[arg-type]
+                assert refused.status_code == 503 and refused.json()["error"]["code"] == "overloaded"
+            assert reads == [len(data)]  # the first request's upload only
+        finally:
+            go.set()
+            thread.join(30)
+    assert first == [200]

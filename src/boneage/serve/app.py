@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import cv2
 from fastapi import FastAPI, File, Form, Request, UploadFile
@@ -44,6 +44,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
                          (422, "bad sex, age or image (see the code)"), (503, "busy or model not loaded")]
 }
 Loader = Callable[[], BoneAgeEstimator]
+T = TypeVar("T")
 
 
 class ModelInfo(BaseModel):
@@ -206,14 +207,25 @@ async def _single_fields(request: Request) -> None:
             raise ServeError(422, "invalid_request", f"the form holds {count} '{name}' fields; send each field once")
 
 
-async def _inputs(request: Request, file: UploadFile, sex: str | None,
-                  age: str | None) -> tuple[bytes, bool | None, float | None]:
-    """The upload's bytes and the parsed sex and age; a form with a field twice, or a bad sex or age, is
-    refused before the image is read."""
+async def _fields(request: Request, sex: str | None, age: str | None) -> tuple[bool | None, float | None]:
+    """The parsed sex and age; a form with a field twice, or a bad sex or age, is refused before the
+    request takes a place in the queue or its image is read."""
     await _single_fields(request)
     male = parse_sex(sex) if sex not in (None, "") else None
     months = parse_age(age) if age not in (None, "") else None
-    return check_upload(await file.read()), male, months
+    return male, months
+
+
+async def _answer(service: Service, work: Callable[..., T], request: Request, file: UploadFile, sex: str | None,
+                  age: str | None) -> T:
+    """``work(estimator, image bytes, male, months)`` on the pool. The upload is read into memory only
+    once the request holds a place in the queue: a request past it is answered 503 without its image
+    being read (it was read whole first, up to the body limit for each request of a burst)."""
+    estimator = service.ready()
+    male, months = await _fields(request, sex, age)
+    async with service.gate.admission():
+        data = check_upload(await file.read())
+        return await service.gate.call(work, estimator, data, male, months)
 
 
 def _predict(estimator: BoneAgeEstimator, data: bytes, male: bool | None, age: float | None) -> Prediction:
@@ -249,18 +261,14 @@ def _routes(app: FastAPI, service: Service) -> None:
     async def predict(request: Request, file: FileField, sex: SexField = None, age: AgeField = None) -> Response:
         """The same JSON as ``BoneAgeEstimator().predict(...)`` for the same image bytes (``source`` is
         null: file names are not kept). The model file's sha256 is in the X-Boneage-Model-Sha256 header."""
-        estimator = service.ready()
-        data, male, months = await _inputs(request, file, sex, age)
-        prediction = await service.gate.run(_predict, estimator, data, male, months)
+        prediction = await _answer(service, _predict, request, file, sex, age)
         return JSONResponse(prediction.model_dump(mode="json"), headers={SHA_HEADER: service.sha256})
 
     @app.post("/v1/explain", response_class=Response, summary="where the model looked: a PNG heatmap",
               responses={200: {"content": {"image/png": {}}}, **ERRORS})
     async def explain(request: Request, file: FileField, sex: SexField = None, age: AgeField = None) -> Response:
         """Occlusion sensitivity over the radiograph (about 150 model runs), with the estimate above it."""
-        estimator = service.ready()
-        data, male, months = await _inputs(request, file, sex, age)
-        png = await service.gate.run(_heatmap, estimator, data, male, months)
+        png = await _answer(service, _heatmap, request, file, sex, age)
         return Response(png, media_type="image/png", headers={SHA_HEADER: service.sha256})
 
     @app.post("/v1/chart", response_class=Response, summary="the growth chart: a PNG (needs the age, extra plot)",
@@ -269,10 +277,9 @@ def _routes(app: FastAPI, service: Service) -> None:
         """The bone age against the reference at the child's age; 501 ``missing_dependency`` without matplotlib."""
         from boneage.chart import require_matplotlib
 
-        estimator = service.ready()
+        service.ready()
         require_matplotlib()
-        data, male, months = await _inputs(request, file, sex, age)
-        png = await service.gate.run(_chart, estimator, data, male, months)
+        png = await _answer(service, _chart, request, file, sex, age)
         return Response(png, media_type="image/png", headers={SHA_HEADER: service.sha256})
 
 

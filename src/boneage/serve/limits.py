@@ -3,7 +3,8 @@ counted while it arrives, and the number of predictions running or waiting."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import anyio
@@ -59,14 +60,27 @@ class Gate:
         self.limiter = anyio.CapacityLimiter(running)
         self.admitted = 0  # touched only on the event loop's thread: no lock needed
 
-    async def run(self, func: Callable[..., T], *args: Any) -> T:
-        """``func(*args)`` on a worker thread once a slot is free; a 503 :class:`ServeError` at once
-        when the queue is full. Call it from the event loop only: its count has no lock."""
+    @asynccontextmanager
+    async def admission(self) -> AsyncIterator[None]:
+        """A place among the ``running + waiting`` requests for the body of the ``with``, or a 503
+        :class:`ServeError` at once when all are taken. A request reads its upload into memory only
+        inside it, so a burst past the queue is refused before any of its images is (it was read
+        whole first, up to the body limit each). Enter it from the event loop only: its count has no lock."""
         if self.admitted >= self.capacity:
             raise ServeError(503, "overloaded", f"the service is busy ({self.capacity} requests running or queued); "
                              "try again shortly", {"Retry-After": "1"})
         self.admitted += 1
         try:
-            return await anyio.to_thread.run_sync(func, *args, limiter=self.limiter)
+            yield
         finally:
             self.admitted -= 1
+
+    async def call(self, func: Callable[..., T], *args: Any) -> T:
+        """``func(*args)`` on a worker thread once one of the ``running`` slots is free; call it inside
+        :meth:`admission`, which bounds how many wait here."""
+        return await anyio.to_thread.run_sync(func, *args, limiter=self.limiter)
+
+    async def run(self, func: Callable[..., T], *args: Any) -> T:
+        """:meth:`call` inside its own :meth:`admission`: a 503 at once when the queue is full."""
+        async with self.admission():
+            return await self.call(func, *args)
