@@ -154,3 +154,23 @@ def test_a_request_past_the_queue_is_refused_before_its_upload_is_read(monkeypat
             go.set()
             thread.join(30)
     assert first == [200]
+
+
+@pytest.mark.parametrize(("name", "content"), [("state.json", "{not json"), ("state.json", "[1, 2]"),
+                                               ("state.json", '{"seconds": "3600"}'), ("data.json", "[" * 100_000)])
+def test_export_reads_a_runs_state_and_data_before_writing(tmp_path: Path, name: str, content: str) -> None:
+    # a state.json that did not read (a JSONDecodeError, an AttributeError on a list, a TypeError from
+    # round("3600")) failed the export with an internal error (exit 70) after the model had been
+    # converted and the release's .keras written; a data.json nested 100,000 deep was a RecursionError
+    pytest.importorskip("keras", reason="needs the train extra")
+    from boneage.export.export import export_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.keras").write_bytes(b"not a model: never loaded")
+    (run / "config.json").write_text('{"sources": [{"labels": "labels.csv", "images": "images"}]}')
+    (run / "data.json").write_text('{"train_images": 9, "val_images": 1, "sources": [{"images": "images"}]}')
+    (run / name).write_text(content)
+    with pytest.raises(ConfigError, match=f"{name} is not a run's"):
+        export_run(run, "0.2.0", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

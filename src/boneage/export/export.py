@@ -21,9 +21,10 @@ from boneage.export.convert import OPSET, keras_to_onnx
 from boneage.export.onnxcard import attach_card
 from boneage.export.publish import onnx_predict as onnx_predict  # re-exported: its home before publish.py
 from boneage.export.publish import register
+from boneage.files import read_regular_file
 from boneage.metrics import summary
 from boneage.modelcard import IMAGE_INPUT, ModelCard, Provider, TrainingData, file_sha256
-from boneage.models import RegistryEntry
+from boneage.models import MAX_CONFIG_BYTES, RegistryEntry
 from boneage.plugins import Plugins, get_plugins
 from boneage.preprocess import PreprocessConfig, build_pipeline
 from boneage.preprocess.pipeline import check_output
@@ -34,6 +35,7 @@ from boneage.training.precision import as_float32
 log = logging.getLogger(__name__)
 SEMVER = re.compile(r"^[0-9]{1,9}\.[0-9]{1,9}\.[0-9]{1,9}([-+][0-9A-Za-z.-]{1,64})?$")
 PARITY_LIMIT = 0.05  # months
+MAX_DATA_BYTES = 64 * 2**20  # a run's data.json (its validation ids: 100 KB for 12,000), as evaluate --ids reads it
 
 
 def git_commit() -> str:
@@ -139,12 +141,13 @@ def export_run(
     run, keras_file = locate_run(source)
     config = with_preprocessing(load_config(run / "config.json"), preprocessing)
     try:
-        data_info = json.loads((run / "data.json").read_text())
+        data_info = json.loads(read_regular_file(run / "data.json", MAX_DATA_BYTES))
         counts = {"train_images": int(data_info["train_images"]), "val_images": int(data_info["val_images"])}
         # by name and checksum (runs from before the checksums named their folders only)
         sources = [s if "pixels_sha256" in s else {"name": Path(s["images"]).name} for s in data_info["sources"]]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{run / 'data.json'} is not a run's data summary: {exc}") from exc
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise ConfigError(f"{run / 'data.json'} is not a run's data summary: {type(exc).__name__}: {exc}"[:500]) from exc
+    state = run_state(run)  # before anything is loaded or written: a broken one failed after the .keras was saved
     name = name or f"boneage-{config.backbone}"
     stem = f"{name}-{version}"
     onnx_path = out_dir / f"{stem}.onnx"
@@ -195,7 +198,7 @@ def export_run(
         package_version=__version__,
         git_commit=git_commit(),
         keras_sha256=file_sha256(keras_path) if keras_path is not None else None,
-        notes={"opset": OPSET, "training": _training_notes(run, config), "weights_sha256": file_sha256(keras_file)},
+        notes={"opset": OPSET, "training": _training_notes(state, config), "weights_sha256": file_sha256(keras_file)},
     )
     onnx_path.write_bytes(attach_card(proto, card))
     entries = [register(out_dir, onnx_path, card, make_default, keras_path)]
@@ -209,8 +212,29 @@ def export_run(
     return entries
 
 
-def _training_notes(run: Path, config: TrainConfig) -> dict[str, Any]:
-    state = json.loads((run / "state.json").read_text()) if (run / "state.json").is_file() else {}
+STATE_KEYS: dict[str, type | tuple[type, ...]] = {"epoch": int, "best_epoch": int, "seconds": (int, float)}
+
+
+def run_state(run: Path) -> dict[str, Any]:
+    """The run's state.json, as far as a card uses it ({} when there is none); a ConfigError when it
+    does not read as one (was a JSONDecodeError, ``AttributeError`` or ``TypeError``, exit 70, once the
+    model had been converted and the release's .keras written)."""
+    path = run / "state.json"
+    if not path.is_file():
+        return {}
+    try:
+        state = json.loads(read_regular_file(path, MAX_CONFIG_BYTES))
+        if not isinstance(state, dict):
+            raise TypeError(f"a JSON {type(state).__name__}, not an object")
+        for key, kind in STATE_KEYS.items():
+            if state.get(key) is not None and (isinstance(state[key], bool) or not isinstance(state[key], kind)):
+                raise TypeError(f"its {key} is not a number")
+    except (OSError, ValueError, TypeError, RecursionError) as exc:
+        raise ConfigError(f"{path} is not a run's state: {type(exc).__name__}: {exc}"[:500]) from exc
+    return state
+
+
+def _training_notes(state: dict[str, Any], config: TrainConfig) -> dict[str, Any]:
     warm = config.init_weights  # a fine-tune names the model it started from (sha256 while it exists)
     return {
         "init_weights": None if warm is None else {
