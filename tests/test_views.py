@@ -38,7 +38,11 @@ def test_the_estimate_is_the_mean_over_the_views_and_says_so(tiny_model: Path, r
     assert batch[1].bone_age_months == pytest.approx(four.predict(radiograph[:, ::-1], male=False).bone_age_months, abs=0.006)
 
 
-@pytest.mark.parametrize("views", [0, MAX_VIEWS + 1, True, 2.0, "2"])
+def test_a_numpy_integer_is_a_whole_number_too(tiny_model: Path) -> None:
+    assert BoneAgeEstimator(tiny_model, views=np.int64(2)).views == 2
+
+
+@pytest.mark.parametrize("views", [0, MAX_VIEWS + 1, True, 2.0, "2", np.int64(9)])
 def test_views_out_of_range_or_of_another_type_are_a_config_error(tiny_model: Path, views: object) -> None:
     with pytest.raises(ConfigError, match="views must be a whole number from 1 to 8"):
         BoneAgeEstimator(tiny_model, views=views)  # type: ignore[arg-type]

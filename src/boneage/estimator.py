@@ -118,9 +118,9 @@ class BoneAgeEstimator:
         if not isinstance(check_input, (bool, np.bool_)):
             raise ConfigError(f"check_input must be True or False, not a {type(check_input).__name__}")
         self.check_input = bool(check_input)
-        if not isinstance(views, int) or isinstance(views, bool) or not 1 <= views <= MAX_VIEWS:
+        if not isinstance(views, (int, np.integer)) or isinstance(views, bool) or not 1 <= views <= MAX_VIEWS:
             raise ConfigError(f"views must be a whole number from 1 to {MAX_VIEWS}, not {views!r}"[:200])
-        self.views = views
+        self.views = int(views)
         self.plugins = get_plugins(plugins)
         self.model: ModelFile = open_model(model)
         self.reference = load_reference(reference, self.plugins)
