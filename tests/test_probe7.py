@@ -174,3 +174,25 @@ def test_export_reads_a_runs_state_and_data_before_writing(tmp_path: Path, name:
     with pytest.raises(ConfigError, match=f"{name} is not a run's"):
         export_run(run, "0.2.0", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_quotes_odd_ids_in_its_csv_and_escapes_its_summary_on_the_terminal(
+        tmp_path: Path, tiny_model: Path, radiograph: object, capsys: pytest.CaptureFixture[str]) -> None:
+    # an id with a comma was written raw into predictions.csv (one row read back as five columns), and the
+    # summary, which names the --data folder, reached the terminal with its escape sequences
+    import csv
+
+    from boneage.cli.main import main
+    from tests.helpers import write_png
+
+    images = tmp_path / "x\x1b[2Jy"
+    images.mkdir()
+    write_png(images / "a,b.png", radiograph)  # type: ignore[arg-type]
+    (tmp_path / "labels.csv").write_text('id,boneage,male\n"a,b",120,1\n')
+    out = tmp_path / "report"
+    assert main(["evaluate", str(tiny_model), "--data", f"{tmp_path / 'labels.csv'}:{images}", "--output", str(out)]) == 0
+    with (out / "predictions.csv").open(newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["id"] == "a,b" and row["boneage"] == "120.0"
+    printed = capsys.readouterr().out
+    assert "\x1b" not in printed and "x\\x1b[2Jy" in printed

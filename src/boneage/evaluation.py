@@ -6,6 +6,7 @@ matplotlib) and a markdown summary.
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 from pathlib import Path
@@ -103,9 +104,10 @@ def evaluate(model: str, sources: list[DataSource], output: Path, *, runtime: st
     for stale in existing:  # --force: no report of another run may stay behind
         stale.unlink()
     (output / "report.json").write_text(json.dumps(result, indent=2))
-    with (output / "predictions.csv").open("w") as f:
-        f.write("id,boneage,male,predicted\n")
-        f.writelines(f"{r.id},{r.boneage},{int(r.male)},{p:.2f}\n" for r, p in zip(kept, pred, strict=True))
+    with (output / "predictions.csv").open("w", newline="") as f:  # csv quotes an id with a comma or a newline
+        writer = csv.writer(f)
+        writer.writerow(("id", "boneage", "male", "predicted"))
+        writer.writerows((r.id, r.boneage, int(r.male), f"{p:.2f}") for r, p in zip(kept, pred, strict=True))
     (output / "summary.md").write_text(summary_markdown(result))
     try:
         plot(true, pred, output, title=estimator.card.ref)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from boneage.cli.table import printable
 from boneage.cli.train import source
 
 
@@ -17,5 +18,5 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate(args.model, [DataSource.model_validate(source(d)) for d in args.data], Path(args.output),
                       runtime=args.runtime, ids=read_ids(Path(args.ids)) if args.ids else None, limit=args.limit,
                       force=args.force, views=args.views)
-    print((Path(args.output) / "summary.md").read_text())
+    print("\n".join(printable(line) for line in (Path(args.output) / "summary.md").read_text().split("\n")))
     return 0 if not result["failures"] else 2
