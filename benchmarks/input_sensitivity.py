@@ -17,11 +17,11 @@ import os
 from pathlib import Path
 
 import numpy as np
+from robustness import GROUPS, TARGETS, validation_images
 
 from boneage.backbones import load_keras_model
 from boneage.modelcard import IMAGE_INPUT, SEX_INPUT
 from boneage.preprocess import PreprocessConfig, build_pipeline
-from robustness import GROUPS, TARGETS, validation_images
 
 
 def main() -> None:
