@@ -11,8 +11,9 @@ import pytest
 
 from boneage import BoneAgeEstimator
 from boneage.cli.main import main
+from boneage.defaults import MAX_VIEWS
 from boneage.errors import ConfigError
-from boneage.preprocess.views import MAX_VIEWS, grid_views
+from boneage.preprocess.views import grid_views
 
 
 def test_the_first_view_is_the_image_and_the_others_are_crops_of_a_hundredth() -> None:
@@ -56,3 +57,23 @@ def test_the_command_line_takes_views_and_bounds_them(tiny_model: Path, radiogra
     assert main(["predict", str(radiograph_png), "--sex", "m", "--model", str(tiny_model), "--views", "2", "--json"]) == 0
     (result,) = json.loads(capsys.readouterr().out)
     assert "averaged over 2 sampling grids" in result["notes"]
+
+
+def test_explain_gives_the_estimate_predict_gives(tiny_model: Path, radiograph: np.ndarray) -> None:
+    four = BoneAgeEstimator(tiny_model, check_input=False, views=4)
+    explained = four.explain(radiograph, male=True).prediction
+    assert explained.bone_age_months == four.predict(radiograph, male=True).bone_age_months
+    assert "averaged over 4 sampling grids" in explained.notes
+
+
+def test_a_batch_of_many_views_is_run_in_calls_of_at_most_max_batch_size(tiny_model: Path, radiograph: np.ndarray,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import boneage.estimator
+
+    monkeypatch.setattr(boneage.estimator, "MAX_BATCH_SIZE", 5)
+    estimator = BoneAgeEstimator(tiny_model, check_input=False, views=3)
+    sizes: list[int] = []
+    run = estimator.run
+    monkeypatch.setattr(estimator, "run", lambda images, male: sizes.append(len(images)) or run(images, male))
+    results = estimator.predict_batch([radiograph] * 4, [True] * 4, batch_size=4)
+    assert sizes == [5, 5, 2] and len({r.bone_age_months for r in results}) == 1

@@ -3,7 +3,7 @@
 #
 #   tools/release.sh RUN VERSION [OUT]        e.g. tools/release.sh ../runs/densenet121-100-s6 0.4.0
 #
-# Exports fp32 and int8 ONNX (no .keras: a lean release) with an area resize for raw radiographs
+# Exports fp32 and int8 ONNX (no .keras unless KERAS=1: a lean dry run) with an area resize for raw radiographs
 # (the run trained on 100-px images; see docs/benchmarks.md, robustness), then evaluates both
 # through the public API on (a) the run's validation ids in rsna-100 and (b) the same ids at higher
 # resolution (rsna-512 and radiographs/), and runs the robustness benchmark. Reports go to

@@ -6,3 +6,12 @@ BATCH_SIZE = 16
 # The most images per model call (memory grows with it: the CLI's --batch-size, the API's batch_size,
 # the training config's batch_size), as threads are bounded to 1-256.
 MAX_BATCH_SIZE = 4096
+
+# The most sampling grids an estimate is averaged over (``views``, ``--views``).
+MAX_VIEWS = 8
+
+# A training config, a run's config.json and state.json, a models folder's registry: a few KB each.
+MAX_CONFIG_BYTES = 1 << 20
+
+# A run's data.json (its validation ids: 100 KB for 12,000), as evaluate --ids and export read it.
+MAX_IDS_BYTES = 64 * 2**20

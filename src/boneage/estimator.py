@@ -16,7 +16,7 @@ import numpy as np
 
 from boneage.age import check_age
 from boneage.decoded import Loaded
-from boneage.defaults import BATCH_SIZE, MAX_BATCH_SIZE
+from boneage.defaults import BATCH_SIZE, MAX_BATCH_SIZE, MAX_VIEWS
 from boneage.errors import (
     BoneAgeError,
     ConfigError,
@@ -38,7 +38,7 @@ from boneage.preprocess.crop_classical import ClassicalParams, find_hand
 from boneage.preprocess.inversion import looks_inverted
 from boneage.preprocess.pipeline import Notes, check_output
 from boneage.preprocess.screening import screen
-from boneage.preprocess.views import MAX_VIEWS, grid_views
+from boneage.preprocess.views import grid_views
 from boneage.references import compare, load_reference
 from boneage.runtimes import checked_months
 from boneage.sex import check_male
@@ -84,8 +84,8 @@ def check_sequence(name: str, given: object) -> None:
 def check_batch_size(batch_size: object) -> int:
     """``batch_size`` if it is a whole number from 1 to MAX_BATCH_SIZE, else an :class:`InputError`
     (memory grows with it: 10**9 tried to hold that many images at once)."""
-    if isinstance(batch_size, int) and not isinstance(batch_size, bool) and 1 <= batch_size <= MAX_BATCH_SIZE:
-        return batch_size
+    if isinstance(batch_size, (int, np.integer)) and not isinstance(batch_size, bool) and 1 <= batch_size <= MAX_BATCH_SIZE:
+        return int(batch_size)
     raise InputError(f"batch_size must be a whole number from 1 to {MAX_BATCH_SIZE}, not {batch_size!r}"[:200])
 
 
@@ -145,11 +145,13 @@ class BoneAgeEstimator:
     def preprocess(self, image: ImageInput | Loaded) -> tuple[np.ndarray, Notes]:
         """The model input for one image, and notes on it: warnings (the steps' own, and the input
         checks') and what was applied on the way (e.g. an EXIF rotation)."""
-        inputs, notes = self._inputs(image, 1)
+        inputs, notes = self.model_inputs(image, 1)
         return inputs[0], notes
 
-    def _inputs(self, image: ImageInput | Loaded, views: int) -> tuple[np.ndarray, Notes]:
-        """(views, H, W, 1): the model input of each sampling grid of the image (the first the image's own)."""
+    def model_inputs(self, image: ImageInput | Loaded, views: int | None = None) -> tuple[np.ndarray, Notes]:
+        """(views, H, W, 1): the model input of each sampling grid of the image, the first the image's
+        own (``views`` defaults to the estimator's), and the notes, as :meth:`preprocess`."""
+        views = self.views if views is None else views
         loaded = image if isinstance(image, Loaded) else read_image(image)
         notes = Notes(applied=list(loaded.notes))
         pixels, small = screen(loaded.image, notes, strict=self.check_input)  # may turn it upright, or refuse it
@@ -224,8 +226,9 @@ class BoneAgeEstimator:
     def iter_predictions(self, images: Sequence[ImageInput], male: Sequence[Any], batch_size: int = BATCH_SIZE, *,
                          ages: Sequence[float | None] | None = None,
                          workers: int | None = None) -> Iterator[list[Prediction | BoneAgeError]]:
-        """Each batch's results as soon as it is done, in input order; the model runs ``batch_size``
-        images at a time, so memory stays bounded for any number. ``ages``: the children's ages in
+        """Each batch's results as soon as it is done, in input order; ``batch_size`` images are read
+        at a time (the model gets each one's views, at most MAX_BATCH_SIZE inputs a call), so memory
+        stays bounded for any number. ``ages``: the children's ages in
         months (None where unknown). ``workers`` threads decode and preprocess the next batch while
         the model runs this one (OpenCV and ONNX Runtime release the GIL); 0 does everything in the
         caller's thread."""
@@ -266,7 +269,7 @@ class BoneAgeEstimator:
             checked_age = None if age is None else check_age(age)
             loaded = read_image(image)
             patient = resolve(male, checked_age, loaded.patient)  # a DICOM header fills what was not given
-            prepared, notes = self._inputs(loaded, self.views)
+            prepared, notes = self.model_inputs(loaded)
             notes.applied.extend(patient.notes)
             notes.warnings.extend(patient.warnings)
             return (patient.male, patient.age_months, prepared, notes)
@@ -279,7 +282,10 @@ class BoneAgeEstimator:
         results: list[Prediction | BoneAgeError | None] = [p if isinstance(p, InputError) else None for p in prepared]
         if ready:
             inputs = np.concatenate([p[2] for _, p in ready])  # each image's views, in turn
-            months = self.run(inputs, [p[0] for _, p in ready for _ in range(self.views)])
+            sexes = [p[0] for _, p in ready for _ in range(self.views)]
+            # at most MAX_BATCH_SIZE inputs a call, whatever batch_size x views comes to
+            months = np.concatenate([self.run(inputs[i : i + MAX_BATCH_SIZE], sexes[i : i + MAX_BATCH_SIZE])
+                                     for i in range(0, len(inputs), MAX_BATCH_SIZE)])
             months = months.reshape(len(ready), self.views).mean(axis=1)
             for (i, (sex, age, _, notes)), value in zip(ready, months, strict=True):
                 results[i] = self.make_prediction(value, sex, _source(images[i]), notes, age)

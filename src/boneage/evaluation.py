@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from boneage.calibration import coverage
+from boneage.defaults import MAX_IDS_BYTES
 from boneage.errors import BoneAgeError, ConfigError
 from boneage.estimator import BoneAgeEstimator
 from boneage.files import lookup_errors, read_regular_file
@@ -25,7 +26,6 @@ from boneage.training.data import Record, read_source
 log = logging.getLogger(__name__)
 
 
-MAX_IDS_BYTES = 64 * 2**20  # a run's data.json of 12,000 ids is 100 KB
 
 
 def read_ids(path: Path) -> set[str]:

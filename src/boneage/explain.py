@@ -44,8 +44,9 @@ class Explainable(Protocol):
 
     card: ModelCard
 
-    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Notes]:
-        """The model input for one decoded image, and the notes a prediction carries."""
+    def model_inputs(self, image: np.ndarray) -> tuple[np.ndarray, Notes]:
+        """The model inputs of one decoded image, one per sampling grid (the image's own first),
+        and the notes a prediction carries."""
 
     def run(self, images: np.ndarray, male: Sequence[bool]) -> np.ndarray:
         """Months for a preprocessed batch: every occluded copy goes through here."""
@@ -197,7 +198,8 @@ def explain(estimator: Explainable, image: ImageInput, male: object, age_months:
     loaded = read_image(image)
     patient = resolve(male, age_months, loaded.patient)  # a DICOM header fills what was not given
     sex, age_months = patient.male, patient.age_months
-    prepared, notes = estimator.preprocess(loaded.image)
+    inputs, notes = estimator.model_inputs(loaded.image)
+    prepared = inputs[0]  # the heatmap is of the image's own grid
     notes.applied[:0] = [*loaded.notes, *patient.notes]
     notes.warnings.extend(patient.warnings)
     size = prepared.shape[0]
@@ -206,7 +208,9 @@ def explain(estimator: Explainable, image: ImageInput, male: object, age_months:
     baseline, heatmap = occlusion_map(lambda batch: estimator.run(batch, [sex] * len(batch)),
                                       prepared, patch, stride, background_level(prepared))
     source = str(image) if isinstance(image, (str, os.PathLike)) else None
-    prediction = estimator.make_prediction(baseline, sex, source, notes, age_months)
+    # the estimate is predict()'s: averaged over the estimator's views where it has several
+    months = baseline if len(inputs) == 1 else float(np.mean(estimator.run(inputs, [sex] * len(inputs))))
+    prediction = estimator.make_prediction(months, sex, source, notes, age_months)
     gray = turn_upright(to_uint8_gray(loaded.image), turns_applied(notes))  # as the model saw it
     mapped = to_original(heatmap, estimator.card.preprocessing, gray.shape[:2])
     if mapped is None:

@@ -275,7 +275,7 @@ def _sent(header: bytes, frame: int, lowest: dict[int, list[int]]) -> tuple[int,
     Returns the band (Ss, Se)."""
     count = header[0] if header else 0
     if len(header) < 1 + 2 * count + 3:
-        return 0, 63  # a malformed scan header: the decoder says what is wrong
+        return 0, 63  # a malformed scan header: its components stay unsent, so the file is refused as incomplete
     band_start, band_end, approximation = header[1 + 2 * count : 4 + 2 * count]
     first, last, bit = (band_start, min(band_end, 63), approximation & 0x0F) if frame in JPEG_PROGRESSIVE_FRAMES else (0, 63, 0)
     for component in header[1 : 1 + 2 * count : 2]:
@@ -314,7 +314,8 @@ def jpeg_to_decode(data: bytes, width: int, height: int, what: str) -> bytes:
         return data  # no scan found: the decoder says what is wrong
     if not layout.complete:  # cut after a scan, its end marker given back: later scans missing
         raise ImageReadError(f"{what} is not a readable image: its scans end before they complete the "
-                             f"{width}x{height} image its header declares (a file cut short)")
+                             f"{width}x{height} image its header declares (a file cut short, or written with "
+                             "a partial scan script)")
     if layout.one_pass:
         return data[: layout.scans[0][1]] + JPEG_SCAN_PADDING
     if not layout.arithmetic:

@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from boneage.configs import ModelConfig
+from boneage.defaults import MAX_CONFIG_BYTES
 from boneage.errors import ChecksumMismatchError, ConfigError, InvalidModelError, ModelNotFoundError
 from boneage.files import FileTooLargeError, NotRegularFileError, lookup_errors, read_regular_file
 from boneage.modelcard import ModelCard, file_sha256, one_line, read_card, verify_embedded
@@ -23,7 +24,6 @@ MODELS_DIR_ENV = "BONEAGE_MODELS_DIR"
 REGISTRY_FILE = "registry.json"
 # The shipped models are about 30 MB; protobuf itself cannot go past 2 GiB.
 MAX_MODEL_BYTES = 1 << 30
-MAX_CONFIG_BYTES = 1 << 20  # a run's config.json, and the registry
 
 
 def models_dir() -> Path:

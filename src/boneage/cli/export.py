@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from boneage.defaults import MAX_CONFIG_BYTES
 from boneage.errors import ConfigError
 from boneage.extras import TRAIN, require
 from boneage.files import read_regular_file
-from boneage.models import MAX_CONFIG_BYTES
 
 if TYPE_CHECKING:
     from boneage.preprocess import PreprocessConfig

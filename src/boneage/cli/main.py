@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 
 from boneage._version import __version__
-from boneage.defaults import BATCH_SIZE, MAX_BATCH_SIZE
+from boneage.defaults import BATCH_SIZE, MAX_BATCH_SIZE, MAX_VIEWS
 
 Configure = Callable[[argparse.ArgumentParser], None]
 
@@ -40,9 +40,13 @@ def _threads(text: str) -> int:
 
 def _views(text: str) -> int:
     value = _positive(text)
-    if value > 8:  # boneage.preprocess.views.MAX_VIEWS, not imported for --help
-        raise argparse.ArgumentTypeError(f"must be at most 8, not {value}")
+    if value > MAX_VIEWS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_VIEWS}, not {value}")
     return value
+
+
+VIEWS_HELP = (f"average each estimate over this many sampling grids of the image, 1-{MAX_VIEWS} (default 1): "
+              "steadier under re-encoding and resampling, for that many times the model's work")
 
 
 def _batch_size(text: str) -> int:
@@ -73,8 +77,8 @@ def _predict(p: argparse.ArgumentParser) -> None:
                    help="radiographs (PNG, JPEG, TIFF, BMP, WebP; DICOM with the extra dicom), or folders of them")
     p.add_argument("--pattern", default="*.png,*.jpg,*.jpeg,*.tif,*.tiff,*.bmp,*.webp,*.dcm,*.dicom",
                    help="for folders: the file names to take, comma-separated globs (default: the image formats)")
-    p.add_argument("--sex", type=_sex, metavar="{male,female,m,f}",
-                   help="the sex of every child in FILE... (male/female, M/F; default for DICOM: its PatientSex)")
+    p.add_argument("--sex", type=_sex, metavar="{male,female,m,f,1,0}",
+                   help="the sex of every child in FILE... (male/female, M/F, 1/0, true/false as in CSVs; default for DICOM: its PatientSex)")
     p.add_argument("--csv", metavar="LIST",
                    help="a CSV with columns path,sex (and age, or dob and study_date, if known) for many files")
     p.add_argument("--age", help="the child's age: months (123) or years and months (10y3m); compares the bone age with it")
@@ -88,9 +92,7 @@ def _predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-input-check", action="store_true",
                    help="answer images the input checks refuse (colour, blank, saturated) and leave turned ones as given, with warnings")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--views", type=_views, default=1,
-                   help="average each estimate over this many sampling grids of the image, 1-8 (default 1): "
-                        "steadier under re-encoding and resampling, for that many times the model's work")
+    p.add_argument("--views", type=_views, default=1, help=VIEWS_HELP)
     p.add_argument("--output", metavar="RESULTS",
                    help="write results to a .csv, .jsonl or .parquet file as they are made (Parquet: extra parquet)")
     p.add_argument("--resume", action="store_true", help="with --output: skip the inputs it already holds")
@@ -106,8 +108,8 @@ def _predict(p: argparse.ArgumentParser) -> None:
 
 def _explain(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", metavar="FILE", help="one radiograph (PNG, JPEG, TIFF, BMP; DICOM with the extra dicom)")
-    p.add_argument("--sex", type=_sex, metavar="{male,female,m,f}",
-                   help="male/female (default: a DICOM's PatientSex)")
+    p.add_argument("--sex", type=_sex, metavar="{male,female,m,f,1,0}",
+                   help="male/female (M/F, 1/0, true/false; default: a DICOM's PatientSex)")
     p.add_argument("--age", help="the child's age: months (123) or years and months (10y3m)")
     p.add_argument("--dob", metavar="YYYY-MM-DD", help="date of birth (with --study-date, instead of --age)")
     p.add_argument("--study-date", metavar="YYYY-MM-DD", help="the date the radiograph was taken (with --dob)")
@@ -151,9 +153,7 @@ def _evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", required=True, help="folder for report.json, summary.md and plots")
     p.add_argument("--runtime", help=RUNTIME_HELP)
     p.add_argument("--limit", type=int)
-    p.add_argument("--views", type=_views, default=1,
-                   help="average each estimate over this many sampling grids of the image, 1-8 (default 1): "
-                        "steadier under re-encoding and resampling, for that many times the model's work")
+    p.add_argument("--views", type=_views, default=1, help=VIEWS_HELP)
     p.add_argument("--force", action="store_true", help="overwrite the reports already in --output")
 
 
@@ -180,7 +180,7 @@ def _serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-concurrent", type=_positive, default=2, help="predictions running at once (default 2)")
     p.add_argument("--queue", type=int, default=16, help="requests waiting for a slot before 503 (default 16)")
     p.add_argument("--max-upload-mb", type=_positive, default=64, help="largest upload accepted, MiB (default 64)")
-    p.add_argument("--views", type=_views, default=1, help="average each estimate over this many sampling grids, 1-8 (default 1)")
+    p.add_argument("--views", type=_views, default=1, help=VIEWS_HELP)
     p.add_argument("--no-input-check", action="store_true",
                    help="answer images the input checks refuse (colour, blank, saturated), with warnings")
     p.add_argument("--proxy-headers", action="store_true", help="behind a reverse proxy: trust X-Forwarded-* headers")

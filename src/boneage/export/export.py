@@ -15,6 +15,7 @@ import numpy as np
 from boneage._version import __version__
 from boneage.backbones import load_keras_model
 from boneage.calibration import calibrate
+from boneage.defaults import MAX_CONFIG_BYTES, MAX_IDS_BYTES
 from boneage.errors import ConfigError, ModelNotFoundError
 from boneage.errors import ExportError as ExportError  # re-exported: its home before errors.py
 from boneage.export.convert import OPSET, keras_to_onnx
@@ -24,7 +25,7 @@ from boneage.export.publish import register
 from boneage.files import read_regular_file
 from boneage.metrics import summary
 from boneage.modelcard import IMAGE_INPUT, ModelCard, Provider, TrainingData, file_sha256
-from boneage.models import MAX_CONFIG_BYTES, RegistryEntry
+from boneage.models import RegistryEntry
 from boneage.plugins import Plugins, get_plugins
 from boneage.preprocess import PreprocessConfig, build_pipeline
 from boneage.preprocess.pipeline import check_output
@@ -35,7 +36,6 @@ from boneage.training.precision import as_float32
 log = logging.getLogger(__name__)
 SEMVER = re.compile(r"^[0-9]{1,9}\.[0-9]{1,9}\.[0-9]{1,9}([-+][0-9A-Za-z.-]{1,64})?$")
 PARITY_LIMIT = 0.05  # months
-MAX_DATA_BYTES = 64 * 2**20  # a run's data.json (its validation ids: 100 KB for 12,000), as evaluate --ids reads it
 
 
 def git_commit() -> str:
@@ -141,7 +141,7 @@ def export_run(
     run, keras_file = locate_run(source)
     config = with_preprocessing(load_config(run / "config.json"), preprocessing)
     try:
-        data_info = json.loads(read_regular_file(run / "data.json", MAX_DATA_BYTES))
+        data_info = json.loads(read_regular_file(run / "data.json", MAX_IDS_BYTES))
         counts = {"train_images": int(data_info["train_images"]), "val_images": int(data_info["val_images"])}
         # by name and checksum (runs from before the checksums named their folders only)
         sources = [s if "pixels_sha256" in s else {"name": Path(s["images"]).name} for s in data_info["sources"]]

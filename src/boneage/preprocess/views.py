@@ -1,13 +1,11 @@
 """Test-time averaging over sampling grids: the image itself and copies cropped by about 1% of a
 side from alternating corners, so that each lands on another grid of the model's 100-px input.
-Averaging the answers over them takes a third to a half off the change a re-encoding, a 1-px crop
-or a rescaling makes (docs/benchmarks.md, robustness), for ``views`` times the model's work."""
+Averaging the answers over them took a third to a half off the mean change a re-encoding, a 1-px
+crop or a rescaling makes (docs/benchmarks.md, robustness), for ``views`` times the model's work."""
 
 from __future__ import annotations
 
 import numpy as np
-
-MAX_VIEWS = 8
 
 # (top, bottom, left, right) margins in units of 1% of a side: the image, then its 1% and 2% crops
 _MARGINS = ((0, 0, 0, 0), (1, 0, 1, 0), (0, 1, 0, 1), (1, 0, 0, 1), (0, 1, 1, 0), (2, 0, 2, 0), (0, 2, 0, 2), (2, 0, 0, 2))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from boneage.defaults import MAX_VIEWS
+
 MIB = 1024 * 1024
 
 
@@ -23,4 +25,4 @@ class ServeSettings(BaseModel):
     queue: int = Field(16, ge=0, le=10_000, description="requests that may wait for a free slot")
     max_upload_bytes: int = Field(64 * MIB, ge=1024, description="the largest request body accepted")
     check_input: bool = True
-    views: int = Field(1, ge=1, le=8, description="sampling grids each estimate is averaged over")
+    views: int = Field(1, ge=1, le=MAX_VIEWS, description="sampling grids each estimate is averaged over")

@@ -10,11 +10,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from boneage.configs import ModelConfig
-from boneage.defaults import MAX_BATCH_SIZE
+from boneage.defaults import MAX_BATCH_SIZE, MAX_CONFIG_BYTES
 from boneage.errors import ConfigError
 from boneage.files import read_regular_file
 
-MAX_CONFIG_BYTES = 1 << 20  # a training config is a few KB; config.json of a run too
 MAX_CONFIG_DEPTH = 32  # groups within groups: a config has three levels
 MAX_CONFIG_VALUES = 100_000  # every value, a YAML alias counted each time it is used
 MAX_SEED = 2**32 - 1  # NumPy takes no negative seed, TensorFlow none past 2**63: a 32-bit seed is plenty
@@ -42,8 +41,8 @@ class Augment(BaseModel):
     hflip: bool = False
     noise: float = Field(
         0.0, ge=0, le=0.2, description="standard deviation of Gaussian noise added to the model's input (the [0, 1] "
-        "scale, after every preprocessing step): a model trained without it moved its answer by 5-10 months under "
-        "noise of one grey level, the cause of the largest changes under JPEG, crops and rescaling (issue 18)"
+        "scale, after every preprocessing step): a model trained without it moved its answer by up to 10.8 months "
+        "under noise of one grey level, the cause of the largest changes under JPEG, crops and rescaling (issue 18)"
     )
     before_preprocessing: bool = Field(
         False, description="augment the resized image before the steps after the resize (CLAHE), as at inference "
