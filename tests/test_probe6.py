@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from boneage.errors import ImageReadError
-from boneage.formats import jpeg_layout
 from boneage.imageio import read_image
+from boneage.jpeg import jpeg_layout
 from tests.helpers import synthetic_radiograph
 
 EOI = b"\xff\xd9"

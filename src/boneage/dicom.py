@@ -32,7 +32,7 @@ from boneage.errors import (
     UnsupportedImageError,
 )
 from boneage.extras import DICOM, require
-from boneage.formats import MAX_JPEG_MARKERS, check_jpeg_exif_segments, check_jpeg_frame, check_jpeg_scans
+from boneage.jpeg import MAX_JPEG_MARKERS, check_jpeg_exif_segments, check_jpeg_frame, check_jpeg_scans
 from boneage.patient import HeaderPatient
 
 MONOCHROME = ("MONOCHROME1", "MONOCHROME2")

@@ -24,19 +24,14 @@ from boneage.decoded import check_array as check_array
 from boneage.decoded import check_size as check_size
 from boneage.errors import ImageReadError, ImageTooLargeError, UnsupportedImageError
 from boneage.files import FileTooLargeError, NotRegularFileError, read_regular_file
-from boneage.formats import (
+from boneage.formats import TiffInfo, check_png_chunks, check_pnm_header, png_has_transparency, pnm_maxval, tiff_info
+from boneage.jpeg import (
     MAX_JPEG_MARKERS,
-    TiffInfo,
     check_jpeg_exif_segments,
     check_jpeg_scans,
-    check_png_chunks,
-    check_pnm_header,
     jpeg_exif,
     jpeg_is_progressive,
     jpeg_to_decode,
-    png_has_transparency,
-    pnm_maxval,
-    tiff_info,
 )
 
 ImageInput = str | os.PathLike[str] | bytes | bytearray | memoryview | np.ndarray
@@ -180,7 +175,7 @@ def exif_orientation(data: bytes) -> int:
 
 
 def structure_checked(header: Header, data: bytes, what: str, tiff: TiffInfo | None = None) -> Header:
-    """The format's own bombs refused (see :mod:`boneage.formats`), and the decoded size made
+    """The format's own bombs refused (see :mod:`boneage.formats` and :mod:`boneage.jpeg`), and the decoded size made
     exact where the header alone under-counts it."""
     if header.format == "PNG":  # its chunks were checked before any parser saw them (read_header)
         if png_has_transparency(data):
