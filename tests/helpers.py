@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -105,3 +106,11 @@ def synthetic_radiograph(h: int = 300, w: int = 240, seed: int = 0) -> np.ndarra
 def write_png(path: Path, image: np.ndarray) -> Path:
     assert cv2.imwrite(str(path), image)
     return path
+
+
+def special_files(folder: Path, name: str = "fifo") -> list[Path]:
+    """A device that never ends (``/dev/zero``) and a FIFO with no writer (``folder/name``): what a
+    reader must refuse rather than read until memory runs out, or wait on forever."""
+    fifo = folder / name
+    os.mkfifo(fifo)
+    return [Path("/dev/zero"), fifo]

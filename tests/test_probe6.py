@@ -13,7 +13,7 @@ import pytest
 from boneage.errors import ImageReadError
 from boneage.imageio import read_image
 from boneage.jpeg import jpeg_layout
-from tests.helpers import synthetic_radiograph
+from tests.helpers import special_files, synthetic_radiograph
 
 EOI = b"\xff\xd9"
 
@@ -132,13 +132,11 @@ def test_evaluate_ids_and_export_steps_files_are_read_bounded_and_typed(tmp_path
     from boneage.errors import ConfigError
     from boneage.evaluation import read_ids
 
-    fifo = tmp_path / "fifo"
-    os.mkfifo(fifo)
-    for name in ("/dev/zero", str(fifo)):
+    for name in special_files(tmp_path):
         with pytest.raises(ConfigError, match="not a regular file"):
-            read_ids(Path(name))
+            read_ids(name)
         with pytest.raises(ConfigError, match="not a regular file"):
-            read_preprocessing(name)
+            read_preprocessing(str(name))
     for value in ("5", '[["1377"]]', '"1377"', "{}"):
         data = tmp_path / "data.json"
         data.write_text(f'{{"val_id_list": {value}}}')

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import time
 from pathlib import Path
 
 import pytest
 
 from boneage.errors import ConfigError
+from tests.helpers import special_files
 
 SOURCE = 'sources = [{labels = "labels.csv", images = "images"}]\n'
 
@@ -21,11 +21,9 @@ def test_a_training_config_is_read_bounded_and_its_nesting_is_typed(tmp_path: Pa
     from boneage.cli.train import overrides
     from boneage.training.config import load_config
 
-    fifo = tmp_path / "fifo.toml"
-    os.mkfifo(fifo)
-    for name in ("/dev/zero", str(fifo)):
+    for name in special_files(tmp_path, "fifo.toml"):
         with pytest.raises(ConfigError, match="not a regular file"):
-            load_config(Path(name))
+            load_config(name)
     deep = "[" * 100_000 + "]" * 100_000
     yaml = "x: " + "{a: " * 5_000 + "1" + "}" * 5_000
     cases = [(".toml", f"{SOURCE}x = {deep}\n"), (".json", f'{{"x": {deep}}}')]

@@ -31,29 +31,27 @@ def _positive(text: str) -> int:
 MAX_THREADS = 256
 
 
-def _threads(text: str) -> int:
-    value = _positive(text)
-    if value > MAX_THREADS:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_THREADS}, not {value}")
-    return value
+def _one_to(limit: int, name: str) -> Callable[[str], int]:
+    """An argparse type for a whole number from 1 to ``limit``; ``name`` is what argparse calls it
+    in "invalid ... value" when the text is not a number."""
+
+    def parse(text: str) -> int:
+        value = _positive(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"must be at most {limit}, not {value}")
+        return value
+
+    parse.__name__ = name
+    return parse
 
 
-def _views(text: str) -> int:
-    value = _positive(text)
-    if value > MAX_VIEWS:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_VIEWS}, not {value}")
-    return value
+_threads = _one_to(MAX_THREADS, "_threads")
+_views = _one_to(MAX_VIEWS, "_views")
+_batch_size = _one_to(MAX_BATCH_SIZE, "_batch_size")
 
 
 VIEWS_HELP = (f"average each estimate over this many sampling grids of the image, 1-{MAX_VIEWS} (default 1): "
               "steadier under re-encoding and resampling, for that many times the model's work")
-
-
-def _batch_size(text: str) -> int:
-    value = _positive(text)
-    if value > MAX_BATCH_SIZE:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_BATCH_SIZE}, not {value}")
-    return value
 
 
 RUNTIME_HELP = "onnx or tensorflow, or a plugin's runtime (default: onnx; tensorflow for a .keras model)"
