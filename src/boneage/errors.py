@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+SHOWN_NAME = 40  # characters of a field name or key quoted in a message: a config key can be megabytes long
 
 
 class BoneAgeError(Exception):
@@ -125,3 +128,27 @@ def failures_as(error: type[BoneAgeError], message: str) -> Iterator[None]:
         raise
     except Exception as exc:
         raise error(f"{message}: {type(exc).__name__}: {exc}") from exc
+
+
+def printable(text: str) -> str:
+    """Control characters (a file name can hold an escape sequence) shown as escapes, not obeyed."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _shown(part: object) -> str:
+    text = printable(str(part))
+    return text if len(text) <= SHOWN_NAME else f"{text[:SHOWN_NAME]}... ({len(text):,} characters)"
+
+
+def validation_problems(errors: Sequence[Mapping[str, Any]], skip: int = 0, limit: int = 3) -> str:
+    """pydantic's ``exc.errors()`` on one line: the first ``limit`` as ``where: what``, without
+    the input's value (it may be personal data or megabytes) and with each part of ``where``
+    escaped and shortened (a 5 MB unknown key was quoted whole); ``skip`` leading parts of each
+    location left out (a request's "body")."""
+    parts = []
+    for error in errors[:limit]:
+        where = ".".join(_shown(part) for part in error["loc"][skip:])
+        parts.append(f"{where}: {error['msg']}" if where else str(error["msg"]))
+    if len(errors) > limit:
+        parts.append(f"and {len(errors) - limit:,} more")
+    return "; ".join(parts)

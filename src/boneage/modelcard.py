@@ -16,7 +16,7 @@ from pydantic_core import from_json
 
 from boneage.calibration import IntervalCalibration
 from boneage.configs import PreprocessConfig
-from boneage.errors import ChecksumMismatchError, InvalidModelError
+from boneage.errors import ChecksumMismatchError, InvalidModelError, validation_problems
 from boneage.onnxwire import varint
 
 SCHEMA_VERSION = "1.1"  # 1.1: providers
@@ -163,8 +163,7 @@ def _shown(value: object) -> str:
 def one_line(exc: Exception) -> str:
     """A pydantic error without its multi-line detail, so the CLI message stays on one line."""
     if isinstance(exc, ValidationError):
-        parts = [(".".join(map(str, e["loc"])), e["msg"]) for e in exc.errors()[:3]]
-        return "; ".join(f"{loc}: {msg}" if loc else msg for loc, msg in parts)
+        return validation_problems(exc.errors())
     return " ".join(str(exc).split())
 
 

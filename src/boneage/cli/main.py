@@ -178,6 +178,8 @@ def _serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-concurrent", type=_positive, default=2, help="predictions running at once (default 2)")
     p.add_argument("--queue", type=int, default=16, help="requests waiting for a slot before 503 (default 16)")
     p.add_argument("--max-upload-mb", type=_positive, default=64, help="largest upload accepted, MiB (default 64)")
+    p.add_argument("--max-connections", type=_positive, default=100,
+                   help="open connections at once; more are answered 503 (default 100)")
     p.add_argument("--views", type=_views, default=1, help=VIEWS_HELP)
     p.add_argument("--no-input-check", action="store_true",
                    help="answer images the input checks refuse (colour, blank, saturated), with warnings")

@@ -24,7 +24,8 @@ def settings(args: argparse.Namespace) -> ServeSettings:
 def _settings(args: argparse.Namespace) -> ServeSettings:
     return ServeSettings(host=args.host, port=args.port, model=args.model, runtime=args.runtime, threads=args.threads,
                          max_concurrent=args.max_concurrent, queue=args.queue,
-                         max_upload_bytes=args.max_upload_mb * MIB, check_input=not args.no_input_check,
+                         max_upload_bytes=args.max_upload_mb * MIB,
+                         max_connections=args.max_connections, check_input=not args.no_input_check,
                          views=args.views)
 
 
@@ -40,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("boneage.serve").setLevel(logging.INFO)  # one line a request, without patient data
     print(f"boneage: serving on http://{config.host}:{config.port}/ (API docs at /docs); Ctrl-C stops it")
     # uvicorn's own access log prints query strings: ours (boneage.serve) prints method, route, status, time
+    # limit_concurrency: thousands of idle or slow connections each held a socket and a task
     uvicorn.run(create_app(config), host=config.host, port=config.port, access_log=False,
+                limit_concurrency=config.max_connections,
                 log_level="info" if args.verbose else "warning", proxy_headers=args.proxy_headers,
                 forwarded_allow_ips=args.forwarded_allow_ips)
     return 0

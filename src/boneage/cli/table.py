@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
-def printable(text: str) -> str:
-    """Control characters (a file name can hold an escape sequence) shown as escapes, not obeyed."""
-    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+from boneage.errors import printable  # noqa: F401  (re-exported: the commands import it from here)
 
 
 def format_table(rows: Sequence[Sequence[str]]) -> str:

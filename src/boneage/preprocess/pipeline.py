@@ -9,7 +9,7 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from boneage.configs import PreprocessConfig
-from boneage.errors import BoneAgeError, ConfigError, PluginError, PreprocessError, failures_as
+from boneage.errors import BoneAgeError, ConfigError, PluginError, PreprocessError, failures_as, validation_problems
 from boneage.plugins import Plugins, get_plugins
 from boneage.specs import ConfiguredSpec, StepSpec, Transform
 
@@ -33,7 +33,7 @@ def validated(params_model: type[BaseModel], params: dict[str, object], what: st
     try:
         return params_model.model_validate(params)
     except ValidationError as exc:
-        raise ConfigError(f"invalid parameters for {what}: {exc}") from exc
+        raise ConfigError(f"invalid parameters for {what}: {validation_problems(exc.errors())}") from exc
 
 
 def build_item(spec: ConfiguredSpec, params: BaseModel, registry: Plugins) -> Any:

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from boneage._version import __version__
 from boneage.age import parse_age
-from boneage.errors import BoneAgeError
+from boneage.errors import BoneAgeError, validation_problems
 from boneage.estimator import BoneAgeEstimator
 from boneage.modelcard import ModelCard
 from boneage.prediction import Prediction
@@ -35,6 +35,9 @@ from boneage.serve.upload import check_upload
 from boneage.sex import parse_sex
 
 log = logging.getLogger("boneage.serve")
+# python-multipart reports a malformed body through logging; with no handler anywhere, Python printed
+# it to stderr ("Expected boundary character ..."). The 400 answer says it; a configured root logger still gets it.
+logging.getLogger("python_multipart").addHandler(logging.NullHandler())
 STATIC = Path(__file__).parent / "static"
 SHA_HEADER = "X-Boneage-Model-Sha256"
 HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "upload_too_large"}
@@ -180,8 +183,7 @@ def _handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'request'}: {e['msg']}" for e in exc.errors())
-        return error_response(422, "invalid_request", problems)
+        return error_response(422, "invalid_request", validation_problems(exc.errors(), skip=1))
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> JSONResponse:

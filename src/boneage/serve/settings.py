@@ -24,5 +24,7 @@ class ServeSettings(BaseModel):
     max_concurrent: int = Field(2, ge=1, le=64, description="predictions running at once")
     queue: int = Field(16, ge=0, le=10_000, description="requests that may wait for a free slot")
     max_upload_bytes: int = Field(64 * MIB, ge=1024, description="the largest request body accepted")
+    max_connections: int = Field(100, ge=1, le=100_000,
+                                 description="open connections; beyond them, 503 before a request is read")
     check_input: bool = True
     views: int = Field(1, ge=1, le=MAX_VIEWS, description="sampling grids each estimate is averaged over")

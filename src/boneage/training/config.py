@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from boneage.configs import ModelConfig
 from boneage.defaults import MAX_BATCH_SIZE, MAX_CONFIG_BYTES
-from boneage.errors import ConfigError
+from boneage.errors import ConfigError, validation_problems
 from boneage.files import read_regular_file
 
 MAX_CONFIG_DEPTH = 32  # groups within groups: a config has three levels
@@ -200,4 +200,4 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> T
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"invalid training config: {exc}") from exc
+        raise ConfigError(f"invalid training config: {validation_problems(exc.errors())}") from exc

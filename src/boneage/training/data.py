@@ -52,7 +52,10 @@ def read_source(source: DataSource) -> list[Record]:
     records, missing = [], 0
     with source.labels.open(newline="", encoding="utf-8-sig", errors="strict") as f:
         try:
-            rows = list(enumerate(csv.DictReader(f), start=2))
+            # "id, boneage, male" or "ID,BoneAge,Male" as spreadsheets write them: matched as --csv matches
+            # its columns, stripped and case-insensitively (they were refused as lacking "boneage")
+            rows = [(line, {(key or "").strip().lower(): value for key, value in row.items()})
+                    for line, row in enumerate(csv.DictReader(f), start=2)]
         except (UnicodeDecodeError, csv.Error) as exc:  # a UTF-16 export was an internal error (exit 70)
             raise ConfigError(f"labels file {source.labels} is not a UTF-8 CSV ({type(exc).__name__})") from exc
     for line, row in rows:
