@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import textwrap
@@ -95,3 +96,59 @@ def test_serve_bounds_its_open_connections(monkeypatch: pytest.MonkeyPatch) -> N
     assert given["limit_concurrency"] == 7
     with pytest.raises(InputError, match="max-connections"):
         serve.settings(argparse.Namespace(**{**vars(parser().parse_args(["serve"])), "max_connections": 10**6}))
+
+
+def test_a_model_cannot_take_more_memory_than_the_cap() -> None:
+    # a crafted graph that expands a scalar to 16000x16000 floats (1 GB; a larger one is killed by the
+    # system with the process) ran to the end: ONNX Runtime's memory was not bounded. Capped here at
+    # 256 MiB in a fresh interpreter (the cap is registered once a process)
+    pytest.importorskip("onnx", reason="builds the crafted model")
+    script = textwrap.dedent("""
+        import resource
+        from pathlib import Path
+
+        import numpy as np
+        from onnx import TensorProto, helper
+
+        from boneage.errors import InvalidModelError
+        from boneage.runtimes.onnx import OnnxRuntime
+
+        def model(side):
+            ints = helper.make_tensor("side", TensorProto.INT64, [2], [side, side])
+            axes = helper.make_tensor("axes", TensorProto.INT64, [3], [1, 2, 3])
+            nodes = [helper.make_node("ReduceSum", ["image", "axes"], ["pixels"], keepdims=0),
+                     helper.make_node("Expand", ["male", "side"], ["big"]),
+                     helper.make_node("ReduceMean", ["big"], ["mean"], keepdims=0),
+                     helper.make_node("Add", ["pixels", "mean"], ["months"])]
+            graph = helper.make_graph(nodes, "g", [
+                helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 100, 100, 1]),
+                helper.make_tensor_value_info("male", TensorProto.FLOAT, ["N", 1])],
+                [helper.make_tensor_value_info("months", TensorProto.FLOAT, ["N"])], [ints, axes])
+            return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()
+
+        image, sex = np.zeros((1, 100, 100, 1), np.float32), np.ones((1, 1), np.float32)
+        print(OnnxRuntime(Path("small.onnx"), model(100)).predict(image, sex)[0])
+        try:
+            OnnxRuntime(Path("big.onnx"), model(16_000)).predict(image, sex)
+        except InvalidModelError as exc:
+            print("refused", "memory" in str(exc))
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+    """)
+    env = {**os.environ, "BONEAGE_MODEL_MEMORY_MB": "256"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    small, refused, peak_mb = done.stdout.splitlines()[-3:]
+    assert float(small) == 1.0  # a model within the cap answers
+    assert refused == "refused True"
+    assert int(peak_mb) < 600
+
+
+@pytest.mark.parametrize("value", ["0", "12x", "-5", str(2**41)])
+def test_the_memory_cap_setting_is_checked(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    from boneage.runtimes.onnx import memory_cap
+
+    monkeypatch.setenv("BONEAGE_MODEL_MEMORY_MB", value)
+    with pytest.raises(ConfigError, match="BONEAGE_MODEL_MEMORY_MB"):
+        memory_cap()
+    monkeypatch.setenv("BONEAGE_MODEL_MEMORY_MB", "1024")
+    assert memory_cap() == 2**30

@@ -14,6 +14,9 @@ from boneage.runtimes import checked_months
 
 FLOAT_OUTPUTS = ("tensor(float)", "tensor(float16)", "tensor(double)")
 MAX_THREADS = 256  # as the command line's --threads
+MEMORY_ENV = "BONEAGE_MODEL_MEMORY_MB"
+MEMORY_SHARE = 0.5  # of the machine's (or the container's) memory, by default
+_capped = False  # whether this process registered the capped allocator
 
 
 def checked_threads(threads: object) -> int | None:
@@ -44,6 +47,44 @@ def default_threads() -> int:
     return cores()
 
 
+def machine_memory() -> int:
+    """Bytes of memory this process may use: the machine's, or its container's limit if lower."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 8 * 2**30
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        return total
+    return min(total, int(limit)) if limit.isdigit() else total
+
+
+def memory_cap() -> int:
+    """Bytes every boneage ONNX session of this process may allocate together: ``$BONEAGE_MODEL_MEMORY_MB``
+    if set, else half of :func:`machine_memory`."""
+    env = os.environ.get(MEMORY_ENV, "").strip()
+    if env:
+        if not env.isdigit() or not 64 <= int(env) <= 2**40:
+            raise ConfigError(f"{MEMORY_ENV} must be a whole number of MiB from 64 to 2**40")
+        return int(env) * 2**20
+    return int(machine_memory() * MEMORY_SHARE)
+
+
+def capped_allocator() -> bool:
+    """Register, once a process, a CPU arena of at most :func:`memory_cap` bytes for the sessions
+    that ask for it. A model is a file someone gave us: a graph that expands a scalar to
+    30000x30000 took 3.6 GB, and a larger one is killed by the system with everything else in the
+    process; past the cap, the run fails with ONNX Runtime's error instead. False if the process
+    registered a CPU allocator of its own before: that one is then left as it is."""
+    global _capped
+    if not _capped:
+        info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+        try:  # grow by what is asked (1), not by powers of two, so that the cap is reached only when needed
+            ort.create_and_register_allocator(info, ort.OrtArenaCfg(memory_cap(), 1, -1, -1))
+        except Exception:  # noqa: BLE001 - the caller's own allocator is registered already
+            return False
+        _capped = True
+    return True
+
+
 def session_options(threads: int | None) -> ort.SessionOptions:
     """Options with ``threads`` intra-op threads (default :func:`default_threads`) and one inter-op thread, set
     explicitly because ONNX Runtime's defaults oversubscribe containers and batch schedulers."""
@@ -54,6 +95,8 @@ def session_options(threads: int | None) -> ort.SessionOptions:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Bytes are parsed as ONNX only: the self-containment check in models.py reads that format.
     options.add_session_config_entry("session.load_model_format", "ONNX")
+    if capped_allocator():
+        options.add_session_config_entry("session.use_env_allocators", "1")
     return options
 
 
