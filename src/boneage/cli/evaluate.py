@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from boneage.cli.table import printable
 from boneage.cli.train import source
+from boneage.errors import printable
 
 
 def run(args: argparse.Namespace) -> int:

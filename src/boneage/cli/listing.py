@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from boneage.cli.table import format_table, printable
+from boneage.cli.table import format_table
+from boneage.errors import printable
 from boneage.models import load_registry, models_dir
 from boneage.plugins import KINDS, describe_error, get_plugins
 from boneage.specs import API_VERSION, BackboneSpec

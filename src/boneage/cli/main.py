@@ -249,7 +249,7 @@ class PrintableFormatter(logging.Formatter):
     name logged as it is sent escape sequences to the terminal (sixth probe)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        from boneage.cli.table import printable
+        from boneage.errors import printable
 
         return "\n".join(printable(line) for line in super().format(record).split("\n"))
 
@@ -297,8 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, debug: bool) -> int:
     module, _, func = COMMANDS[args.command][0].partition(":")
-    from boneage.cli.table import printable
-    from boneage.errors import BoneAgeError
+    from boneage.errors import BoneAgeError, printable
 
     try:
         handler = getattr(importlib.import_module(module), func)

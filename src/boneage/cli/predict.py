@@ -22,8 +22,8 @@ from typing import Any
 from boneage.age import age_from_dates, parse_age
 from boneage.cli.figures import draw_chart, plot_target
 from boneage.cli.results import ResultFile
-from boneage.cli.table import format_table, printable
-from boneage.errors import AgeError, BoneAgeError, InputError
+from boneage.cli.table import format_table
+from boneage.errors import AgeError, BoneAgeError, InputError, printable
 from boneage.estimator import BoneAgeEstimator
 from boneage.imageio import read_path
 from boneage.prediction import Prediction

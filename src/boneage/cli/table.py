@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-
-from boneage.errors import printable  # noqa: F401  (re-exported: the commands import it from here)
+from boneage.errors import printable
 
 
 def format_table(rows: Sequence[Sequence[str]]) -> str:
