@@ -16,6 +16,7 @@ FLOAT_OUTPUTS = ("tensor(float)", "tensor(float16)", "tensor(double)")
 MAX_THREADS = 256  # as the command line's --threads
 MEMORY_ENV = "BONEAGE_MODEL_MEMORY_MB"
 MEMORY_SHARE = 0.5  # of the machine's (or the container's) memory, by default
+MIN_MEMORY_MB = 512  # explain on the shipped model needs more than 64
 _capped = False  # whether this process registered the capped allocator
 
 
@@ -27,6 +28,11 @@ def checked_threads(threads: object) -> int | None:
         return threads or None
     raise ConfigError(f"threads must be a whole number from 1 to {MAX_THREADS} (or None for the default), "
                       f"not {threads!r}"[:200])
+
+
+def whole_number(text: str) -> bool:
+    """ASCII digits only: ``"²".isdigit()`` is true, but ``int("²")`` fails."""
+    return text.isascii() and text.isdigit()
 
 
 def cores() -> int:
@@ -42,7 +48,7 @@ def default_threads() -> int:
     (``OMP_NUM_THREADS=5000`` made ONNX Runtime start 5,000 threads: one image took over a minute,
     and a value past 2**63 made the model look unloadable)."""
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if env.isdigit() and int(env) > 0:
+    if whole_number(env) and int(env) > 0:
         return min(int(env), cores())
     return cores()
 
@@ -62,8 +68,8 @@ def memory_cap() -> int:
     if set, else half of :func:`machine_memory`."""
     env = os.environ.get(MEMORY_ENV, "").strip()
     if env:
-        if not env.isdigit() or not 64 <= int(env) <= 2**40:
-            raise ConfigError(f"{MEMORY_ENV} must be a whole number of MiB from 64 to 2**40")
+        if not whole_number(env) or not MIN_MEMORY_MB <= int(env) <= 2**40:
+            raise ConfigError(f"{MEMORY_ENV} must be a whole number of MiB from {MIN_MEMORY_MB} to 2**40")
         return int(env) * 2**20
     return int(machine_memory() * MEMORY_SHARE)
 
@@ -76,9 +82,10 @@ def capped_allocator() -> bool:
     registered a CPU allocator of its own before: that one is then left as it is."""
     global _capped
     if not _capped:
+        cap = memory_cap()  # a mistyped setting is an error, never a silent "no cap at all"
         info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
         try:  # grow by what is asked (1), not by powers of two, so that the cap is reached only when needed
-            ort.create_and_register_allocator(info, ort.OrtArenaCfg(memory_cap(), 1, -1, -1))
+            ort.create_and_register_allocator(info, ort.OrtArenaCfg(cap, 1, -1, -1))
         except Exception:  # noqa: BLE001 - the caller's own allocator is registered already
             return False
         _capped = True
@@ -135,10 +142,10 @@ class OnnxRuntime:
         never more than the process has cores; ``input_size``: the card's, checked against the graph."""
         if path.suffix == ".keras":
             raise InvalidModelError(f"{path} is a Keras model: use runtime='tensorflow', or export it to ONNX")
-        threads = checked_threads(threads)
+        options = session_options(checked_threads(threads))  # a bad setting is a ConfigError, not a bad model
         try:
             self.session = ort.InferenceSession(
-                data if data is not None else str(path), session_options(threads), providers=["CPUExecutionProvider"]
+                data if data is not None else str(path), options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise InvalidModelError(f"{path} is not a loadable ONNX model: {exc}") from exc
@@ -153,6 +160,10 @@ class OnnxRuntime:
         """Months as (N,) float32, checked: NaN, infinity or another shape is a ModelOutputError."""
         try:
             (out,) = self.session.run([self.output], {IMAGE_INPUT: images, SEX_INPUT: male})
-        except Exception as exc:  # shape or type mismatch between the card and the graph
+        except Exception as exc:  # shape or type mismatch between the card and the graph, or the memory cap
+            if "Available memory" in str(exc):
+                raise InvalidModelError(
+                    f"the model needs more memory for a batch of shape {images.shape} than the {memory_cap() // 2**20} "
+                    f"MiB boneage gives ONNX Runtime (half of this machine's memory, or ${MEMORY_ENV}): {exc}") from exc
             raise InvalidModelError(f"the model failed on a batch of shape {images.shape}: {exc}") from exc
         return checked_months(out, len(images))
