@@ -18,13 +18,13 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from boneage.metrics import age_bands
 from boneage.prediction import Interval
 
 log = logging.getLogger(__name__)
 LEVEL = 0.9
 BAND_EDGES = (72.0, 120.0, 168.0)  # predicted bone age, months: <6 y, 6-10 y, 10-14 y, >=14 y
 MIN_BAND = 40  # calibration images a band needs, else it joins its neighbour
-AGE_BANDS = ((0, 24), (24, 72), (72, 120), (120, 168), (168, 240))
 
 
 class Band(BaseModel):
@@ -97,22 +97,28 @@ def _bands(predicted: np.ndarray, errors: np.ndarray, level: float, edges: Seque
 
 
 def coverage_of(inside: np.ndarray, widths: np.ndarray, truth: np.ndarray, male: np.ndarray | None) -> dict[str, object]:
-    """Share of true ages inside their intervals: overall, by true age band, by sex."""
+    """Share of true ages inside their intervals: overall, by true age band (those of the error tables,
+    :func:`~boneage.metrics.age_bands`), by sex; None for an empty group, and no NumPy warning. The sexes
+    are taken as booleans: an empty list of them is a float array, which ``~`` refused (TypeError)."""
+    inside = np.asarray(inside, bool)
 
     def share(mask: np.ndarray) -> dict[str, object]:
         return {"n": int(mask.sum()), "coverage": round(float(inside[mask].mean()), 3) if mask.any() else None}
 
-    out: dict[str, object] = {**share(np.ones_like(inside)), "mean_width_months": round(float(2 * widths.mean()), 2)}
-    out["by_age"] = {f"{lo // 12}-{hi // 12}y": share((truth >= lo) & (truth < hi)) for lo, hi in AGE_BANDS}
+    out: dict[str, object] = {**share(np.ones_like(inside)),
+                              "mean_width_months": round(float(2 * widths.mean()), 2) if widths.size else None}
+    out["by_age"] = {name: share(mask) for name, mask in age_bands(truth).items()}
     if male is not None:
-        out["by_sex"] = {"male": share(male), "female": share(~male)}
+        sexes = np.asarray(male, bool)
+        out["by_sex"] = {"male": share(sexes), "female": share(~sexes)}
     return out
 
 
 def coverage(calibration: IntervalCalibration, predicted: np.ndarray, truth: np.ndarray,
              male: np.ndarray | None = None) -> dict[str, object]:
     """How often these intervals hold the true age on these images."""
-    widths = np.array([calibration.half_width(p) for p in predicted])
+    predicted, truth = np.asarray(predicted, float), np.asarray(truth, float)
+    widths = np.array([calibration.half_width(p) for p in predicted], dtype=float)
     return coverage_of(np.abs(truth - predicted) <= widths, widths, truth, male)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,6 @@ from boneage.training.config import DataSource
 from boneage.training.data import Record, read_source
 
 log = logging.getLogger(__name__)
-
-
 
 
 def read_ids(path: Path) -> set[str]:
@@ -46,18 +45,31 @@ def read_ids(path: Path) -> set[str]:
     return {line.strip() for line in text.splitlines() if line.strip()}
 
 
+def check_limit(limit: int | None) -> None:
+    """A limit is a whole number of images, at least 1: a negative one sliced from the end (-1 silently left
+    out the last image, -10 left none and crashed) and 0 meant all."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"limit must be a whole number of images, at least 1, not {limit!r}")
+
+
 def select(sources: list[DataSource], ids: set[str] | None, limit: int | None) -> list[Record]:
     """The labelled records of all sources, only those in ``ids`` when given, the first ``limit`` of them;
     :class:`~boneage.errors.ConfigError` when none are left, rather than a report on nothing."""
+    check_limit(limit)
     with lookup_errors(ConfigError, "cannot read the labelled images given by --data"):
         records = [r for s in sources for r in read_source(s) if ids is None or r.id in ids]
     if not records:
         raise ConfigError("no labelled images to evaluate (check --data and --ids)")
-    return records[:limit] if limit else records
+    return records[:limit]
+
+
+SHOWN_FAILURES = 3  # unreadable images named in the error when none could be read
 
 
 def predict_records(estimator: BoneAgeEstimator, records: list[Record]) -> tuple[list[Record], np.ndarray, list[str]]:
-    """Predictions for every readable record; the others are listed, not fatal."""
+    """Predictions for every readable record; the others are listed, not fatal, unless no record is readable:
+    a :class:`~boneage.errors.ConfigError` naming the first failures (as the report would), rather than a report
+    on nothing (the empty arrays crashed the metrics, and the failures were lost)."""
     kept, months, failures = [], [], []
     for r, outcome in zip(records, estimator.predict_many([r.path for r in records], [r.male for r in records]), strict=True):
         if isinstance(outcome, BoneAgeError):
@@ -65,29 +77,53 @@ def predict_records(estimator: BoneAgeEstimator, records: list[Record]) -> tuple
         else:
             kept.append(r)
             months.append(outcome.bone_age_months)
-    return kept, np.array(months), failures
+    if not kept:
+        more = f"; and {len(failures) - SHOWN_FAILURES:,} more" if len(failures) > SHOWN_FAILURES else ""
+        raise ConfigError(f"none of the {len(records):,} images could be read: "
+                          f"{'; '.join(failures[:SHOWN_FAILURES])}{more}")
+    return kept, np.array(months, dtype=float), failures
 
 
 REPORT_FILES = ("report.json", "predictions.csv", "summary.md", "plots.png")
+
+
+def prepare_output(output: Path, force: bool) -> list[Path]:
+    """Create ``output`` and return the reports already in it, before any image is predicted: a path that
+    cannot be a folder (a file, ``afile/sub``, ``/proc/x``) or a report name taken by a folder is a
+    :class:`~boneage.errors.ConfigError` now, not an internal error once every image has been predicted.
+    Reports already there are one too unless ``force``, so that one run's files never mix with another's."""
+    where = f"cannot write the reports into {output}"
+    with lookup_errors(ConfigError, where):
+        output.mkdir(parents=True, exist_ok=True)
+        existing = [output / name for name in REPORT_FILES if (output / name).exists() or (output / name).is_symlink()]
+        folders = [p.name for p in existing if p.is_dir() and not p.is_symlink()]
+        writable = os.access(output, os.W_OK | os.X_OK)
+    if folders:
+        raise ConfigError(f"{where}: {', '.join(folders)} is a folder")
+    if not writable:
+        raise ConfigError(f"{where}: permission denied")
+    if existing and not force:
+        raise ConfigError(f"{output} already holds {', '.join(p.name for p in existing)}: choose another --output, or --force")
+    return existing
 
 
 def evaluate(model: str, sources: list[DataSource], output: Path, *, runtime: str | None = None,
              ids: set[str] | None = None, limit: int | None = None, force: bool = False,
              views: int = 1) -> dict[str, Any]:
     """Score ``model`` on the labelled images and write :data:`REPORT_FILES` into ``output``; returns what
-    ``report.json`` holds (errors in months, unreadable images under ``failures``, the card's interval coverage).
+    ``report.json`` holds (errors in months, None where a group is empty, unreadable images under ``failures``,
+    the card's interval coverage).
 
-    Reports already in ``output`` are a :class:`~boneage.errors.ConfigError` unless ``force``, so that one run's
-    files never mix with another's."""
-    with lookup_errors(ConfigError, f"cannot write the reports into {output}"):
-        existing = [output / name for name in REPORT_FILES if (output / name).exists()]
-    if existing and not force:
-        raise ConfigError(f"{output} already holds {', '.join(p.name for p in existing)}: choose another --output, or --force")
+    ``output`` is checked (and created) first, ``limit`` too (see :func:`prepare_output`, :func:`check_limit`);
+    no readable image at all is a :class:`~boneage.errors.ConfigError` (see :func:`predict_records`), and so is
+    a report that cannot be written."""
+    check_limit(limit)
+    existing = prepare_output(output, force)
     estimator = BoneAgeEstimator(model, runtime=runtime, views=views)
     records = select(sources, ids, limit)
     kept, pred, failures = predict_records(estimator, records)
-    true = np.array([r.boneage for r in kept])
-    male = np.array([r.male for r in kept])
+    true = np.array([r.boneage for r in kept], dtype=float)
+    male = np.array([r.male for r in kept], dtype=bool)
     result = {
         "model": estimator.card.ref,
         "runtime": estimator.runtime_name,
@@ -100,25 +136,33 @@ def evaluate(model: str, sources: list[DataSource], output: Path, *, runtime: st
     if estimator.card.interval is not None:  # the card's intervals, checked on these images
         result["interval_coverage"] = {"level": estimator.card.interval.level,
                                        **coverage(estimator.card.interval, pred, true, male)}
-    output.mkdir(parents=True, exist_ok=True)
-    for stale in existing:  # --force: no report of another run may stay behind
-        stale.unlink()
-    (output / "report.json").write_text(json.dumps(result, indent=2))
-    with (output / "predictions.csv").open("w", newline="") as f:  # csv quotes an id with a comma or a newline
-        writer = csv.writer(f)
-        writer.writerow(("id", "boneage", "male", "predicted"))
-        writer.writerows((r.id, r.boneage, int(r.male), f"{p:.2f}") for r, p in zip(kept, pred, strict=True))
-    (output / "summary.md").write_text(summary_markdown(result))
-    try:
-        plot(true, pred, output, title=estimator.card.ref)
-    except ImportError:
-        log.warning("no plots: they need matplotlib (pip install 'boneage[plot]')")
+    report_json = json.dumps(result, indent=2, allow_nan=False)  # strict JSON: a bare NaN is not
+    with lookup_errors(ConfigError, f"cannot write the reports into {output}"):  # e.g. a full disk, or a race
+        output.mkdir(parents=True, exist_ok=True)
+        for stale in existing:  # --force: no report of another run may stay behind
+            stale.unlink()
+        (output / "report.json").write_text(report_json)
+        with (output / "predictions.csv").open("w", newline="") as f:  # csv quotes an id with a comma or a newline
+            writer = csv.writer(f)
+            writer.writerow(("id", "boneage", "male", "predicted"))
+            writer.writerows((r.id, r.boneage, int(r.male), f"{p:.2f}") for r, p in zip(kept, pred, strict=True))
+        (output / "summary.md").write_text(summary_markdown(result))
+        try:
+            plot(true, pred, output, title=estimator.card.ref)
+        except ImportError:
+            log.warning("no plots: they need matplotlib (pip install 'boneage[plot]')")
     return result
 
 
-def _row(name: str, m: dict[str, float]) -> str:
-    return (f"| {name} | {m['n']} | {m['mae']:.2f} | {m['rmse']:.2f} | {m['r2']:.3f} | {m['bias']:+.2f} | "
-            f"{100 * m['over_24']:.1f}% |")
+def _number(value: float | None, spec: str) -> str:
+    """A table cell: ``-`` where the group is empty (None in report.json)."""
+    return "-" if value is None else format(value, spec)
+
+
+def _row(name: str, m: dict[str, float | None]) -> str:
+    over_24 = "-" if m["over_24"] is None else f"{100 * m['over_24']:.1f}%"
+    return (f"| {name} | {m['n']} | {_number(m['mae'], '.2f')} | {_number(m['rmse'], '.2f')} | "
+            f"{_number(m['r2'], '.3f')} | {_number(m['bias'], '+.2f')} | {over_24} |")
 
 
 def summary_markdown(result: dict[str, Any]) -> str:
@@ -141,7 +185,7 @@ def _coverage_markdown(c: dict[str, Any] | None) -> str:
     if not c:
         return ""
     def row(name: str, m: dict[str, Any]) -> str:
-        return f"| {name} | {m['n']} | {'-' if m['coverage'] is None else format(m['coverage'], '.3f')} |"
+        return f"| {name} | {m['n']} | {_number(m['coverage'], '.3f')} |"
 
     rows = [row("all", c)] + [row(name, m) for name, m in {**c.get("by_sex", {}), **c["by_age"]}.items()]
     return (f"\nThe card's {c['level']:.0%} intervals (mean width {c['mean_width_months']:.1f} months) hold the "

@@ -150,7 +150,7 @@ def _evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ids", help="evaluate only these ids: a run's data.json (its validation ids) or a text file")
     p.add_argument("--output", required=True, help="folder for report.json, summary.md and plots")
     p.add_argument("--runtime", help=RUNTIME_HELP)
-    p.add_argument("--limit", type=int)
+    p.add_argument("--limit", type=_positive, help="evaluate only the first N labelled images (N >= 1)")
     p.add_argument("--views", type=_views, default=1, help=VIEWS_HELP)
     p.add_argument("--force", action="store_true", help="overwrite the reports already in --output")
 
