@@ -16,6 +16,7 @@ from boneage.errors import AgeError
 
 MAX_AGE_MONTHS = 360.0  # 30 years: bone age is read in children; anything older is a typo
 DAYS_PER_MONTH = 365.25 / 12
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
 _TEXT = re.compile(r"(?:(\d+(?:\.\d+)?)\s*y(?:ears?)?)?\s*(?:(\d+(?:\.\d+)?)\s*m(?:onths?)?)?", re.IGNORECASE)
 
 
@@ -34,18 +35,14 @@ def check_age(months: object) -> float:
     if value > MAX_AGE_MONTHS:
         raise AgeError(f"an age of more than {MAX_AGE_MONTHS:g} months (30 years) is not a child's; bone age is read "
                        "up to about 19 years (a date of birth is not an age)")
-    return value
+    return value + 0.0  # -0.0 becomes 0.0 (it was shown as "-0.0 mo")
 
 
 def parse_age(text: str) -> float:
     """Months from ``123`` (months), ``10y``, ``10y3m``, ``10.5y``, ``3m`` or ``10 years 3 months``."""
     cleaned = str(text).strip()
-    try:
-        number = float(cleaned)
-    except ValueError:
-        number = None
-    if number is not None:
-        return check_age(number)
+    if _NUMBER.fullmatch(cleaned):  # float() alone also took "1_2" as 12, and "1e2"
+        return check_age(float(cleaned))
     match = _TEXT.fullmatch(cleaned)
     if not cleaned or match is None or not any(match.groups()):
         # not echoed: what was typed may be a date of birth
@@ -72,4 +69,6 @@ def age_from_dates(birth: str | dt.date, study: str | dt.date) -> float:
     born, taken = parse_date(birth, "the date of birth"), parse_date(study, "the study date")
     if taken < born:
         raise AgeError("the study date is before the date of birth")
+    if taken > dt.date.today() + dt.timedelta(days=1):  # a day's grace for time zones
+        raise AgeError("the study date is in the future")
     return check_age((taken - born).days / DAYS_PER_MONTH)

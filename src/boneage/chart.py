@@ -35,7 +35,8 @@ def _matplotlib() -> tuple[Any, Any]:
 
 def growth_chart(prediction: Prediction, reference: ReferenceTable, path: str | os.PathLike[str]) -> Path:
     """Draw the reference mean bone age and its +-2 SD band over age for the child's sex, the line
-    bone age = age, and the estimate (with its interval, if any) at the child's age; write a PNG.
+    bone age = age, and the estimate (with its interval, if any) at the child's age; write it in
+    the format ``path`` ends with (``.png``, ``.pdf``, ``.svg``, ...).
 
     The prediction must carry a comparison (made with the child's age) against ``reference``."""
     c = prediction.comparison
@@ -76,8 +77,12 @@ def growth_chart(prediction: Prediction, reference: ReferenceTable, path: str | 
              "The interval is this model's error, not a reader's.", fontsize=6.5, color="0.3", wrap=True)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     path = Path(path)
+    kinds = fig.canvas.get_supported_filetypes()
+    if path.suffix.lower().lstrip(".") not in kinds:  # was: PNG bytes under any name, "chart.jpg" too
+        raise InputError(f"cannot write {path}: a chart is saved in the format its name ends with, one of "
+                         f"{', '.join('.' + k for k in sorted(kinds))}")
     try:
-        fig.savefig(path, format="png")
+        fig.savefig(path)
     except OSError as exc:
         raise InputError(f"cannot write {path}: {exc.strerror or exc}") from exc
     return path

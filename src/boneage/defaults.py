@@ -7,6 +7,9 @@ BATCH_SIZE = 16
 # the training config's batch_size), as threads are bounded to 1-256.
 MAX_BATCH_SIZE = 4096
 
+# The most threads that decode and preprocess the next batch (``predict_many(workers=...)``).
+MAX_WORKERS = 256
+
 # The most sampling grids an estimate is averaged over (``views``, ``--views``).
 MAX_VIEWS = 8
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from boneage.age import check_age
 from boneage.decoded import Loaded
-from boneage.defaults import BATCH_SIZE, MAX_BATCH_SIZE, MAX_VIEWS
+from boneage.defaults import BATCH_SIZE, MAX_BATCH_SIZE, MAX_VIEWS, MAX_WORKERS
 from boneage.errors import (
     BoneAgeError,
     ConfigError,
@@ -243,6 +243,8 @@ class BoneAgeEstimator:
             raise InputError(f"{len(images)} images but {len(ages)} ages")
         batch_size = check_batch_size(batch_size)
         chunks = [range(start, min(start + batch_size, len(images))) for start in range(0, len(images), batch_size)]
+        if workers is not None and (type(workers) is not int or not 0 <= workers <= MAX_WORKERS):
+            raise InputError(f"workers must be a whole number from 0 to {MAX_WORKERS} (or None), not {workers!r}"[:200])
         workers = default_workers() if workers is None else workers
         if workers < 1:
             for chunk in chunks:

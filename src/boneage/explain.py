@@ -34,6 +34,7 @@ from boneage.sex import check_male
 
 PATCH_FRACTION = 0.16  # 16 px at the shipped 100 px input (stride 8): 145 model runs
 PIXELWISE = {"grayscale", "invert", "clahe", "normalize"}  # steps that move no pixel
+MIN_WIDTH = 256  # pixels of a rendered picture: the strip above it needs them for its text
 Run = Callable[[np.ndarray], np.ndarray]
 
 
@@ -122,11 +123,15 @@ class Explanation:
 
     def render(self, max_side: int = 1024) -> np.ndarray:
         """A BGR picture: the radiograph tinted by the heat (JET, scaled to this image's maximum;
-        zero heat leaves the radiograph as it is), under a strip with the estimate."""
+        zero heat leaves the radiograph as it is), under a strip with the estimate. ``max_side``: 64 to
+        16384 pixels; a picture narrower than the strip's text is padded to :data:`MIN_WIDTH`."""
+        if type(max_side) is not int or not 64 <= max_side <= 16384:
+            raise InputError(f"max_side must be a whole number of pixels from 64 to 16384, not {max_side!r}"[:200])
         image, heat = self.image, self.heat
         scale = (max_side if self.on_original else min(max_side, 512)) / max(image.shape[:2])
         if scale < 1 or not self.on_original:  # large plates shrink; a 100 px input grows to be seen
-            size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
+            # at least 1 px a side: a 100000x32 image shrank to a height of 0 (a cv2.error, exit 70)
+            size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
             image = cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
             heat = cv2.resize(heat, size, interpolation=cv2.INTER_LINEAR)
         top = float(heat.max())
@@ -135,6 +140,8 @@ class Explanation:
         gray = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR).astype(np.float32)
         alpha = (0.65 * norm)[..., None]
         picture = np.rint(gray * (1 - alpha) + colour * alpha).astype(np.uint8)
+        if picture.shape[1] < MIN_WIDTH:  # a very tall, narrow image: room for the strip's text and colour bar
+            picture = cv2.copyMakeBorder(picture, 0, 0, 0, MIN_WIDTH - picture.shape[1], cv2.BORDER_CONSTANT)
         return np.vstack([self._strip(picture.shape[1], top), picture])
 
     def _strip(self, width: int, top: float) -> np.ndarray:

@@ -8,6 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 # The RSNA labels span 1-228 months; outside a little margin the model is extrapolating.
 PLAUSIBLE_MONTHS = (0.0, 240.0)
+# Beyond these a bone age and the child's age cannot both be right (severe disorders reach 4-5 SDS):
+# an age of 12 given as months for 12 years gave SDS +97.2 with no word
+IMPLAUSIBLE_SDS = 6.0
+IMPLAUSIBLE_GAP_MONTHS = 120.0
 NORMAL_SDS = 2.0  # within +-2 SD is "normal", the usual clinical cut-off
 Category = Literal["delayed", "normal", "advanced"]
 
@@ -64,6 +68,12 @@ class Prediction(BaseModel):
         lo, hi = PLAUSIBLE_MONTHS
         if not lo <= months <= hi:
             warnings.append(f"the model answered {months:.1f} months, outside the {lo:.0f}-{hi:.0f} it was trained for")
+        comparison = fields.get("comparison")
+        if isinstance(comparison, Comparison):
+            gap, sds = comparison.bone_age_minus_age_months, comparison.sds
+            if abs(gap) > IMPLAUSIBLE_GAP_MONTHS or (sds is not None and abs(sds) > IMPLAUSIBLE_SDS):
+                warnings.append(f"bone age and age are {abs(gap) / 12:.1f} years apart"
+                                f"{'' if sds is None else f' (SDS {sds:+.1f})'}: check the age (months, not years?)")
         return cls(
             bone_age_months=round(months, 2),
             bone_age_years=round(months / 12.0, 2),

@@ -22,6 +22,8 @@ def new_png(text: str, force: bool, flag: str) -> Path:
     if path.suffix.lower() != ".png":
         raise InputError(f"{flag} {path}: writes a PNG, so the name must end in .png")
     with lookup_errors(InputError, f"{flag} {path} cannot be written"):
+        if path.is_symlink():  # even a dangling one, which exists() calls absent: it was written through
+            raise InputError(f"{flag} {path} is a symbolic link: give the file it stands for")
         if path.exists() and not force:
             raise InputError(f"{flag} {path} exists: add --force to replace it")
         if path.is_dir():
@@ -31,13 +33,14 @@ def new_png(text: str, force: bool, flag: str) -> Path:
     return path
 
 
-def plot_target(args: argparse.Namespace, jobs: list[Any]) -> Path | None:
-    """Check ``predict --plot`` before the model runs: one child, with an age, and matplotlib."""
+def plot_target(args: argparse.Namespace, jobs: list[Any], header_may_say: bool = False) -> Path | None:
+    """Check ``predict --plot`` before the model runs: one child, with an age (or a file whose header
+    may give it: ``header_may_say``, a DICOM's PatientAge or dates), and matplotlib."""
     if not args.plot:
         return None
     if len(jobs) != 1:
         raise InputError(f"--plot draws one child's growth chart: give one FILE, not {len(jobs)} inputs")
-    if jobs[0].age is None:
+    if jobs[0].age is None and not header_may_say:
         raise InputError("--plot needs the child's age: add --age (e.g. 12y) or --dob with --study-date")
     from boneage.chart import require_matplotlib
 
@@ -50,5 +53,9 @@ def draw_chart(estimator: BoneAgeEstimator, results: list[dict[str, Any]], path:
     if len(results) != 1 or "error" in results[0]:
         print(f"boneage: no growth chart written to {path}: there is no prediction to draw", file=sys.stderr)
         return
-    estimator.plot(Prediction.model_validate(results[0]), path)
+    prediction = Prediction.model_validate(results[0])
+    if prediction.comparison is None:  # a DICOM whose header gave no age after all
+        print(f"boneage: no growth chart written to {path}: the file gave no age; add --age", file=sys.stderr)
+        return
+    estimator.plot(prediction, path)
     print(f"boneage: growth chart written to {path}", file=sys.stderr)

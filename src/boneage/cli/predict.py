@@ -23,6 +23,7 @@ from boneage.age import age_from_dates, parse_age
 from boneage.cli.figures import draw_chart, plot_target
 from boneage.cli.results import ResultFile
 from boneage.cli.table import format_table
+from boneage.columns import DuplicateColumnError, keyed_rows
 from boneage.errors import AgeError, BoneAgeError, InputError, printable
 from boneage.estimator import BoneAgeEstimator
 from boneage.imageio import read_path
@@ -53,7 +54,11 @@ def command_line_age(args: argparse.Namespace) -> float | None:
 
 
 def row_age(row: dict[str, str | None]) -> float | None:
-    """A CSV row's age: an ``age`` column (months or 10y3m), or ``dob`` and ``study_date``."""
+    """A CSV row's age: an ``age`` column (months or 10y3m), or ``dob`` and ``study_date``; not both,
+    as on the command line (the age won, and dates 7 months from it were dropped without a word)."""
+    dates = (row.get("dob") or "").strip() or (row.get("study_date") or "").strip()
+    if (row.get("age") or "").strip() and dates:
+        raise AgeError("give age, or dob with study_date, not both")
     if (row.get("age") or "").strip():
         return parse_age(row["age"] or "")
     if (row.get("dob") or "").strip() or (row.get("study_date") or "").strip():
@@ -106,9 +111,8 @@ def read_jobs(args: argparse.Namespace) -> list[Job]:
             # a regular file of bounded size: /dev/zero or a FIFO with no writer must not hang it
             text = read_path(path).decode("utf-8-sig")
             # Path,Sex or " path " as spreadsheets write them: columns are matched case-insensitively
-            rows = [{(key or "").strip().lower(): value for key, value in row.items()}
-                    for row in csv.DictReader(io.StringIO(text, newline=""))]
-        except (UnicodeDecodeError, csv.Error, BoneAgeError) as exc:
+            rows = keyed_rows(csv.DictReader(io.StringIO(text, newline="")))
+        except (UnicodeDecodeError, csv.Error, DuplicateColumnError, BoneAgeError) as exc:
             raise InputError(f"cannot read the list {printable(str(path))}: {exc}") from exc
         if rows and not {"path", "sex"} <= set(rows[0]):
             # Only the names it lacks: a list without a header line starts with a row of data (a name, a
@@ -138,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     """Exit 0 when every input was answered, 2 when some failed (each reported), 130 when stopped;
     a model or plugin failure is raised after what was done is kept."""
     jobs = read_jobs(args)
-    plot = plot_target(args, jobs)
+    plot = plot_target(args, jobs, header_may_say=bool(jobs) and Path(jobs[0].path).suffix.lower() not in NO_HEADER_SEX)
     if args.resume and not args.output:
         raise InputError("--resume needs --output FILE: the results to continue")
     # Many files: one inference thread, and the other cores decode the next batch meanwhile

@@ -14,6 +14,8 @@ import csv
 import io
 import json
 import os
+import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import IO, Any
 
@@ -81,12 +83,14 @@ class ResultFile:
             _parquet()  # a missing extra is said before any work
         with lookup_errors(InputError, f"cannot write {path}"):
             for target in {path, self.journal}:
+                if target.is_symlink():  # even a dangling one: results were written through to where it led
+                    raise InputError(f"--output {target} is a symbolic link: give the file it stands for")
                 if target.exists() and not target.is_file():
                     raise InputError(f"--output {target} exists and is not a regular file")
             exists = any(p.exists() and p.stat().st_size > 0 for p in {path, self.journal})
         if exists and not (resume or force):
             raise InputError(f"--output {path} exists: add --resume to continue it or --force to replace it")
-        self.done: set[str] = self._read_done() if exists and resume else set()  # see answered()
+        self.done: Counter[str] = self._read_done() if exists and resume else Counter()  # see answered()
         append = exists and resume
         if not append and self.suffix == ".parquet" and path.exists():
             path.unlink()  # --force
@@ -100,10 +104,11 @@ class ResultFile:
         if self._csv is not None and not append:
             self._csv.writeheader()
 
-    def _read_done(self) -> set[str]:
-        """The sources already answered; those that failed are tried again (the file may then hold
-        an error row and, after it, the answer). The file is checked to be this command's results
-        (same columns) before a line cut short by a kill is cut off it."""
+    def _read_done(self) -> Counter[str]:
+        """How many times each source was answered; those that failed are tried again (the file may
+        then hold an error row and, after it, the answer). Counted, because a list may name one image
+        twice (another sex or age): one answer covers one of them. The file is checked to be this
+        command's results (same columns) before a line cut short by a kill is cut off it."""
         try:
             if self.suffix == ".csv":
                 text, length = complete_lines(self.path)
@@ -111,20 +116,25 @@ class ResultFile:
                 if next(reader, None) != list(COLUMNS):
                     raise InputError(f"--resume: {self.path} is not a results file of this version of boneage "
                                      "(its columns differ)")
-                done = {row[0] for row in reader if row and not row[ERROR_TYPE]}
+                done = Counter(row[0] for row in reader if row and not row[ERROR_TYPE])
                 cut_to(self.path, length)
                 return done
             lines, length = self._journal_lines()
-            done = {source for source, failed in map(self._source, lines) if not failed}
+            done = Counter(source for source, failed in map(self._source, lines) if not failed)
             if self.journal.exists():
                 cut_to(self.journal, length)
-            return done | {r["source"] for r in self._parquet_rows() if not r.get("error_type")}
-        except (ValueError, KeyError, TypeError, csv.Error, OSError, RecursionError) as exc:
+            return done + Counter(r["source"] for r in self._parquet_rows() if not r.get("error_type"))
+        except (ValueError, KeyError, IndexError, TypeError, csv.Error, OSError, RecursionError) as exc:
             raise InputError(f"--resume: cannot read the results in {self.path}: {exc}") from exc
 
     def answered(self, source: str) -> bool:
-        """Whether ``--resume`` found ``source`` answered (a Parquet file holds it as ``stored_text``)."""
-        return source in self.done or (self.suffix == ".parquet" and stored_text(source) in self.done)
+        """Whether ``--resume`` found ``source`` answered (a Parquet file holds it as ``stored_text``);
+        each answer found covers one input of that name."""
+        for key in (source, stored_text(source)) if self.suffix == ".parquet" else (source,):
+            if self.done[key] > 0:
+                self.done[key] -= 1
+                return True
+        return False
 
     @staticmethod
     def _source(line: str) -> tuple[str, bool]:
@@ -176,7 +186,14 @@ class ResultFile:
         pa, pq = _parquet()
         rows = self._parquet_rows() + [json.loads(line) for line in self._journal_lines()[0]]
         rows = [{k: stored_text(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows]
-        partial = self.path.with_name(self.path.name + ".writing")
-        pq.write_table(pa.Table.from_pylist(rows, schema=parquet_schema(pa)), partial)
-        os.replace(partial, self.path)
+        # a name no file had (O_EXCL): a fixed "NAME.writing" replaced the user's own file of that name,
+        # and, if it was a link, wrote through it
+        handle, partial = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".writing", dir=self.path.parent)
+        os.close(handle)
+        try:
+            pq.write_table(pa.Table.from_pylist(rows, schema=parquet_schema(pa)), partial)
+            os.replace(partial, self.path)
+        finally:
+            if os.path.exists(partial):
+                os.unlink(partial)
         self.journal.unlink()

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from boneage.columns import DuplicateColumnError, keyed_rows
 from boneage.errors import BoneAgeError, ConfigError
 from boneage.sex import parse_sex
 from boneage.training.config import Augment, DataSource, TrainConfig
@@ -54,8 +55,9 @@ def read_source(source: DataSource) -> list[Record]:
         try:
             # "id, boneage, male" or "ID,BoneAge,Male" as spreadsheets write them: matched as --csv matches
             # its columns, stripped and case-insensitively (they were refused as lacking "boneage")
-            rows = [(line, {(key or "").strip().lower(): value for key, value in row.items()})
-                    for line, row in enumerate(csv.DictReader(f), start=2)]
+            rows = list(enumerate(keyed_rows(csv.DictReader(f)), start=2))
+        except DuplicateColumnError as exc:
+            raise ConfigError(f"labels file {source.labels}: {exc}") from exc
         except (UnicodeDecodeError, csv.Error) as exc:  # a UTF-16 export was an internal error (exit 70)
             raise ConfigError(f"labels file {source.labels} is not a UTF-8 CSV ({type(exc).__name__})") from exc
     for line, row in rows:
@@ -64,10 +66,11 @@ def read_source(source: DataSource) -> list[Record]:
             raise ConfigError(f"{source.labels}:{line}: its id is a path that leads out of {source.images} "
                               "(absolute, or through ..): ids name images in that folder (not shown)")
         try:
-            path = source.images / f"{row['id']}.png"
-            if not path.is_file() and (source.images / f"{row['id']}.dcm").is_file():
-                path = source.images / f"{row['id']}.dcm"  # DICOM (extra: dicom), for evaluate
-            months = float(row["boneage"])
+            image_id = row["id"] or ""  # a short row: no image, skipped as missing
+            path = source.images / f"{image_id}.png"
+            if not path.is_file() and (source.images / f"{image_id}.dcm").is_file():
+                path = source.images / f"{image_id}.dcm"  # DICOM (extra: dicom), for evaluate
+            months = float(row["boneage"] or "")
             male = parse_sex(row["male"] or "")
         except KeyError as exc:
             raise ConfigError(f"{source.labels}: needs the columns id,boneage,male (lacks {exc})") from exc
@@ -77,7 +80,7 @@ def read_source(source: DataSource) -> list[Record]:
         if not 0 <= months <= MAX_LABEL_MONTHS:  # NaN too: it gave NaN metrics (exit 0), -1e308 exit 70
             raise ConfigError(f"{source.labels}:{line}: its boneage is not a number of months from 0 to "
                               f"{MAX_LABEL_MONTHS}")
-        record = Record(row["id"], path, months, male)
+        record = Record(image_id, path, months, male)
         if path.is_file():
             records.append(record)
         else:
