@@ -11,14 +11,22 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator, model_validator
 
 from boneage.modelcard import ModelCard
 
 VERSION = re.compile(r"([0-9]{1,9})\.([0-9]{1,9})\.([0-9]{1,9})([-+][0-9A-Za-z.-]{1,64})?")  # fullmatch
 SHA256 = re.compile(r"[0-9a-f]{64}")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # fullmatch
+MAX_NAME = 128  # an exported name (at most 100) and its "-int8"
+
+
+def is_plain_name(value: str, limit: int = MAX_NAME) -> bool:
+    """Whether ``value`` can name a release: export joins it into file names (``NAME-VERSION.onnx``), so
+    ASCII letters, digits, ``.``, ``_`` and ``-`` only, starting with a letter or digit, no ``..``: never
+    a path, a hidden file or a control character."""
+    return len(value) <= limit and NAME.fullmatch(value) is not None and ".." not in value
 
 
 def _file_name(value: str | None) -> str | None:
@@ -34,7 +42,9 @@ def _file_name(value: str | None) -> str | None:
 class RegistryEntry(BaseModel):
     """One released model file: its name and semantic version, its sha256 and size (checked before it
     runs), its backbone and validation metrics, whether it is quantized or recommended, and the
-    ``.keras`` beside it for the TensorFlow runtime. File names must stay inside the models folder."""
+    ``.keras`` beside it for the TensorFlow runtime. File names must stay inside the models folder, the
+    name must be one export could have written (:func:`is_plain_name`), and metrics are numbers (a text
+    MAE made ``boneage models`` an internal error)."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
@@ -44,11 +54,18 @@ class RegistryEntry(BaseModel):
     sha256: str
     size: int
     backbone: str
-    metrics: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, StrictInt | StrictFloat] = Field(default_factory=dict)  # listed and compared as numbers
     recommended: bool = True
     quantized: str | None = None
     keras_file: str | None = None
     keras_sha256: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _plain(cls, value: str) -> str:
+        if not is_plain_name(value):
+            raise ValueError("not a plain name (letters, digits, '.', '_', '-')")
+        return value
 
     @field_validator("version")
     @classmethod
@@ -84,12 +101,23 @@ class RegistryEntry(BaseModel):
 
 class Registry(BaseModel):
     """``registry.json``: the released models and the one used when none is named. Unknown keys are
-    refused, so a registry from a newer boneage is not half read."""
+    refused, so a registry from a newer boneage is not half read; so is a release listed twice."""
 
     model_config = ConfigDict(extra="forbid")
 
     default: str | None = None
     models: list[RegistryEntry] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _once_each(self) -> Registry:
+        """One entry per release: a second one of the same name and version was listed as the default
+        too, and only the first was ever loaded."""
+        seen: set[str] = set()
+        for entry in self.models:
+            if entry.ref in seen:
+                raise ValueError(f"the registry lists {entry.ref} twice")
+            seen.add(entry.ref)
+        return self
 
 
 @dataclass(frozen=True)

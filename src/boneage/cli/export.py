@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from boneage.defaults import MAX_CONFIG_BYTES
-from boneage.errors import ConfigError
+from boneage.errors import ConfigError, printable
 from boneage.extras import TRAIN, require
 from boneage.files import read_regular_file
 
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
                             make_default=args.default, quantize=args.quantize, preprocessing=preprocessing,
                             with_keras=not args.without_keras):
         note = "" if entry.recommended else "  (not recommended: see its card)"
-        print(f"exported {Path(args.output) / entry.file}  sha256 {entry.sha256}  val MAE {entry.metrics.get('mae', float('nan')):.2f}{note}")
+        print(f"exported {printable(str(Path(args.output) / entry.file))}  sha256 {entry.sha256}  val MAE {entry.metrics.get('mae', float('nan')):.2f}{note}")
     return 0
 
 

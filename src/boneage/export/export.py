@@ -20,8 +20,8 @@ from boneage.errors import ConfigError, ModelNotFoundError
 from boneage.errors import ExportError as ExportError  # re-exported: its home before errors.py
 from boneage.export.convert import OPSET, keras_to_onnx
 from boneage.export.onnxcard import attach_card
+from boneage.export.publish import int8_file, register
 from boneage.export.publish import onnx_predict as onnx_predict  # re-exported: its home before publish.py
-from boneage.export.publish import register
 from boneage.files import read_regular_file
 from boneage.metrics import summary
 from boneage.modelcard import IMAGE_INPUT, ModelCard, Provider, TrainingData, file_sha256
@@ -29,6 +29,7 @@ from boneage.models import RegistryEntry
 from boneage.plugins import Plugins, get_plugins
 from boneage.preprocess import PreprocessConfig, build_pipeline
 from boneage.preprocess.pipeline import check_output
+from boneage.release import is_plain_name
 from boneage.training.config import TrainConfig, load_config
 from boneage.training.data import Record, prepare_data, thin
 from boneage.training.precision import as_float32
@@ -36,6 +37,18 @@ from boneage.training.precision import as_float32
 log = logging.getLogger(__name__)
 SEMVER = re.compile(r"^[0-9]{1,9}\.[0-9]{1,9}\.[0-9]{1,9}([-+][0-9A-Za-z.-]{1,64})?$")
 PARITY_LIMIT = 0.05  # months
+MAX_NAME = 100  # NAME-int8-VERSION.onnx stays well under the 255 bytes file systems allow
+
+
+def check_name(name: str) -> str:
+    """``name`` if it can go into the release's file names (:func:`boneage.release.is_plain_name`), else a
+    :class:`ConfigError`: ``--name ../escaped`` wrote the model outside ``--output``, ``sub/x`` failed
+    after the conversion, and an escape sequence ended up in a file name and on the terminal."""
+    if not is_plain_name(name, MAX_NAME):
+        shown = repr(name[:40]) + (f"... ({len(name):,} characters)" if len(name) > 40 else "")
+        raise ConfigError(f"name {shown} is not a plain name: at most {MAX_NAME} letters, digits, '.', '_' "
+                          "and '-', starting with a letter or digit, without '..'")
+    return name
 
 
 def git_commit() -> str:
@@ -138,6 +151,8 @@ def export_run(
     30 MB ``.keras`` out of a release (the TensorFlow runtime then needs the run's own file)."""
     if not SEMVER.match(version):
         raise ConfigError(f"version {version!r} is not semantic (X.Y.Z)")
+    if name is not None:
+        check_name(name)
     run, keras_file = locate_run(source)
     config = with_preprocessing(load_config(run / "config.json"), preprocessing)
     try:
@@ -148,13 +163,11 @@ def export_run(
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise ConfigError(f"{run / 'data.json'} is not a run's data summary: {type(exc).__name__}: {exc}"[:500]) from exc
     state = run_state(run)  # before anything is loaded or written: a broken one failed after the .keras was saved
-    name = name or f"boneage-{config.backbone}"
-    stem = f"{name}-{version}"
-    onnx_path = out_dir / f"{stem}.onnx"
-    if onnx_path.exists() and not force:
-        raise ExportError(f"{onnx_path} exists: bump --version, or pass --force to overwrite it")
-    if onnx_path.exists():
-        log.warning("overwriting %s (--force)", onnx_path)
+    name = name if name is not None else check_name(f"boneage-{config.backbone}")  # a plugin's backbone name
+    onnx_path = out_dir / f"{name}-{version}.onnx"
+    keras_path = out_dir / f"{name}-{version}.keras" if with_keras else None
+    check_free([onnx_path, *([keras_path] if keras_path else []),
+                *([out_dir / int8_file(name, version)] if quantize == "int8" else [])], force)
 
     model = as_float32(load_keras_model(keras_file))  # ONNX (and the released .keras) in float32, however trained
     check_shapes(model, config, keras_file)
@@ -175,7 +188,6 @@ def export_run(
     interval = calibrate(predicted, ages, [r.id for r in val], male.reshape(-1) > 0.5)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    keras_path = onnx_path.with_suffix(".keras") if with_keras else None
     if keras_path is not None:
         model.save(keras_path)
     card = ModelCard(
@@ -210,6 +222,16 @@ def export_run(
         validation = (images, male, ages, [r.id for r in val])
         entries.append(quantize_int8(onnx_path, card, (cal_images, cal_male), validation, out_dir))
     return entries
+
+
+def check_free(paths: list[Path], force: bool) -> None:
+    """Every file the export will write, refused before any work if it exists, unless ``force``: only the
+    ``.onnx`` was checked, so a ``.keras`` (or int8 model) of the same name and version was replaced."""
+    for path in paths:
+        if path.exists() or path.is_symlink():
+            if not force:
+                raise ExportError(f"{path} exists: bump --version, or pass --force to overwrite it")
+            log.warning("overwriting %s (--force)", path)
 
 
 STATE_KEYS: dict[str, type | tuple[type, ...]] = {"epoch": int, "best_epoch": int, "seconds": (int, float)}

@@ -25,10 +25,15 @@ def onnx_predict(data: bytes, images: np.ndarray, male: np.ndarray, batch: int =
     return np.concatenate([runtime.predict(images[i : i + batch], male[i : i + batch]) for i in range(0, len(images), batch)])
 
 
+def int8_file(name: str, version: str) -> str:
+    """The int8 model's file name beside ``NAME-VERSION.onnx``: export checks it before any work, quantize writes it."""
+    return f"{name}-int8-{version}.onnx"
+
+
 def register(out_dir: Path, path: Path, card: ModelCard, make_default: bool, keras_path: Path | None,
              quantized: str | None = None, recommended: bool = True) -> RegistryEntry:
-    """Add (or replace, by file name) the model at ``path`` in ``out_dir``'s registry with its
-    checksum and validation metrics. A float model becomes the default when asked or when there is
+    """Add (or replace, by file name or by name and version) the model at ``path`` in ``out_dir``'s registry
+    with its checksum and validation metrics. A float model becomes the default when asked or when there is
     none yet; a quantized one never does (it is offered beside its float model, not instead of it)."""
     registry = load_registry(out_dir)
     entry = RegistryEntry(
@@ -44,7 +49,8 @@ def register(out_dir: Path, path: Path, card: ModelCard, make_default: bool, ker
         keras_file=keras_path.name if keras_path else None,
         keras_sha256=card.keras_sha256,
     )
-    models = [e for e in registry.models if e.file != entry.file] + [entry]
+    # by file and by release: a registry may list a release only once
+    models = [e for e in registry.models if e.file != entry.file and e.ref != entry.ref] + [entry]
     default = entry.ref if (make_default or registry.default is None) and quantized is None else registry.default
     save_registry(Registry(default=default, models=models), out_dir)
     return entry

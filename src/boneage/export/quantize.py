@@ -25,7 +25,7 @@ import numpy as np
 
 from boneage.calibration import calibrate
 from boneage.export.onnxcard import attach_card
-from boneage.export.publish import onnx_predict, register
+from boneage.export.publish import int8_file, onnx_predict, register
 from boneage.metrics import summary
 from boneage.modelcard import ModelCard
 from boneage.models import RegistryEntry
@@ -98,7 +98,7 @@ def quantize_int8(
     age, id), and calibrate the int8 model's own intervals there; return the registered entry."""
     import onnx
 
-    out = out_dir / f"{card.name}-int8-{card.version}.onnx"
+    out = out_dir / int8_file(card.name, card.version)
     with tempfile.TemporaryDirectory() as tmp:
         prepared, quantized = Path(tmp) / "prep.onnx", Path(tmp) / "int8.onnx"
         stem = prepare(fp32_path, prepared)
