@@ -34,7 +34,7 @@ from boneage.sex import check_male
 
 PATCH_FRACTION = 0.16  # 16 px at the shipped 100 px input (stride 8): 145 model runs
 PIXELWISE = {"grayscale", "invert", "clahe", "normalize"}  # steps that move no pixel
-MIN_WIDTH = 256  # pixels of a rendered picture: the strip above it needs them for its text
+MIN_WIDTH = 64  # pixels of a rendered picture: the strip above it needs some for its text
 Run = Callable[[np.ndarray], np.ndarray]
 
 
