@@ -158,7 +158,7 @@ def _evaluate(p: argparse.ArgumentParser) -> None:
 def _export(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="a run folder, or a .keras file inside one")
     p.add_argument("--version", required=True, help="semantic version X.Y.Z")
-    p.add_argument("--name", help="model name (default boneage-<backbone>)")
+    p.add_argument("--name", help="model name: letters, digits, . _ - (default boneage-<backbone>)")
     p.add_argument("--output", default="exported", help="folder with registry.json (default exported/)")
     p.add_argument("--quantize", choices=["int8"], help="also write an int8 model")
     p.add_argument("--default", action="store_true", help="make it the default model")
