@@ -91,6 +91,11 @@ class TrainConfig(ModelConfig):
         False, description="split each batch over every visible device (JAX: keras.distribution.DataParallel; "
         "TensorFlow: MirroredStrategy)"
     )
+    bn_recalibration: int = Field(
+        0, ge=0, le=100_000, description="clean training images (no augmentation) on which the batch-norm "
+        "statistics are recomputed before each validation; 0: the running averages over augmented batches, as "
+        "trained (docs/training.md)"
+    )
     workers: int = Field(4, ge=1, le=256, description="threads that decode and augment images (as --threads: 1-256)")
     checkpoint_minutes: float = Field(
         10.0, ge=0, description="also checkpoint inside an epoch this often, so a kill loses at most this much (0: off)"
@@ -106,6 +111,13 @@ class TrainConfig(ModelConfig):
         None, description="start from this trained .keras model (fine-tuning); optimizer and schedule start fresh"
     )
     output_dir: Path = Path("runs/run")
+
+    @model_validator(mode="after")
+    def _recalibration_on_one_device(self) -> TrainConfig:
+        """Recalibration runs the model eagerly, outside the distribution that splits batches over devices."""
+        if self.bn_recalibration and self.data_parallel:
+            raise ConfigError("bn_recalibration runs on one device: it does not go with data_parallel")
+        return self
 
     @model_validator(mode="after")
     def _augment_before_preprocessing(self) -> TrainConfig:

@@ -152,6 +152,23 @@ def warm_start(model: Any, path: Path) -> None:
         raise ConfigError(f"cannot start from {path}: not a trained model of this backbone ({exc})") from exc
 
 
+def recalibration(config: TrainConfig, train: list[Record]) -> list[Any]:
+    """The callback that recomputes batch-norm statistics before each validation on
+    ``config.bn_recalibration`` clean training images (a seeded sample), or none."""
+    if not config.bn_recalibration:
+        return []
+    if _backend() == "jax":  # fit() keeps JAX's live weights outside the variables that recalibration sets
+        raise ConfigError("bn_recalibration needs the TensorFlow or PyTorch backend, not JAX")
+    from boneage.training.arrays import load_arrays
+    from boneage.training.batchnorm import RecalibrateBatchNorm
+
+    rng = np.random.default_rng(config.seed)
+    sample = [train[i] for i in sorted(rng.permutation(len(train))[: config.bn_recalibration])]
+    clean = load_arrays(sample, build_pipeline(config.resolved_preprocessing()), config.workers)
+    log.info("batch-norm statistics recomputed before each validation on %d clean training images", len(clean))
+    return [RecalibrateBatchNorm(clean.images, clean.male, config.batch_size)]
+
+
 def uses_arrays(config: TrainConfig) -> bool:
     """tf.data where it is native (the TensorFlow backend); in-memory arrays elsewhere, so that
     PyTorch and JAX train without TensorFlow installed, and wherever ``augment.before_preprocessing``
@@ -284,6 +301,7 @@ def train(config: TrainConfig, resume: bool = False, verbose: int | str = "auto"
         state["batch"] = batches_done
         _save_state(run, state)
 
+    callbacks = [history, *recalibration(config, train_records)]
     try:
         while state["epoch"] < config.epochs:
             epoch, first = state["epoch"], state.get("batch", 0)
@@ -292,7 +310,7 @@ def train(config: TrainConfig, resume: bool = False, verbose: int | str = "auto"
             started = time.monotonic()
             try:
                 result = model.fit(epoch_batches(epoch, first), validation_data=val, initial_epoch=epoch,
-                                   epochs=epoch + 1, callbacks=[history, inside], verbose=verbose,
+                                   epochs=epoch + 1, callbacks=[*callbacks, inside], verbose=verbose,
                                    shuffle=False)  # shuffled per epoch already
             except _TimeUp:
                 state["seconds"] += time.monotonic() - started
