@@ -6,6 +6,7 @@ figure is built without pyplot, so drawing keeps no global state and is safe in 
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from boneage.prediction import Prediction
 from boneage.references import ReferenceTable
 
 INSTALL = 'pip install "boneage[plot]"'
+NEEDS_A_PROGRAM = {"pgf"}  # matplotlib's PGF writer runs LaTeX (xelatex): a RuntimeError where it is not installed
 
 
 def require_matplotlib() -> None:
@@ -38,7 +40,11 @@ def growth_chart(prediction: Prediction, reference: ReferenceTable, path: str | 
     bone age = age, and the estimate (with its interval, if any) at the child's age; write it in
     the format ``path`` ends with (``.png``, ``.pdf``, ``.svg``, ...).
 
-    The prediction must carry a comparison (made with the child's age) against ``reference``."""
+    The prediction must carry a comparison (made with the child's age) against ``reference``. A
+    ``path`` that is a symbolic link, dangling or not, is an :class:`InputError`, as the CLI's
+    ``--plot`` is: the chart was written through it to wherever it led."""
+    path = Path(path)
+    refuse_link(path)
     c = prediction.comparison
     if c is None:
         raise InputError("a growth chart needs the child's age: predict with age_months= (CLI: --age, or --dob with --study-date)")
@@ -76,13 +82,29 @@ def growth_chart(prediction: Prediction, reference: ReferenceTable, path: str | 
     fig.text(0.01, 0.01, f"Reference: {reference.name} ({reference.population or reference.title}). "
              "The interval is this model's error, not a reader's.", fontsize=6.5, color="0.3", wrap=True)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    path = Path(path)
-    kinds = fig.canvas.get_supported_filetypes()
-    if path.suffix.lower().lstrip(".") not in kinds:  # was: PNG bytes under any name, "chart.jpg" too
+    kinds = set(fig.canvas.get_supported_filetypes()) - NEEDS_A_PROGRAM
+    kind = path.suffix.lower().lstrip(".")
+    if kind not in kinds:  # was: PNG bytes under any name, "chart.jpg" too
         raise InputError(f"cannot write {path}: a chart is saved in the format its name ends with, one of "
                          f"{', '.join('.' + k for k in sorted(kinds))}")
+    data = io.BytesIO()
+    try:  # in memory first: a writer that fails (avif on an older Pillow) leaves no half-written file
+        fig.savefig(data, format=kind)
+    except (RuntimeError, ValueError) as exc:
+        raise InputError(f"cannot write {path} as {kind.upper()}: {exc}") from exc
     try:
-        fig.savefig(path)
+        path.write_bytes(data.getvalue())
     except OSError as exc:
         raise InputError(f"cannot write {path}: {exc.strerror or exc}") from exc
     return path
+
+
+def refuse_link(path: Path) -> None:
+    """An :class:`InputError` if ``path`` is a symbolic link, even a dangling one (which ``exists()``
+    calls absent): a figure written to it went to wherever it led (``Explanation.save`` too)."""
+    try:
+        link = path.is_symlink()
+    except OSError as exc:  # a name too long for the file system
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    if link:
+        raise InputError(f"{path} is a symbolic link: give the file it stands for")

@@ -21,6 +21,7 @@ from boneage.errors import BoneAgeError, ConfigError
 from boneage.estimator import BoneAgeEstimator
 from boneage.files import lookup_errors, read_regular_file
 from boneage.metrics import report
+from boneage.rows import spreadsheet_text
 from boneage.training.config import DataSource
 from boneage.training.data import Record, read_source
 
@@ -145,7 +146,9 @@ def evaluate(model: str, sources: list[DataSource], output: Path, *, runtime: st
         with (output / "predictions.csv").open("w", newline="") as f:  # csv quotes an id with a comma or a newline
             writer = csv.writer(f)
             writer.writerow(("id", "boneage", "male", "predicted"))
-            writer.writerows((r.id, r.boneage, int(r.male), f"{p:.2f}") for r, p in zip(kept, pred, strict=True))
+            # an id such as "=1+2" escaped, as predict --output escapes its text (a spreadsheet ran it)
+            writer.writerows((spreadsheet_text(r.id), r.boneage, int(r.male), f"{p:.2f}")
+                             for r, p in zip(kept, pred, strict=True))
         (output / "summary.md").write_text(summary_markdown(result))
         try:
             plot(true, pred, output, title=estimator.card.ref)

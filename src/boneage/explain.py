@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from boneage.age import check_age
+from boneage.chart import refuse_link
 from boneage.configs import PreprocessConfig
 from boneage.errors import InputError
 from boneage.imageio import ImageInput, read_image
@@ -166,8 +167,10 @@ class Explanation:
         return strip
 
     def save(self, path: str | Path) -> Path:
-        """Write :meth:`render` as a PNG (replaces an existing file: the CLI asks first)."""
+        """Write :meth:`render` as a PNG (replaces an existing file: the CLI asks first); a symbolic link,
+        dangling or not, is an :class:`InputError`, as for ``explain --output``: it was written through."""
         path = Path(path)
+        refuse_link(path)
         ok, data = cv2.imencode(".png", self.render(), [cv2.IMWRITE_PNG_COMPRESSION, 9])
         if not ok:
             raise InputError(f"cannot encode the heatmap for {path}")

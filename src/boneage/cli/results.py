@@ -21,7 +21,7 @@ from typing import IO, Any
 
 from boneage.errors import InputError, MissingDependencyError
 from boneage.files import lookup_errors
-from boneage.rows import COLUMNS, ERROR_TYPE, NUMBERS
+from boneage.rows import COLUMNS, ERROR_TYPE, NUMBERS, csv_row, unescaped_text
 from boneage.rows import flat as flat  # re-exported: its home before rows.py
 
 FORMATS = (".csv", ".jsonl", ".parquet")
@@ -116,7 +116,8 @@ class ResultFile:
                 if next(reader, None) != list(COLUMNS):
                     raise InputError(f"--resume: {self.path} is not a results file of this version of boneage "
                                      "(its columns differ)")
-                done = Counter(row[0] for row in reader if row and not row[ERROR_TYPE])
+                # a source was written escaped (rows.spreadsheet_text): "'=1+2.png" stands for "=1+2.png"
+                done = Counter(unescaped_text(row[0]) for row in reader if row and not row[ERROR_TYPE])
                 cut_to(self.path, length)
                 return done
             lines, length = self._journal_lines()
@@ -163,7 +164,7 @@ class ResultFile:
         """Append one batch of results and fsync it, so that a kill after this loses none of them."""
         for result in results:
             if self._csv is not None:
-                self._csv.writerow(flat(result))
+                self._csv.writerow(csv_row(flat(result)))  # no cell a spreadsheet would run as a formula
             elif self.suffix == ".parquet":
                 self._file.write(json.dumps(flat(result), allow_nan=False) + "\n")
             else:

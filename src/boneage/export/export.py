@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -29,13 +28,12 @@ from boneage.models import RegistryEntry
 from boneage.plugins import Plugins, get_plugins
 from boneage.preprocess import PreprocessConfig, build_pipeline
 from boneage.preprocess.pipeline import check_output
-from boneage.release import is_plain_name
+from boneage.release import VERSION, is_plain_name
 from boneage.training.config import TrainConfig, load_config
 from boneage.training.data import Record, prepare_data, thin
 from boneage.training.precision import as_float32
 
 log = logging.getLogger(__name__)
-SEMVER = re.compile(r"^[0-9]{1,9}\.[0-9]{1,9}\.[0-9]{1,9}([-+][0-9A-Za-z.-]{1,64})?$")
 PARITY_LIMIT = 0.05  # months
 MAX_NAME = 100  # NAME-int8-VERSION.onnx stays well under the 255 bytes file systems allow
 
@@ -149,7 +147,9 @@ def export_run(
     """``preprocessing`` replaces the run's (same input size), e.g. another resize for raw
     radiographs than the one the training images were made with; ``with_keras=False`` leaves the
     30 MB ``.keras`` out of a release (the TensorFlow runtime then needs the run's own file)."""
-    if not SEMVER.match(version):
+    # the registry's own pattern, whole: "^...$" with .match took "1.0.0\n" ($ matches before a final
+    # newline), so the conversion ran and wrote "NAME-1.0.0\n.onnx" before the registry refused it
+    if not VERSION.fullmatch(version):
         raise ConfigError(f"version {version!r} is not semantic (X.Y.Z)")
     if name is not None:
         check_name(name)
