@@ -3,6 +3,8 @@ the regression head, and an output in months."""
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +17,29 @@ from boneage.modelcard import IMAGE_INPUT, OUTPUT, SEX_INPUT
 # and the last layer maps it back, so every saved or exported model outputs months.
 AGE_MEAN = 127.0
 AGE_STD = 41.0
+MAX_UNITS = 65_536
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, not {type(value).__name__} {str(value)[:40]}")
+    return float(value)
+
+
+def check_options(dropout: Any, l2: Any, head_units: Any, sex_units: Any, age_mean: Any, age_std: Any) -> None:
+    """The head's options, refused when the model is built: ``dropout=5`` failed inside Keras, and a string
+    ``age_mean`` built a model that failed only at its first training step (a TensorFlow cast error),
+    after the run folder was written."""
+    if not 0 <= _number("dropout", dropout) < 1:
+        raise ValueError(f"dropout must be from 0 up to (not including) 1, not {dropout}")
+    if _number("l2", l2) < 0:
+        raise ValueError(f"l2 must be 0 or more, not {l2}")
+    for name, units in (("head_units", head_units), ("sex_units", sex_units)):
+        if isinstance(units, bool) or not isinstance(units, numbers.Integral) or not 1 <= int(units) <= MAX_UNITS:
+            raise ValueError(f"{name} must be a whole number from 1 to {MAX_UNITS}, not {str(units)[:40]}")
+    _number("age_mean", age_mean)
+    if _number("age_std", age_std) <= 0:
+        raise ValueError(f"age_std must be above 0, not {age_std}")
 
 
 def regularizer(l2: float) -> Any:
@@ -34,7 +59,9 @@ def build_model(
     age_mean: float = AGE_MEAN,
     age_std: float = AGE_STD,
 ) -> keras.Model:
-    """Wrap ``features`` (image tensor -> pooled vector) into the two-input regression model."""
+    """Wrap ``features`` (image tensor -> pooled vector) into the two-input regression model; a ValueError
+    for an option out of its range (:func:`check_options`)."""
+    check_options(dropout, l2, head_units, sex_units, age_mean, age_std)
     image = keras.Input((input_size, input_size, 1), name=IMAGE_INPUT)
     male = keras.Input((1,), name=SEX_INPUT)
     pooled = features(image)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,11 @@ DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d
 
 
 def duration(text: str) -> float:
-    """Seconds from ``90``, ``90s``, ``45m``, ``2h`` or ``2h25m``."""
+    """Seconds from ``90``, ``90s``, ``45m``, ``2h`` or ``2h25m``; a number past floats (400 digits) is refused,
+    not taken as an infinite limit."""
     match = DURATION.fullmatch(text.strip())
     seconds = sum(float(v) * unit for v, unit in zip(match.groups(), (3600, 60, 1), strict=True) if v) if match else 0.0
-    if not seconds > 0:
+    if not (seconds > 0 and math.isfinite(seconds)):
         raise ConfigError(f"--time-limit wants a duration such as 90s, 45m, 2h or 2h25m, not {text!r}")
     return seconds
 

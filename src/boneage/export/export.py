@@ -14,7 +14,7 @@ import numpy as np
 from boneage._version import __version__
 from boneage.backbones import load_keras_model
 from boneage.calibration import calibrate
-from boneage.defaults import MAX_CONFIG_BYTES, MAX_IDS_BYTES
+from boneage.defaults import MAX_IDS_BYTES
 from boneage.errors import ConfigError, ModelNotFoundError
 from boneage.errors import ExportError as ExportError  # re-exported: its home before errors.py
 from boneage.export.convert import OPSET, keras_to_onnx
@@ -32,6 +32,7 @@ from boneage.release import VERSION, is_plain_name
 from boneage.training.config import TrainConfig, load_config
 from boneage.training.data import Record, prepare_data, thin
 from boneage.training.precision import as_float32
+from boneage.training.state import read_state
 
 log = logging.getLogger(__name__)
 PARITY_LIMIT = 0.05  # months
@@ -234,26 +235,12 @@ def check_free(paths: list[Path], force: bool) -> None:
             log.warning("overwriting %s (--force)", path)
 
 
-STATE_KEYS: dict[str, type | tuple[type, ...]] = {"epoch": int, "best_epoch": int, "seconds": (int, float)}
-
-
 def run_state(run: Path) -> dict[str, Any]:
-    """The run's state.json, as far as a card uses it ({} when there is none); a ConfigError when it
-    does not read as one (was a JSONDecodeError, ``AttributeError`` or ``TypeError``, exit 70, once the
+    """The run's state.json ({} when there is none), read as ``train --resume`` reads it; a ConfigError when
+    it does not read as one (was a JSONDecodeError, ``AttributeError`` or ``TypeError``, exit 70, once the
     model had been converted and the release's .keras written)."""
     path = run / "state.json"
-    if not path.is_file():
-        return {}
-    try:
-        state = json.loads(read_regular_file(path, MAX_CONFIG_BYTES))
-        if not isinstance(state, dict):
-            raise TypeError(f"a JSON {type(state).__name__}, not an object")
-        for key, kind in STATE_KEYS.items():
-            if state.get(key) is not None and (isinstance(state[key], bool) or not isinstance(state[key], kind)):
-                raise TypeError(f"its {key} is not a number")
-    except (OSError, ValueError, TypeError, RecursionError) as exc:
-        raise ConfigError(f"{path} is not a run's state: {type(exc).__name__}: {exc}"[:500]) from exc
-    return state
+    return read_state(path) if path.is_file() else {}
 
 
 def _training_notes(state: dict[str, Any], config: TrainConfig) -> dict[str, Any]:

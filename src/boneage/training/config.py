@@ -17,6 +17,8 @@ from boneage.files import read_regular_file
 MAX_CONFIG_DEPTH = 32  # groups within groups: a config has three levels
 MAX_CONFIG_VALUES = 100_000  # every value, a YAML alias counted each time it is used
 MAX_SEED = 2**32 - 1  # NumPy takes no negative seed, TensorFlow none past 2**63: a 32-bit seed is plenty
+MAX_WARMUP_EPOCHS = 1000  # steps_per_epoch * 1e308 overflowed the schedule's integer step count
+MAX_TIME_LIMIT = 366 * 24 * 3600  # seconds: a limit past a year limits nothing, and inf turned fit_epochs_to_time NaN
 
 
 class DataSource(BaseModel):
@@ -59,8 +61,9 @@ class TrainConfig(ModelConfig):
     """Everything a training run depends on, validated when read (unknown keys are refused) and written resolved
     into the run folder's ``config.json``, from which ``--resume`` continues. Ages are in months, ``time_limit``
     in seconds. The backbone, input size and preprocessing, and their checks, come from
-    :class:`boneage.configs.ModelConfig`, which is all inference reads of a run."""
-    model_config = ConfigDict(extra="forbid")
+    :class:`boneage.configs.ModelConfig`, which is all inference reads of a run. Every float is finite: pydantic
+    took Infinity (and wrote it to config.json as null, so the run could not be resumed)."""
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     backbone_options: dict[str, Any] = Field(default_factory=dict)
     sources: list[DataSource] = Field(min_length=1)
@@ -72,7 +75,7 @@ class TrainConfig(ModelConfig):
     epochs: int = Field(30, ge=1)
     steps_per_epoch: int | None = Field(None, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
-    warmup_epochs: float = Field(1.0, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0, le=MAX_WARMUP_EPOCHS)
     weight_decay: float = Field(1e-4, ge=0)
     huber_delta: float = Field(15.0, gt=0)
     patience: int = Field(6, ge=1)
@@ -101,7 +104,8 @@ class TrainConfig(ModelConfig):
         10.0, ge=0, description="also checkpoint inside an epoch this often, so a kill loses at most this much (0: off)"
     )
     time_limit: float | None = Field(
-        None, gt=0, description="seconds of training in this process; stops cleanly (resumable) before it"
+        None, gt=0, le=MAX_TIME_LIMIT, description="seconds of training in this process (at most a year); stops "
+        "cleanly (resumable) before it"
     )
     fit_epochs_to_time: bool = Field(
         False, description="with time_limit: set epochs from the measured epoch time so the whole schedule fits "

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import keras
 import numpy as np
 
 from boneage.backbones import load_keras_model
-from boneage.errors import ConfigError
+from boneage.errors import BoneAgeError, ConfigError, failures_as
 from boneage.errors import TrainingInterrupted as TrainingInterrupted  # re-exported: its home before errors.py
 from boneage.plugins import Plugins, get_plugins
 from boneage.preprocess import build_pipeline
@@ -28,6 +29,7 @@ from boneage.training.config import TrainConfig
 from boneage.training.data import Record, fingerprint, prepare_data, read_source
 from boneage.training.precision import precision_policy
 from boneage.training.schedule import WarmupCosine
+from boneage.training.state import read_state, write_state
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +56,11 @@ def build_and_compile(config: TrainConfig, train: list[Record], steps_per_epoch:
     ages = np.array([r.boneage for r in train])
     spec = get_plugins(plugins).get("backbones", config.backbone).spec
     options = {"age_mean": float(ages.mean()), "age_std": float(ages.std() or 1.0), **config.backbone_options}
-    with precision_policy(config.precision):  # layers keep it (and a checkpoint stores it); the global one is restored
-        model = spec.build(config.input_size, **options)
+    # before anything is written: a bad option was a TypeError or ValueError (exit 70), or built and failed
+    # at the first training step once the run folder held a run
+    with precision_policy(config.precision), \
+            failures_as(ConfigError, f"the {config.backbone} backbone cannot be built with these backbone_options"):
+        model = spec.build(config.input_size, **options)  # layers keep the policy (and a checkpoint stores it)
     schedule = WarmupCosine(config.learning_rate, int(steps_per_epoch * config.warmup_epochs),
                             steps_per_epoch * config.epochs)
     return compile_model(model, config, keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay))
@@ -75,13 +80,19 @@ def compile_model(model: Any, config: TrainConfig, optimizer: Any) -> Any:
 
 
 def _check_run(config: TrainConfig, resume: bool) -> dict[str, Any] | None:
-    """The saved state to resume from, or None for a new run in a free folder; writes nothing."""
+    """The saved state to resume from, or None for a new run in a free folder; writes nothing and
+    reads no data, so a damaged state.json is refused before any work."""
     run = config.output_dir
     state_path = run / "state.json"
     if resume:
         if not state_path.is_file():
             raise ConfigError(f"nothing to resume in {run} (no state.json)")
-        return dict(json.loads(state_path.read_text()))
+        state = read_state(state_path)
+        if (state["epoch"] or state.get("batch", 0)) and not (run / "checkpoint.keras").is_file():
+            # a fresh model would have gone on counting the epochs of the lost one
+            raise ConfigError(f"{state_path} counts {state['epoch']} finished epochs, but {run} has no checkpoint.keras "
+                              f"to go on from: {_restart(run)}")
+        return state
     if state_path.exists():
         raise ConfigError(f"{run} already holds a run; pass --resume to continue it or choose another --output")
     if run.is_dir() and any(run.iterdir()):
@@ -91,10 +102,10 @@ def _check_run(config: TrainConfig, resume: bool) -> dict[str, Any] | None:
     return None
 
 
-def _save_state(run: Path, state: dict[str, Any]) -> None:
-    tmp = run / "state.json.tmp"
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, run / "state.json")  # atomic: a kill never leaves half a state
+def _restart(run: Path) -> str:
+    """What to do when a run cannot go on: a new run, from its best weights where it has some."""
+    best = run / "best.keras"
+    return f"start a new run (--init-weights {best} keeps its best weights)" if best.is_file() else "start a new run"
 
 
 def save_model(model: Any, path: Path) -> None:
@@ -110,6 +121,10 @@ class _TimeUp(Exception):
     """Raised inside fit() at the deadline, after a checkpoint: no validation of half an epoch."""
 
 
+class _Diverged(Exception):
+    """Raised inside fit() at the first batch whose loss is not finite, before any checkpoint of it."""
+
+
 class StepCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]
     """Inside an epoch: save the checkpoint every ``every`` seconds and at the deadline, so a kill
     loses minutes, not an epoch (a CPU epoch of DenseNet121 takes 10-25 minutes)."""
@@ -122,7 +137,11 @@ class StepCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]
         self.last = time.monotonic()
 
     def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-        """Checkpoint when ``every`` seconds have passed; at the deadline, checkpoint and stop the epoch."""
+        """Checkpoint when ``every`` seconds have passed; at the deadline, checkpoint and stop the epoch;
+        a loss that is not finite stops it with nothing saved (the epoch's mean stays NaN from then on)."""
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise _Diverged(f"the training loss is {float(loss)} at batch {self.first_batch + batch + 1}")
         now = time.monotonic()
         if self.deadline is not None and now >= self.deadline:
             self.save(self.first_batch + batch + 1)
@@ -139,17 +158,26 @@ def _begin_run(config: TrainConfig) -> tuple[TrainConfig, dict[str, Any]]:
     config = config.model_copy(update={"preprocessing": config.resolved_preprocessing()})
     (run / "config.json").write_text(config.model_dump_json(indent=2))
     state: dict[str, Any] = {"epoch": 0, "best_val_mae": None, "best_epoch": None, "wait": 0, "seconds": 0.0}
-    _save_state(run, state)
+    write_state(run, state)
     return config, state
+
+
+def load_saved(path: Path, failure: str, compile: bool = False) -> Any:
+    """A saved .keras model, or ``ConfigError("{failure}: reason")`` for any file that does not load: Keras
+    says "File not found" of a file that is there but is no zip (empty, text, cut short), and lets a
+    KeyError (no config.json inside) or a TypeError (an unknown layer) out."""
+    if not zipfile.is_zipfile(path):
+        raise ConfigError(f"{failure}: not a .keras model archive (empty, cut short, or another kind of file)")
+    with failures_as(ConfigError, f"{failure}: it does not load as a Keras model"):
+        return load_keras_model(path, compile=compile)
 
 
 def warm_start(model: Any, path: Path) -> None:
     """Fine-tuning: a trained model's weights, not its optimizer state. The input size may differ
     (the backbones are convolutional with global pooling), so a small-image run can seed a larger one."""
-    try:
-        model.set_weights(load_keras_model(path).get_weights())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot start from {path}: not a trained model of this backbone ({exc})") from exc
+    source = load_saved(path, f"cannot start from {path}")
+    with failures_as(ConfigError, f"cannot start from {path}: not a trained model of this backbone"):
+        model.set_weights(source.get_weights())
 
 
 def recalibration(config: TrainConfig, train: list[Record]) -> list[Any]:
@@ -279,7 +307,10 @@ def train(config: TrainConfig, resume: bool = False, verbose: int | str = "auto"
     checkpoint = config.output_dir / "checkpoint.keras"
     with distribution_scope(config):
         if resume and checkpoint.is_file():
-            model = load_keras_model(checkpoint, compile=True)
+            try:
+                model = load_saved(checkpoint, f"{checkpoint} cannot be loaded (damaged?)", compile=True)
+            except ConfigError as exc:
+                raise ConfigError(f"{exc}; {_restart(config.output_dir)}") from exc
             compile_model(model, config, model.optimizer)
         else:
             keras.utils.set_random_seed(config.seed)
@@ -299,12 +330,19 @@ def train(config: TrainConfig, resume: bool = False, verbose: int | str = "auto"
     def save_inside_epoch(batches_done: int) -> None:
         save_model(model, checkpoint)
         state["batch"] = batches_done
-        _save_state(run, state)
+        write_state(run, state)
 
     callbacks = [history, *recalibration(config, train_records)]
     try:
         while state["epoch"] < config.epochs:
             epoch, first = state["epoch"], state.get("batch", 0)
+            if first >= steps:
+                # The epoch's position no longer exists (another batch size, limit or steps_per_epoch, or a
+                # checkpoint at its last batch): skipping it all trained nothing and logged a broken history row.
+                # The checkpoint's weights are sound, so the epoch is trained again rather than refused.
+                log.warning("state.json says %d batches of epoch %d are done, but the epoch has %d: it starts over "
+                            "from its first batch", first, epoch + 1, steps)
+                first = state["batch"] = 0
             keras.utils.set_random_seed(config.seed + epoch)
             inside = StepCheckpoint(save_inside_epoch, config.checkpoint_minutes * 60, deadline, first)
             started = time.monotonic()
@@ -314,9 +352,15 @@ def train(config: TrainConfig, resume: bool = False, verbose: int | str = "auto"
                                    shuffle=False)  # shuffled per epoch already
             except _TimeUp:
                 state["seconds"] += time.monotonic() - started
-                _save_state(run, state)
+                write_state(run, state)
                 log.info("time limit: stopped inside epoch %d; continue with --resume", epoch + 1)
                 break
+            except _Diverged as exc:
+                raise _divergence(config, epoch, str(exc)) from exc
+            for key in ("loss", "val_loss", "val_mae"):  # validation can overflow where training did not
+                value = float(result.history[key][-1])
+                if not math.isfinite(value):
+                    raise _divergence(config, epoch, f"the {key} is {value}")
             val_mae = float(result.history["val_mae"][-1])
             if state["best_val_mae"] is None or val_mae < state["best_val_mae"]:
                 save_model(model, run / "best.keras")
@@ -330,7 +374,7 @@ def train(config: TrainConfig, resume: bool = False, verbose: int | str = "auto"
             used = time.monotonic() - process_start
             if config.time_limit and config.fit_epochs_to_time and state["epoch"] <= 2 and not first:
                 config = fit_epochs_to_time(config, model, state, steps, used, epoch_seconds)
-            _save_state(run, state)
+            write_state(run, state)
             log.info("epoch %d/%d val MAE %.2f (best %.2f at %d)", epoch + 1, config.epochs, val_mae,
                      state["best_val_mae"], state["best_epoch"])
             if state["wait"] >= config.patience:
@@ -345,9 +389,28 @@ def train(config: TrainConfig, resume: bool = False, verbose: int | str = "auto"
             f"interrupted; {state['epoch']} epochs are saved in {run}: continue with --resume"
         ) from exc
     finally:
-        if (run / "history.csv").is_file():
-            plot_history(run)
+        _draw_learning_curve(run)
     return run
+
+
+def _divergence(config: TrainConfig, epoch: int, what: str) -> ConfigError:
+    """The error for a run gone to NaN or infinity: it exited 0 with a NaN "best model", and no later epoch
+    could replace a NaN best (nothing compares below NaN). Nothing of the epoch is saved."""
+    return ConfigError(f"training diverged in epoch {epoch + 1}: {what}; nothing of this epoch was saved. Lower "
+                       f"learning_rate (now {config.learning_rate:g}) and {_restart(config.output_dir)}")
+
+
+def _draw_learning_curve(run: Path) -> None:
+    """:func:`plot_history` from train()'s ``finally``: the chart is a convenience, so a failure is a warning,
+    never an error that ends a finished run or replaces the one in flight (a history.csv that did not parse
+    was exit 70 on every resume of the run, and turned Ctrl-C's exit 130 into 70)."""
+    if not (run / "history.csv").is_file():
+        return
+    try:
+        plot_history(run)
+    except Exception as exc:  # whatever it is, the exception in flight (or none) is the run's outcome
+        reason = str(exc) if isinstance(exc, BoneAgeError) else f"{type(exc).__name__}: {exc}"
+        log.warning("learning_curve.png not drawn: %s", reason)
 
 
 def plot_history(run: Path) -> None:
@@ -360,15 +423,20 @@ def plot_history(run: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with (run / "history.csv").open() as f:
-        rows = list(csv.DictReader(f))
+    path = run / "history.csv"
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        epochs = [int(r["epoch"]) + 1 for r in rows]
+        series = {key: [float(r[key]) for r in rows] for key in ("mae", "val_mae") if rows and key in rows[0]}
+    except (ValueError, TypeError, KeyError, csv.Error) as exc:  # TypeError: a short row's missing cells are None
+        raise ConfigError(f"{path} does not read as a training history: {type(exc).__name__}: {exc}"[:500]) from exc
     if not rows:
         return
-    epochs = [int(r["epoch"]) + 1 for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4))
     for key, label in (("mae", "train MAE"), ("val_mae", "validation MAE")):
-        if key in rows[0]:
-            ax.plot(epochs, [float(r[key]) for r in rows], marker="o", label=label)
+        if key in series:
+            ax.plot(epochs, series[key], marker="o", label=label)
     ax.set_xlabel("epoch")
     ax.set_ylabel("MAE (months)")
     ax.set_title(run.name)
