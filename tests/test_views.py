@@ -66,11 +66,14 @@ def test_explain_gives_the_estimate_predict_gives(tiny_model: Path, radiograph: 
     assert "averaged over 4 sampling grids" in explained.notes
 
 
-def test_a_batch_of_many_views_is_run_in_calls_of_at_most_max_batch_size(tiny_model: Path, radiograph: np.ndarray,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_batch_of_many_views_is_run_in_calls_of_at_most_max_model_inputs(tiny_model: Path, radiograph: np.ndarray,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # ninth probe: 4096 inputs a call (batch 1024 x 8 views) peaked at 11.7 GB; now MAX_MODEL_INPUTS (256)
     import boneage.estimator
+    from boneage.defaults import MAX_MODEL_INPUTS
 
-    monkeypatch.setattr(boneage.estimator, "MAX_BATCH_SIZE", 5)
+    assert MAX_MODEL_INPUTS <= 256
+    monkeypatch.setattr(boneage.estimator, "MAX_MODEL_INPUTS", 5)
     estimator = BoneAgeEstimator(tiny_model, check_input=False, views=3)
     sizes: list[int] = []
     run = estimator.run

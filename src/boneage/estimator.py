@@ -16,7 +16,7 @@ import numpy as np
 
 from boneage.age import check_age
 from boneage.decoded import Loaded
-from boneage.defaults import BATCH_SIZE, MAX_BATCH_SIZE, MAX_VIEWS, MAX_WORKERS
+from boneage.defaults import BATCH_SIZE, MAX_BATCH_SIZE, MAX_MODEL_INPUTS, MAX_VIEWS, MAX_WORKERS
 from boneage.errors import (
     BoneAgeError,
     ConfigError,
@@ -227,7 +227,7 @@ class BoneAgeEstimator:
                          ages: Sequence[float | None] | None = None,
                          workers: int | None = None) -> Iterator[list[Prediction | BoneAgeError]]:
         """Each batch's results as soon as it is done, in input order; ``batch_size`` images are read
-        at a time (the model gets each one's views, at most MAX_BATCH_SIZE inputs a call), so memory
+        at a time (the model gets each one's views, at most MAX_MODEL_INPUTS inputs a call), so memory
         stays bounded for any number. ``ages``: the children's ages in
         months (None where unknown). ``workers`` threads decode and preprocess the next batch while
         the model runs this one (OpenCV and ONNX Runtime release the GIL); 0 does everything in the
@@ -285,9 +285,9 @@ class BoneAgeEstimator:
         if ready:
             inputs = np.concatenate([p[2] for _, p in ready])  # each image's views, in turn
             sexes = [p[0] for _, p in ready for _ in range(self.views)]
-            # at most MAX_BATCH_SIZE inputs a call, whatever batch_size x views comes to
-            months = np.concatenate([self.run(inputs[i : i + MAX_BATCH_SIZE], sexes[i : i + MAX_BATCH_SIZE])
-                                     for i in range(0, len(inputs), MAX_BATCH_SIZE)])
+            # at most MAX_MODEL_INPUTS a call, whatever batch_size x views comes to
+            months = np.concatenate([self.run(inputs[i : i + MAX_MODEL_INPUTS], sexes[i : i + MAX_MODEL_INPUTS])
+                                     for i in range(0, len(inputs), MAX_MODEL_INPUTS)])
             months = months.reshape(len(ready), self.views).mean(axis=1)
             for (i, (sex, age, _, notes)), value in zip(ready, months, strict=True):
                 results[i] = self.make_prediction(value, sex, _source(images[i]), notes, age)

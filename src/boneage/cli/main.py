@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 
 from boneage._version import __version__
-from boneage.defaults import BATCH_SIZE, MAX_BATCH_SIZE, MAX_VIEWS
+from boneage.defaults import BATCH_SIZE, MAX_BATCH_SIZE, MAX_MODEL_INPUTS, MAX_VIEWS
 
 Configure = Callable[[argparse.ArgumentParser], None]
 
@@ -86,7 +86,8 @@ def _predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime", help=RUNTIME_HELP)
     p.add_argument("--threads", type=_threads, help="inference threads (default: OMP_NUM_THREADS or all cores)")
     p.add_argument("--batch-size", type=_batch_size, default=BATCH_SIZE,
-                   help=f"images per model call, 1-{MAX_BATCH_SIZE} (default {BATCH_SIZE})")
+                   help=f"images read and answered at a time, 1-{MAX_BATCH_SIZE} (default {BATCH_SIZE}); "
+                        f"the model takes at most {MAX_MODEL_INPUTS} inputs (images x views) a call")
     p.add_argument("--no-input-check", action="store_true",
                    help="answer images the input checks refuse (colour, blank, saturated) and leave turned ones as given, with warnings")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
