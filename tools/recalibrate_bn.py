@@ -1,12 +1,13 @@
-"""Recompute a trained model's batch-norm statistics on clean training images, and say what that
+"""Recompute a trained model's batch-norm statistics over training images, and say what that
 does to its validation MAE (issue 14; training does it itself with ``bn_recalibration``).
 
-    python tools/recalibrate_bn.py RUN/best.keras --run RUN --images 2048 [--output OUT.keras]
+    python tools/recalibrate_bn.py RUN/best.keras --run RUN --images 2048 [--clean] [--output OUT.keras]
 
-RUN is the run folder whose ``config.json`` names the data, the split and the preprocessing; the
-images are a seeded sample of its training split, preprocessed as at inference (no augmentation),
-and the validation MAE is measured on its whole validation split, before and after. With
-``--output`` the recalibrated model is written there (never over an existing file).
+RUN is the run folder whose ``config.json`` names the data, the split, the preprocessing and the
+augmentation; the images are the seeded sample that ``bn_recalibration`` takes, augmented as in
+training (``--clean``: preprocessed as at inference, no augmentation), and the validation MAE is
+measured on the whole validation split, before and after. With ``--output`` the recalibrated
+model is written there (never over an existing file).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", type=Path, help="a trained .keras")
     parser.add_argument("--run", type=Path, required=True, help="the run folder with its config.json")
-    parser.add_argument("--images", type=int, default=2048, help="clean training images (default 2048)")
+    parser.add_argument("--images", type=int, default=2048, help="training images (default 2048)")
+    parser.add_argument("--clean", action="store_true", help="without augmentation")
     parser.add_argument("--output", type=Path, help="write the recalibrated model here")
     args = parser.parse_args()
     if args.output is not None and args.output.exists():
@@ -32,14 +34,17 @@ def main() -> None:
     from boneage.preprocess import build_pipeline
     from boneage.training.arrays import load_arrays
     from boneage.training.batchnorm import recalibrate
-    from boneage.training.config import TrainConfig
+    from boneage.training.config import Augment, TrainConfig
     from boneage.training.data import prepare_data
+    from boneage.training.train import recalibration
 
     config = TrainConfig.model_validate(json.loads((args.run / "config.json").read_text()))
+    config = config.model_copy(update={"bn_recalibration": args.images})
+    if args.clean:
+        config = config.model_copy(update={"augment": Augment(rotation_deg=0, shift=0, zoom=0, brightness=0, contrast=0)})
     train, val = prepare_data(config)
-    pipeline = build_pipeline(config.resolved_preprocessing())
-    sample = [train[i] for i in sorted(np.random.default_rng(config.seed).permutation(len(train))[: args.images])]
-    clean, validation = load_arrays(sample, pipeline, config.workers), load_arrays(val, pipeline, config.workers)
+    (callback,) = recalibration(config, train)
+    validation = load_arrays(val, build_pipeline(config.resolved_preprocessing()), config.workers)
     model = load_keras_model(args.model, compile=False)
 
     def mae() -> float:
@@ -47,9 +52,10 @@ def main() -> None:
         return float(np.abs(model.predict(inputs, batch_size=128, verbose=0).reshape(-1) - validation.ages.reshape(-1)).mean())
 
     before = mae()
-    layers = recalibrate(model, clean.images, clean.male, config.batch_size)
+    layers = recalibrate(model, callback.images, callback.male, config.batch_size)
+    kind = "clean" if args.clean else "augmented"
     print(f"{args.model}: validation MAE {before:.2f} -> {mae():.2f} months ({len(validation)} images), "
-          f"{layers} batch-norm layers recalibrated on {len(clean)} clean training images")
+          f"{layers} batch-norm layers recalibrated on {len(callback.images)} {kind} training images")
     if args.output is not None:
         model.save(args.output)
         print(f"written {args.output}")

@@ -95,9 +95,9 @@ class TrainConfig(ModelConfig):
         "TensorFlow: MirroredStrategy)"
     )
     bn_recalibration: int = Field(
-        0, ge=0, le=100_000, description="clean training images (no augmentation) on which the batch-norm "
-        "statistics are recomputed before each validation; 0: the running averages over augmented batches, as "
-        "trained (docs/training.md)"
+        0, ge=0, le=100_000, description="training images (augmented as in training) over which the batch-norm "
+        "statistics are recomputed, as an exact mean, before each validation; 0: the running averages of the "
+        "last batches (docs/training.md)"
     )
     workers: int = Field(4, ge=1, le=256, description="threads that decode and augment images (as --threads: 1-256)")
     checkpoint_minutes: float = Field(

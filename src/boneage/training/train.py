@@ -182,19 +182,26 @@ def warm_start(model: Any, path: Path) -> None:
 
 def recalibration(config: TrainConfig, train: list[Record]) -> list[Any]:
     """The callback that recomputes batch-norm statistics before each validation on
-    ``config.bn_recalibration`` clean training images (a seeded sample), or none."""
+    ``config.bn_recalibration`` training images (a seeded sample, augmented once as in training),
+    or none."""
     if not config.bn_recalibration:
         return []
     if _backend() == "jax":  # fit() keeps JAX's live weights outside the variables that recalibration sets
         raise ConfigError("bn_recalibration needs the TensorFlow or PyTorch backend, not JAX")
-    from boneage.training.arrays import load_arrays
+    from boneage.training.arrays import ArrayBatches, load_arrays, load_split_arrays
     from boneage.training.batchnorm import RecalibrateBatchNorm
 
-    rng = np.random.default_rng(config.seed)
-    sample = [train[i] for i in sorted(rng.permutation(len(train))[: config.bn_recalibration])]
-    clean = load_arrays(sample, build_pipeline(config.resolved_preprocessing()), config.workers)
-    log.info("batch-norm statistics recomputed before each validation on %d clean training images", len(clean))
-    return [RecalibrateBatchNorm(clean.images, clean.male, config.batch_size)]
+    sample = [train[i] for i in sorted(np.random.default_rng(config.seed).permutation(len(train))[: config.bn_recalibration])]
+    steps = config.resolved_preprocessing()
+    if config.augment.before_preprocessing and config.augment.enabled:
+        data = load_split_arrays(sample, steps, config.workers)
+    else:
+        data = load_arrays(sample, build_pipeline(steps), config.workers)
+    batches = ArrayBatches(data, config.batch_size, aug=config.augment, seed=config.seed + 1, workers=config.workers)
+    inputs = [batches[i][0] for i in range(len(batches))]
+    images, male = (np.concatenate([x[key] for x in inputs]) for key in ("image", "male"))
+    log.info("batch-norm statistics recomputed before each validation on %d augmented training images", len(images))
+    return [RecalibrateBatchNorm(images, male, config.batch_size)]
 
 
 def uses_arrays(config: TrainConfig) -> bool:
