@@ -177,3 +177,12 @@ def test_age_bands_are_one_definition_and_the_last_holds_every_label_allowed(tmp
     covered = coverage_of(np.ones(ages.size, bool), np.ones(ages.size), ages, male)["by_age"]
     assert list(metrics) == list(covered) and list(metrics)[-1] == "14-19y"
     assert [m["n"] for m in metrics.values()] == [c["n"] for c in covered.values()] == [2, 1, 1, 0, 4]
+
+
+def test_a_failed_evaluation_leaves_no_empty_output_folder(tmp_path: Path) -> None:
+    # the folder was made up front to check it, and stayed behind (empty) when the evaluation then failed
+    from boneage.evaluation import prepare_output
+
+    output = tmp_path / "new" / "reports"
+    assert prepare_output(output, force=False) == []
+    assert not (tmp_path / "new").exists()

@@ -89,16 +89,20 @@ REPORT_FILES = ("report.json", "predictions.csv", "summary.md", "plots.png")
 
 
 def prepare_output(output: Path, force: bool) -> list[Path]:
-    """Create ``output`` and return the reports already in it, before any image is predicted: a path that
+    """Check that ``output`` can be made and written, and return the reports already in it, before any image is
+    predicted (a folder made for the check is removed again, and made when the reports are written): a path that
     cannot be a folder (a file, ``afile/sub``, ``/proc/x``) or a report name taken by a folder is a
     :class:`~boneage.errors.ConfigError` now, not an internal error once every image has been predicted.
     Reports already there are one too unless ``force``, so that one run's files never mix with another's."""
     where = f"cannot write the reports into {output}"
     with lookup_errors(ConfigError, where):
+        missing = [folder for folder in (output, *output.parents) if not folder.exists()]
         output.mkdir(parents=True, exist_ok=True)
         existing = [output / name for name in REPORT_FILES if (output / name).exists() or (output / name).is_symlink()]
         folders = [p.name for p in existing if p.is_dir() and not p.is_symlink()]
         writable = os.access(output, os.W_OK | os.X_OK)
+        for folder in missing:  # made to be checked, not kept: a run that fails later leaves no empty folder
+            folder.rmdir()
     if folders:
         raise ConfigError(f"{where}: {', '.join(folders)} is a folder")
     if not writable:
@@ -115,7 +119,7 @@ def evaluate(model: str, sources: list[DataSource], output: Path, *, runtime: st
     ``report.json`` holds (errors in months, None where a group is empty, unreadable images under ``failures``,
     the card's interval coverage).
 
-    ``output`` is checked (and created) first, ``limit`` too (see :func:`prepare_output`, :func:`check_limit`);
+    ``output`` is checked first, ``limit`` too (see :func:`prepare_output`, :func:`check_limit`);
     no readable image at all is a :class:`~boneage.errors.ConfigError` (see :func:`predict_records`), and so is
     a report that cannot be written."""
     check_limit(limit)
