@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from boneage.errors import InputError, MissingDependencyError
+from boneage.files import refuse_link
 from boneage.prediction import Prediction
 from boneage.references import ReferenceTable
 
@@ -98,13 +99,3 @@ def growth_chart(prediction: Prediction, reference: ReferenceTable, path: str | 
         raise InputError(f"cannot write {path}: {exc.strerror or exc}") from exc
     return path
 
-
-def refuse_link(path: Path) -> None:
-    """An :class:`InputError` if ``path`` is a symbolic link, even a dangling one (which ``exists()``
-    calls absent): a figure written to it went to wherever it led (``Explanation.save`` too)."""
-    try:
-        link = path.is_symlink()
-    except OSError as exc:  # a name too long for the file system
-        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    if link:
-        raise InputError(f"{path} is a symbolic link: give the file it stands for")

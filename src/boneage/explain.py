@@ -20,9 +20,9 @@ import cv2
 import numpy as np
 
 from boneage.age import check_age
-from boneage.chart import refuse_link
 from boneage.configs import PreprocessConfig
 from boneage.errors import InputError
+from boneage.files import refuse_link
 from boneage.imageio import ImageInput, read_image
 from boneage.modelcard import ModelCard
 from boneage.patient import resolve

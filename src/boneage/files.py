@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from boneage.errors import InputError
+
 
 class NotRegularFileError(OSError):
     """A device, FIFO or socket: not read."""
@@ -50,3 +52,14 @@ def read_regular_file(path: Path, limit: int) -> bytes:
     if len(data) > limit:
         raise FileTooLargeError(f"{path} is larger than {limit} bytes")
     return data
+
+
+def refuse_link(path: Path) -> None:
+    """An ``InputError`` if ``path`` is a symbolic link, even a dangling one (which ``exists()``
+    calls absent): a figure written to it went to wherever it led (``Explanation.save`` too)."""
+    try:
+        link = path.is_symlink()
+    except OSError as exc:  # a name too long for the file system
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    if link:
+        raise InputError(f"{path} is a symbolic link: give the file it stands for")
