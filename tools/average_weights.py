@@ -23,7 +23,7 @@ def main() -> None:
     parser.add_argument("output", type=Path)
     parser.add_argument("checkpoints", type=Path, nargs="+")
     args = parser.parse_args()
-    if args.output.exists():
+    if args.output.exists() or args.output.is_symlink():  # a dangling link: written through to its target
         parser.error(f"{args.output} exists: choose a new name")
 
     import keras

@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--clean", action="store_true", help="without augmentation")
     parser.add_argument("--output", type=Path, help="write the recalibrated model here")
     args = parser.parse_args()
-    if args.output is not None and args.output.exists():
+    if args.output is not None and (args.output.exists() or args.output.is_symlink()):  # dangling links too
         parser.error(f"{args.output} exists: choose a new name")
 
     from boneage.backbones import load_keras_model

@@ -81,6 +81,14 @@ def check_sequence(name: str, given: object) -> None:
                          f"{type(given).__name__}; for one image, use predict()")
 
 
+def checked_views(views: object) -> int:
+    """``views`` if it is a whole number from 1 to MAX_VIEWS, else a :class:`ConfigError` (``model_inputs``
+    took -1 or 100 into an untyped ValueError from zip, and 0 as 1)."""
+    if not isinstance(views, (int, np.integer)) or isinstance(views, bool) or not 1 <= views <= MAX_VIEWS:
+        raise ConfigError(f"views must be a whole number from 1 to {MAX_VIEWS}, not {views!r}"[:200])
+    return int(views)
+
+
 def check_batch_size(batch_size: object) -> int:
     """``batch_size`` if it is a whole number from 1 to MAX_BATCH_SIZE, else an :class:`InputError`
     (memory grows with it: 10**9 tried to hold that many images at once)."""
@@ -118,9 +126,7 @@ class BoneAgeEstimator:
         if not isinstance(check_input, (bool, np.bool_)):
             raise ConfigError(f"check_input must be True or False, not a {type(check_input).__name__}")
         self.check_input = bool(check_input)
-        if not isinstance(views, (int, np.integer)) or isinstance(views, bool) or not 1 <= views <= MAX_VIEWS:
-            raise ConfigError(f"views must be a whole number from 1 to {MAX_VIEWS}, not {views!r}"[:200])
-        self.views = int(views)
+        self.views = checked_views(views)
         self.plugins = get_plugins(plugins)
         self.model: ModelFile = open_model(model)
         self.reference = load_reference(reference, self.plugins)
@@ -151,7 +157,7 @@ class BoneAgeEstimator:
     def model_inputs(self, image: ImageInput | Loaded, views: int | None = None) -> tuple[np.ndarray, Notes]:
         """(views, H, W, 1): the model input of each sampling grid of the image, the first the image's
         own (``views`` defaults to the estimator's), and the notes, as :meth:`preprocess`."""
-        views = self.views if views is None else views
+        views = self.views if views is None else checked_views(views)
         loaded = image if isinstance(image, Loaded) else read_image(image)
         notes = Notes(applied=list(loaded.notes))
         pixels, small = screen(loaded.image, notes, strict=self.check_input)  # may turn it upright, or refuse it
@@ -172,8 +178,13 @@ class BoneAgeEstimator:
     def make_prediction(self, months: float, male: bool, source: str | None, notes: Notes,
                         age_months: float | None = None) -> Prediction:
         """One model output as a :class:`Prediction`, with this model's interval, card and warnings;
-        public so code that runs the model itself (:mod:`boneage.explain`) answers the same way."""
-        months = float(months)
+        public so code that runs the model itself (:mod:`boneage.explain`) answers the same way. ``male`` and
+        ``age_months`` are checked as :meth:`predict` checks them ("f" was labelled female and compared with
+        the boys' reference)."""
+        months, male = float(months), check_male(male)
+        age_months = None if age_months is None else check_age(age_months)
+        if not isinstance(notes, Notes) or (source is not None and not isinstance(source, str)):
+            raise InputError("make_prediction needs notes as a Notes and source as a str or None")
         return Prediction.make(
             months,
             male=male,

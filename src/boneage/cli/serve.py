@@ -7,7 +7,7 @@ import logging
 
 from pydantic import ValidationError
 
-from boneage.errors import InputError
+from boneage.errors import InputError, printable
 from boneage.serve import require_serve
 from boneage.serve.settings import MIB, ServeSettings
 
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = settings(args)
     logging.getLogger("boneage.serve").setLevel(logging.INFO)  # one line a request, without patient data
-    print(f"boneage: serving on http://{config.host}:{config.port}/ (API docs at /docs); Ctrl-C stops it")
+    print(f"boneage: serving on http://{printable(config.host)}:{config.port}/ (API docs at /docs); Ctrl-C stops it")
     # uvicorn's own access log prints query strings: ours (boneage.serve) prints method, route, status, time
     # limit_concurrency: thousands of idle or slow connections each held a socket and a task
     uvicorn.run(create_app(config), host=config.host, port=config.port, access_log=False,

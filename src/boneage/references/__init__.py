@@ -31,7 +31,8 @@ DEFAULT_REFERENCE = "greulich-pyle-brush"
 class ReferenceTable(BaseModel):
     """Rows of (chronological age, mean bone age, SD), in months, per sex, ascending in age."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    # every number finite: a NaN mean or an infinite SD gave an SDS of NaN, which fell through to "normal"
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
 
     name: str
     title: str
@@ -77,9 +78,11 @@ def compare(bone_age_months: float, age_months: float, male: bool, table: Refere
         return Comparison(**base, note=f"no reference at this age: {table.name} covers {lo:g}-{hi:g} months for {sex}")
     mean, sd = found
     sds = (bone_age_months - mean) / sd
+    if not math.isfinite(sds):  # a plugin's table the checks above did not see (a NaN is never < -2 nor > 2)
+        return Comparison(**base, note=f"no usable reference value at this age in {table.name}")
     category: Category = "delayed" if sds < -NORMAL_SDS else "advanced" if sds > NORMAL_SDS else "normal"
     return Comparison(**base, expected_bone_age_months=round(mean, 2), sd_months=round(sd, 2),
-                      sds=round(sds, 2) if math.isfinite(sds) else None, category=category)
+                      sds=round(sds, 2), category=category)
 
 
 @cache
