@@ -113,3 +113,30 @@ def test_a_tool_refuses_an_output_that_is_a_dangling_link(tmp_path: Path, tool: 
                           timeout=120)
     assert done.returncode == 2 and "exists" in done.stderr
     assert not (tmp_path / "created_by_link.keras").exists()
+
+
+def test_run_refuses_a_batch_the_caller_got_wrong(tiny_model: Path) -> None:
+    # a batch of another length than its sexes, an empty one or another size was "the model failed on a
+    # batch" (a model error, exit 3, with ONNX Runtime's red log line); an all-NaN batch was answered
+    from boneage import BoneAgeEstimator
+    from boneage.errors import InputError
+
+    estimator = BoneAgeEstimator(str(tiny_model))
+    size = estimator.card.input_size
+    ok = np.zeros((1, size, size, 1), np.float32)
+    for images, male in ((np.zeros((2, size, size, 1), np.float32), [True]), (ok[:0], []),
+                         (np.zeros((1, size + 1, size, 1), np.float32), [True]), (np.full_like(ok, np.nan), [True])):
+        with pytest.raises(InputError):
+            estimator.run(images, male)
+    assert estimator.run(ok, [True]).shape == (1,)
+
+
+def test_plot_of_something_that_is_not_a_prediction_is_typed(tiny_model: Path, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="needs the plot extra")
+    from boneage import BoneAgeEstimator
+    from boneage.errors import InputError
+
+    estimator = BoneAgeEstimator(str(tiny_model))
+    for prediction, path in ((None, tmp_path / "c.png"), ({}, tmp_path / "c.png")):
+        with pytest.raises(InputError, match="needs a Prediction"):
+            estimator.plot(prediction, path)  # type: ignore[arg-type]

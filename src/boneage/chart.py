@@ -44,6 +44,8 @@ def growth_chart(prediction: Prediction, reference: ReferenceTable, path: str | 
     The prediction must carry a comparison (made with the child's age) against ``reference``. A
     ``path`` that is a symbolic link, dangling or not, is an :class:`InputError`, as the CLI's
     ``--plot`` is: the chart was written through it to wherever it led."""
+    if not isinstance(prediction, Prediction) or not isinstance(path, (str, os.PathLike)):
+        raise InputError("plot needs a Prediction and a file path (a str or a Path)")  # was AttributeError/TypeError
     path = Path(path)
     refuse_link(path)
     c = prediction.comparison

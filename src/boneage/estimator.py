@@ -169,7 +169,16 @@ class BoneAgeEstimator:
         return inputs, notes  # the pipeline's output shape was checked at load
 
     def run(self, images: np.ndarray, male: Sequence[bool]) -> np.ndarray:
-        """Months for a batch that is already preprocessed (N, H, W, 1)."""
+        """Months for a batch that is already preprocessed (N, H, W, 1), one sex per image. A batch of
+        another shape, of another length than ``male``, or with NaN or infinite values is the caller's
+        :class:`InputError` (it was blamed on the model, and an all-NaN batch was answered 74 months)."""
+        images = np.asarray(images)
+        size = self.card.input_size
+        if images.ndim != 4 or not len(images) or images.shape[1:] != (size, size, 1) or len(images) != len(male):
+            raise InputError(f"run needs a batch of shape (N, {size}, {size}, 1) and N sexes, not {images.shape} "
+                             f"and {len(male)} sexes: preprocess() makes one image's input")
+        if images.dtype.kind not in "fiu" or not np.isfinite(images).all():
+            raise InputError("the batch holds NaN, infinite or non-numeric values: preprocess() makes the model's input")
         sexes = np.array([[float(check_male(m))] for m in male], dtype=np.float32)
         with failures_as(ModelOutputError, f"runtime {self.runtime_name!r} failed on {self.card.ref}"):
             out = self.runtime.predict(np.ascontiguousarray(images, dtype=np.float32), sexes)
