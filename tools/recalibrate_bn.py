@@ -29,6 +29,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.output is not None and (args.output.exists() or args.output.is_symlink()):  # dangling links too
         parser.error(f"{args.output} exists: choose a new name")
+    if not (args.run / "config.json").is_file() or not args.model.is_file():
+        parser.error(f"needs a run folder with its config.json ({args.run}) and a .keras model ({args.model})")
 
     from boneage.backbones import load_keras_model
     from boneage.preprocess import build_pipeline
