@@ -140,3 +140,21 @@ def test_plot_of_something_that_is_not_a_prediction_is_typed(tiny_model: Path, t
     for prediction, path in ((None, tmp_path / "c.png"), ({}, tmp_path / "c.png")):
         with pytest.raises(InputError, match="needs a Prediction"):
             estimator.plot(prediction, path)  # type: ignore[arg-type]
+
+
+def test_serve_that_cannot_start_is_a_usage_error_not_a_model_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a port in use: uvicorn exited 1 (or 3, its STARTUP_FAILURE) after "serving on ...", and boneage
+    # passed on 3, its own code for a broken model
+    pytest.importorskip("fastapi", reason="needs the serve extra")
+    uvicorn = pytest.importorskip("uvicorn", reason="needs the serve extra")
+    from boneage.cli import serve
+    from boneage.cli.main import parser
+    from boneage.errors import InputError
+
+    for code in (1, 3):
+        def refuse(app: object, code: int = code, **kwargs: object) -> None:
+            raise SystemExit(code)
+
+        monkeypatch.setattr(uvicorn, "run", refuse)
+        with pytest.raises(InputError, match="cannot serve on 127.0.0.1:8000"):
+            serve.run(parser().parse_args(["serve"]))

@@ -39,11 +39,17 @@ def run(args: argparse.Namespace) -> int:
 
     config = settings(args)
     logging.getLogger("boneage.serve").setLevel(logging.INFO)  # one line a request, without patient data
-    print(f"boneage: serving on http://{printable(config.host)}:{config.port}/ (API docs at /docs); Ctrl-C stops it")
+    print(f"boneage: starting on http://{printable(config.host)}:{config.port}/ (API docs at /docs); Ctrl-C stops it")
     # uvicorn's own access log prints query strings: ours (boneage.serve) prints method, route, status, time
-    # limit_concurrency: thousands of idle or slow connections each held a socket and a task
-    uvicorn.run(create_app(config), host=config.host, port=config.port, access_log=False,
-                limit_concurrency=config.max_connections,
-                log_level="info" if args.verbose else "warning", proxy_headers=args.proxy_headers,
-                forwarded_allow_ips=args.forwarded_allow_ips)
+    try:
+        # limit_concurrency: thousands of idle or slow connections each held a socket and a task
+        uvicorn.run(create_app(config), host=config.host, port=config.port, access_log=False,
+                    limit_concurrency=config.max_connections,
+                    log_level="info" if args.verbose else "warning", proxy_headers=args.proxy_headers,
+                    forwarded_allow_ips=args.forwarded_allow_ips)
+    except SystemExit as exc:  # uvicorn exits 1 when it cannot bind, 3 when it cannot start: not a model error
+        if exc.code in (0, None):
+            return 0
+        raise InputError(f"cannot serve on {printable(config.host)}:{config.port}: the port is in use or the host "
+                         "does not resolve (uvicorn's message is above)") from exc
     return 0
