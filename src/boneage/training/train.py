@@ -26,7 +26,7 @@ from boneage.errors import TrainingInterrupted as TrainingInterrupted  # re-expo
 from boneage.plugins import Plugins, get_plugins
 from boneage.preprocess import build_pipeline
 from boneage.training.config import TrainConfig
-from boneage.training.data import Record, fingerprint, prepare_data, read_source
+from boneage.training.data import Record, fingerprint, prepare_data, read_source, thin
 from boneage.training.precision import precision_policy
 from boneage.training.schedule import WarmupCosine
 from boneage.training.state import read_state, write_state
@@ -188,20 +188,25 @@ def recalibration(config: TrainConfig, train: list[Record]) -> list[Any]:
         return []
     if _backend() == "jax":  # fit() keeps JAX's live weights outside the variables that recalibration sets
         raise ConfigError("bn_recalibration needs the TensorFlow or PyTorch backend, not JAX")
-    from boneage.training.arrays import ArrayBatches, load_arrays, load_split_arrays
+    from boneage.training.arrays import ArrayBatches
     from boneage.training.batchnorm import RecalibrateBatchNorm
 
-    sample = [train[i] for i in sorted(np.random.default_rng(config.seed).permutation(len(train))[: config.bn_recalibration])]
-    steps = config.resolved_preprocessing()
-    if config.augment.before_preprocessing and config.augment.enabled:
-        data = load_split_arrays(sample, steps, config.workers)
-    else:
-        data = load_arrays(sample, build_pipeline(steps), config.workers)
+    data = training_arrays(config, thin(train, config.bn_recalibration, config.seed))
     batches = ArrayBatches(data, config.batch_size, aug=config.augment, seed=config.seed + 1, workers=config.workers)
     inputs = [batches[i][0] for i in range(len(batches))]
     images, male = (np.concatenate([x[key] for x in inputs]) for key in ("image", "male"))
     log.info("batch-norm statistics recomputed before each validation on %d augmented training images", len(images))
     return [RecalibrateBatchNorm(images, male, config.batch_size)]
+
+
+def training_arrays(config: TrainConfig, records: list[Record]) -> Any:
+    """Training images in memory, as the run's batches augment them: split at the resize when
+    ``augment.before_preprocessing`` (the later steps run per batch), else the whole pipeline's output."""
+    from boneage.training.arrays import load_arrays, load_split_arrays
+
+    if config.augment.before_preprocessing and config.augment.enabled:
+        return load_split_arrays(records, config.resolved_preprocessing(), config.workers)
+    return load_arrays(records, build_pipeline(config.resolved_preprocessing()), config.workers)
 
 
 def uses_arrays(config: TrainConfig) -> bool:
@@ -221,12 +226,9 @@ def datasets(config: TrainConfig, train_records: list[Record], val_records: list
     """(readable training images, (epoch, first batch) -> training batches, validation batches)."""
     pipeline = build_pipeline(config.resolved_preprocessing())
     if uses_arrays(config):
-        from boneage.training.arrays import ArrayBatches, load_arrays, load_split_arrays
+        from boneage.training.arrays import ArrayBatches, load_arrays
 
-        if config.augment.before_preprocessing and config.augment.enabled:  # validation stays the whole pipeline
-            arrays = load_split_arrays(train_records, config.resolved_preprocessing(), config.workers)
-        else:
-            arrays = load_arrays(train_records, pipeline, config.workers)
+        arrays = training_arrays(config, train_records)  # validation stays the whole pipeline's output
         # JAX shards each batch evenly over the devices (tf.distribute splits uneven batches itself)
         multiple = len(keras.distribution.list_devices()) if config.data_parallel and _backend() == "jax" else 1
         val = ArrayBatches(load_arrays(val_records, pipeline, config.workers), config.batch_size, multiple=multiple,
