@@ -12,8 +12,9 @@ MAX_BATCH_SIZE = 4096
 # 11.7 GB; 256 a call keep it near 0.4 GB at the same images/s.
 MAX_MODEL_INPUTS = 256
 
-# The most threads that decode and preprocess the next batch (``predict_many(workers=...)``).
-MAX_WORKERS = 256
+# The most threads anything may be given: inference (--threads, ONNX Runtime), decoding
+# (``predict_many(workers=...)``), training data (``workers``). 100,000 never finished starting.
+MAX_THREADS = 256
 
 # The most sampling grids an estimate is averaged over (``views``, ``--views``).
 MAX_VIEWS = 8

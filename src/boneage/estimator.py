@@ -16,7 +16,7 @@ import numpy as np
 
 from boneage.age import check_age
 from boneage.decoded import Loaded
-from boneage.defaults import BATCH_SIZE, MAX_BATCH_SIZE, MAX_MODEL_INPUTS, MAX_VIEWS, MAX_WORKERS
+from boneage.defaults import BATCH_SIZE, MAX_BATCH_SIZE, MAX_MODEL_INPUTS, MAX_THREADS, MAX_VIEWS
 from boneage.errors import (
     BoneAgeError,
     ConfigError,
@@ -81,20 +81,23 @@ def check_sequence(name: str, given: object) -> None:
                          f"{type(given).__name__}; for one image, use predict()")
 
 
+def _count(name: str, value: object, high: int, error: type[BoneAgeError]) -> int:
+    """``value`` if it is a whole number (Python's or NumPy's, not a bool) from 1 to ``high``, else ``error``."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 1 <= value <= high:
+        return int(value)
+    raise error(f"{name} must be a whole number from 1 to {high}, not {value!r}"[:200])
+
+
 def checked_views(views: object) -> int:
-    """``views`` if it is a whole number from 1 to MAX_VIEWS, else a :class:`ConfigError` (``model_inputs``
-    took -1 or 100 into an untyped ValueError from zip, and 0 as 1)."""
-    if not isinstance(views, (int, np.integer)) or isinstance(views, bool) or not 1 <= views <= MAX_VIEWS:
-        raise ConfigError(f"views must be a whole number from 1 to {MAX_VIEWS}, not {views!r}"[:200])
-    return int(views)
+    """``views`` from 1 to MAX_VIEWS, else a :class:`ConfigError` (``model_inputs`` took -1 or 100 into an
+    untyped ValueError from zip, and 0 as 1)."""
+    return _count("views", views, MAX_VIEWS, ConfigError)
 
 
 def check_batch_size(batch_size: object) -> int:
-    """``batch_size`` if it is a whole number from 1 to MAX_BATCH_SIZE, else an :class:`InputError`
-    (memory grows with it: 10**9 tried to hold that many images at once)."""
-    if isinstance(batch_size, (int, np.integer)) and not isinstance(batch_size, bool) and 1 <= batch_size <= MAX_BATCH_SIZE:
-        return int(batch_size)
-    raise InputError(f"batch_size must be a whole number from 1 to {MAX_BATCH_SIZE}, not {batch_size!r}"[:200])
+    """``batch_size`` from 1 to MAX_BATCH_SIZE, else an :class:`InputError` (memory grows with it: 10**9
+    tried to hold that many images at once)."""
+    return _count("batch_size", batch_size, MAX_BATCH_SIZE, InputError)
 
 
 def _source(image: ImageInput) -> str | None:
@@ -263,8 +266,8 @@ class BoneAgeEstimator:
             raise InputError(f"{len(images)} images but {len(ages)} ages")
         batch_size = check_batch_size(batch_size)
         chunks = [range(start, min(start + batch_size, len(images))) for start in range(0, len(images), batch_size)]
-        if workers is not None and (type(workers) is not int or not 0 <= workers <= MAX_WORKERS):
-            raise InputError(f"workers must be a whole number from 0 to {MAX_WORKERS} (or None), not {workers!r}"[:200])
+        if workers is not None and (type(workers) is not int or not 0 <= workers <= MAX_THREADS):
+            raise InputError(f"workers must be a whole number from 0 to {MAX_THREADS} (or None), not {workers!r}"[:200])
         workers = default_workers() if workers is None else workers
         if workers < 1:
             for chunk in chunks:

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 
 from boneage._version import __version__
-from boneage.defaults import BATCH_SIZE, MAX_BATCH_SIZE, MAX_MODEL_INPUTS, MAX_VIEWS
+from boneage.defaults import BATCH_SIZE, MAX_BATCH_SIZE, MAX_MODEL_INPUTS, MAX_THREADS, MAX_VIEWS
 
 Configure = Callable[[argparse.ArgumentParser], None]
 
@@ -26,9 +26,6 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
-
-
-MAX_THREADS = 256
 
 
 def _one_to(limit: int, name: str) -> Callable[[str], int]:

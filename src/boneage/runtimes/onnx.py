@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from boneage.defaults import MAX_THREADS
 from boneage.errors import ConfigError, InvalidModelError
 from boneage.modelcard import IMAGE_INPUT, SEX_INPUT
 from boneage.runtimes import checked_months
 
 FLOAT_OUTPUTS = ("tensor(float)", "tensor(float16)", "tensor(double)")
-MAX_THREADS = 256  # as the command line's --threads
 MEMORY_ENV = "BONEAGE_MODEL_MEMORY_MB"
 MEMORY_SHARE = 0.5  # of the machine's (or the container's) memory, by default
 MIN_MEMORY_MB = 512  # explain on the shipped model needs more than 64

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from boneage.defaults import MAX_VIEWS
+from boneage.defaults import MAX_THREADS, MAX_VIEWS
 
 MIB = 1024 * 1024
 
@@ -20,7 +20,7 @@ class ServeSettings(BaseModel):
     port: int = Field(8000, ge=0, le=65535)
     model: str | None = Field(None, description="a registered model name or an .onnx path (default: the shipped model)")
     runtime: str | None = None
-    threads: int | None = Field(None, ge=1, le=256, description="inference threads of the one shared session")
+    threads: int | None = Field(None, ge=1, le=MAX_THREADS, description="inference threads of the one shared session")
     max_concurrent: int = Field(2, ge=1, le=64, description="predictions running at once")
     queue: int = Field(16, ge=0, le=10_000, description="requests that may wait for a free slot")
     max_upload_bytes: int = Field(64 * MIB, ge=1024, description="the largest request body accepted")

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from boneage.configs import ModelConfig
-from boneage.defaults import MAX_BATCH_SIZE, MAX_CONFIG_BYTES
+from boneage.defaults import MAX_BATCH_SIZE, MAX_CONFIG_BYTES, MAX_THREADS
 from boneage.errors import ConfigError, validation_problems
 from boneage.files import read_regular_file
 
@@ -99,7 +99,7 @@ class TrainConfig(ModelConfig):
         "statistics are recomputed, as an exact mean, before each validation; 0: the running averages of the "
         "last batches (docs/training.md)"
     )
-    workers: int = Field(4, ge=1, le=256, description="threads that decode and augment images (as --threads: 1-256)")
+    workers: int = Field(4, ge=1, le=MAX_THREADS, description=f"threads that decode and augment images (as --threads: 1-{MAX_THREADS})")
     checkpoint_minutes: float = Field(
         10.0, ge=0, description="also checkpoint inside an epoch this often, so a kill loses at most this much (0: off)"
     )
