@@ -56,14 +56,12 @@ def command_line_age(args: argparse.Namespace) -> float | None:
 def row_age(row: dict[str, str | None]) -> float | None:
     """A CSV row's age: an ``age`` column (months or 10y3m), or ``dob`` and ``study_date``; not both,
     as on the command line (the age won, and dates 7 months from it were dropped without a word)."""
-    dates = (row.get("dob") or "").strip() or (row.get("study_date") or "").strip()
-    if (row.get("age") or "").strip() and dates:
+    age, dob, study = ((row.get(key) or "").strip() for key in ("age", "dob", "study_date"))
+    if age and (dob or study):
         raise AgeError("give age, or dob with study_date, not both")
-    if (row.get("age") or "").strip():
-        return parse_age(row["age"] or "")
-    if (row.get("dob") or "").strip() or (row.get("study_date") or "").strip():
-        return age_from_dates(row.get("dob") or "", row.get("study_date") or "")
-    return None
+    if age:
+        return parse_age(age)
+    return age_from_dates(dob, study) if dob or study else None
 
 
 IMAGE_PATTERN = "*.png,*.jpg,*.jpeg,*.tif,*.tiff,*.bmp,*.webp,*.dcm,*.dicom"
