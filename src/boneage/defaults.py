@@ -9,7 +9,8 @@ MAX_BATCH_SIZE = 4096
 
 # The most inputs in one model call, however batch_size x views comes to: DenseNet121 at 100 px holds
 # about 1.3 MB of activations an input in ONNX Runtime, so 4096 a call (batch 1024 x 8 views) peaked at
-# 11.7 GB; 256 a call keep it near 0.4 GB at the same images/s.
+# 11.7 GB; 512 x 8 took 5.6 GB in calls of 4096 and 1.1 GB in calls of 256, at the same images/s
+# (benchmarks/views_memory.py, docs/benchmarks.md).
 MAX_MODEL_INPUTS = 256
 
 # The most threads anything may be given: inference (--threads, ONNX Runtime), decoding
