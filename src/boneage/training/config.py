@@ -77,6 +77,10 @@ class TrainConfig(ModelConfig):
     learning_rate: float = Field(1e-3, gt=0)
     warmup_epochs: float = Field(1.0, ge=0, le=MAX_WARMUP_EPOCHS)
     weight_decay: float = Field(1e-4, ge=0)
+    loss: Literal["huber", "l1_mse"] = Field(
+        "huber", description="huber: Huber on months with huber_delta; l1_mse: |e| + e^2 with e the error in units "
+        "of the training labels' standard deviation"
+    )
     huber_delta: float = Field(15.0, gt=0)
     patience: int = Field(6, ge=1)
     augment: Augment = Field(default_factory=Augment)

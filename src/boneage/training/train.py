@@ -27,6 +27,7 @@ from boneage.plugins import Plugins, get_plugins
 from boneage.preprocess import build_pipeline
 from boneage.training.config import TrainConfig
 from boneage.training.data import Record, fingerprint, prepare_data, read_source, thin
+from boneage.training.losses import build_loss
 from boneage.training.precision import precision_policy
 from boneage.training.schedule import WarmupCosine
 from boneage.training.state import read_state, write_state
@@ -53,9 +54,9 @@ def build_and_compile(config: TrainConfig, train: list[Record], steps_per_epoch:
     """A new model of the configured backbone in the configured precision, its output scaled by the training
     labels' mean and SD (months), compiled with AdamW on the :class:`~boneage.training.schedule.WarmupCosine`
     schedule. The backbone comes from ``plugins`` (default: the process-wide registry)."""
-    ages = np.array([r.boneage for r in train])
     spec = get_plugins(plugins).get("backbones", config.backbone).spec
-    options = {"age_mean": float(ages.mean()), "age_std": float(ages.std() or 1.0), **config.backbone_options}
+    options = {"age_mean": float(np.mean([r.boneage for r in train])), "age_std": age_std(train),
+               **config.backbone_options}
     # before anything is written: a bad option was a TypeError or ValueError (exit 70), or built and failed
     # at the first training step once the run folder held a run
     with precision_policy(config.precision), \
@@ -63,15 +64,22 @@ def build_and_compile(config: TrainConfig, train: list[Record], steps_per_epoch:
         model = spec.build(config.input_size, **options)  # layers keep the policy (and a checkpoint stores it)
     schedule = WarmupCosine(config.learning_rate, int(steps_per_epoch * config.warmup_epochs),
                             steps_per_epoch * config.epochs)
-    return compile_model(model, config, keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay))
+    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
+    return compile_model(model, config, optimizer, options["age_std"])
 
 
-def compile_model(model: Any, config: TrainConfig, optimizer: Any) -> Any:
-    """Compile with the run's loss. Also after loading a checkpoint: Keras restores the optimizer
-    state but deserializes ``Huber(delta=15)`` as the default ``delta=1``."""
+def age_std(records: list[Record]) -> float:
+    """The training labels' standard deviation in months (1 if they are all one age): the model's output scale."""
+    return float(np.std([r.boneage for r in records]) or 1.0)
+
+
+def compile_model(model: Any, config: TrainConfig, optimizer: Any, label_std: float) -> Any:
+    """Compile with the run's loss (``label_std``: the training labels' SD, which scales L1 + MSE). Also after
+    loading a checkpoint: Keras restores the optimizer state but deserializes ``Huber(delta=15)`` as the
+    default ``delta=1``."""
     model.compile(
         optimizer=optimizer,
-        loss=keras.losses.Huber(delta=config.huber_delta),
+        loss=build_loss(config.loss, config.huber_delta, label_std),
         # weighted: the padding that evens out a data-parallel batch weighs nothing (weights are 1 otherwise)
         weighted_metrics=[keras.metrics.MeanAbsoluteError(name="mae"), keras.metrics.RootMeanSquaredError(name="rmse")],
         jit_compile=config.jit_compile,
@@ -320,7 +328,7 @@ def train(config: TrainConfig, resume: bool = False, verbose: int | str = "auto"
                 model = load_saved(checkpoint, f"{checkpoint} cannot be loaded (damaged?)", compile=True)
             except ConfigError as exc:
                 raise ConfigError(f"{exc}; {_restart(config.output_dir)}") from exc
-            compile_model(model, config, model.optimizer)
+            compile_model(model, config, model.optimizer, age_std(train_records))
         else:
             keras.utils.set_random_seed(config.seed)
             model = build_and_compile(config, train_records, steps)
