@@ -57,9 +57,11 @@ class IntervalCalibration(BaseModel):
         return self.bands[-1].half_width_months
 
     def interval(self, predicted: float) -> Interval:
-        """The interval around a predicted bone age (months), clipped at 0 months."""
+        """The interval around a predicted bone age (months), clipped at 0 months, and never so far that it
+        leaves out the bone age itself (a negative one: it was [0, w] around -5; the estimator gives 0 instead)."""
         w = self.half_width(predicted)
-        return Interval(low_months=round(max(predicted - w, 0.0), 2), high_months=round(predicted + w, 2), level=self.level)
+        low = min(max(predicted - w, 0.0), predicted)
+        return Interval(low_months=round(low, 2), high_months=round(predicted + w, 2), level=self.level)
 
 
 FOLDS = 5

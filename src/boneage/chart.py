@@ -74,7 +74,7 @@ def growth_chart(prediction: Prediction, reference: ReferenceTable, path: str | 
     else:
         label += " (this model has no interval)"
     ax.errorbar([age], [ba], yerr=yerr, fmt="o", color="tab:red", ms=7, capsize=5, lw=2, label=label, zorder=5)
-    sds = c.note or f"SDS {c.sds:+.1f} ({c.category}); BA - CA {c.bone_age_minus_age_months:+.1f} months"
+    sds = c.note or f"SDS {c.sds:+.2f} ({c.category}); BA - CA {c.bone_age_minus_age_months:+.1f} months"
     high = max(top, float((rows[:, 1] + 2 * rows[:, 2]).max()) + 0.5, ba + (0 if yerr is None else float(yerr[1, 0])) + 0.5)
     whole, rest = divmod(round(c.chronological_age_months), 12)
     ax.set(xlim=(0, top), ylim=(0, high), xlabel="chronological age (years)", ylabel="bone age (years)",

@@ -30,7 +30,7 @@ from boneage.imageio import ImageInput, read_image
 from boneage.models import ModelFile, open_model
 from boneage.patient import resolve
 from boneage.plugins import Plugins, get_plugins
-from boneage.prediction import Prediction
+from boneage.prediction import Prediction, checked_estimate
 from boneage.preprocess import build_pipeline
 from boneage.preprocess.builtin import to_uint8_gray
 from boneage.preprocess.crop import downscale, is_uniform
@@ -192,8 +192,10 @@ class BoneAgeEstimator:
         """One model output as a :class:`Prediction`, with this model's interval, card and warnings;
         public so code that runs the model itself (:mod:`boneage.explain`) answers the same way. ``male`` and
         ``age_months`` are checked as :meth:`predict` checks them ("f" was labelled female and compared with
-        the boys' reference)."""
-        months, male = float(months), check_male(male)
+        the boys' reference); ``months`` as :func:`~boneage.prediction.checked_estimate` does (NaN or infinity is a
+        :class:`ModelOutputError`, a negative answer is given as 0 with a warning)."""
+        months, clamped = checked_estimate(months)  # NaN or infinity: ModelOutputError; below 0: 0, warned
+        male = check_male(male)
         age_months = None if age_months is None else check_age(age_months)
         if not isinstance(notes, Notes) or (source is not None and not isinstance(source, str)):
             raise InputError("make_prediction needs notes as a Notes and source as a str or None")
@@ -206,7 +208,8 @@ class BoneAgeEstimator:
             model_version=self.card.version,
             runtime=self.runtime_name,
             source=source,
-            warnings=[*self.model.warnings, *notes.warnings],  # e.g. not a known release
+            # e.g. not a known release; a negative answer given as 0
+            warnings=[*self.model.warnings, *notes.warnings, *([clamped] if clamped else [])],
             notes=tuple(notes.applied),
         )
 

@@ -152,7 +152,7 @@ class Explanation:
             lines.append(f"{p.interval.level:.0%} interval {p.interval.low_months:.0f}-{p.interval.high_months:.0f} months")
         if p.comparison is not None:
             c = p.comparison
-            sds = c.note or f"SDS {c.sds:+.1f} ({c.category})"
+            sds = c.note or f"SDS {c.sds:+.2f} ({c.category})"  # the digits the category is of
             lines.append(f"age {c.chronological_age_months:.0f} months: BA-CA {c.bone_age_minus_age_months:+.1f}; {sds}")
         where = "" if self.on_original else " (on the model input)"
         lines.append(f"colour: months moved when hidden{where}, 0 to {top:.1f}")

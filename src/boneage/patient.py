@@ -12,7 +12,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
-from boneage.age import DAYS_PER_MONTH, age_from_dates, check_age
+from boneage.age import DAYS_PER_MONTH, MAX_AGE_MONTHS, age_from_dates, check_age
 from boneage.errors import AgeError, SexError
 from boneage.sex import check_male
 
@@ -35,30 +35,66 @@ class HeaderPatient:
     age_tolerance: float = 1.0  # months: a given age this close agrees (PatientAge in years: 12)
     sex_problem: str | None = None
     age_problem: str | None = None
+    # where the header's age is used: why PatientAge stood in for the dates (a note), and how far
+    # the dates and PatientAge disagree (a warning); neither holds a tag's value
+    age_note: str | None = None
+    age_warning: str | None = None
 
     @classmethod
     def from_tags(cls, sex: str | None, age: str | None, birth: str | None, study: str | None) -> HeaderPatient:
-        """From the tags' text as stored (None where absent)."""
+        """From the tags' text as stored (None where absent). The dates win over PatientAge (they are
+        exact to the day; PatientAge is in whole days, weeks, months or years); where both give an age
+        and these disagree by more than a month past PatientAge's unit, ``age_warning`` says so, and
+        where the dates give none and PatientAge does, ``age_note`` says why."""
         code = (sex or "").strip().upper()
         male = SEXES.get(code)
         sex_problem = None if code in ("", "O", *SEXES) else "its PatientSex is not M, F or O"
-        problems: list[str] = []  # of the dates, then of PatientAge
-        if (birth or "").strip() and (study or "").strip():
-            try:
-                months = age_from_dates(_date(birth or "", "PatientBirthDate"), _date(study or "", "StudyDate"))
-                return cls(male, months, "PatientBirthDate and StudyDate", 1.0, sex_problem)
-            except AgeError as exc:
-                problems.append(str(exc))
-        if (age or "").strip():
-            match = _AGE.fullmatch((age or "").strip().upper())
-            try:
-                if match is None:
-                    raise AgeError("its PatientAge is not nnnD, nnnW, nnnM or nnnY")
-                unit = AGE_UNITS[match.group(2)]
-                return cls(male, check_age(int(match.group(1)) * unit), "PatientAge", max(unit, 1.0), sex_problem)
-            except AgeError as exc:
-                problems.append(str(exc))
+        dated, date_problem = _dates_age(birth, study)
+        aged, unit, age_problem = _patient_age(age)
+        if dated is not None:
+            warning = None
+            if aged is not None and abs(dated - aged) > 1.0 + unit:
+                gap = dated - aged
+                warning = (f"{HEADER}'s PatientBirthDate and StudyDate give an age {abs(gap):.1f} months "
+                           f"{'more' if gap > 0 else 'less'} than its PatientAge: the dates are used "
+                           "(exact to the day; PatientAge is in whole days, weeks, months or years)")
+            return cls(male, dated, "PatientBirthDate and StudyDate", 1.0, sex_problem, age_warning=warning)
+        if aged is not None:
+            note = None if date_problem is None else f"as its dates give none: {date_problem}"
+            return cls(male, aged, "PatientAge", max(unit, 1.0), sex_problem, age_note=note)
+        problems = [p for p in (date_problem if (birth or "").strip() and (study or "").strip() else None,
+                                age_problem) if p]
         return cls(male, None, None, 1.0, sex_problem, "; ".join(problems) or None)
+
+
+def _dates_age(birth: str | None, study: str | None) -> tuple[float | None, str | None]:
+    """The age from PatientBirthDate and StudyDate, else why not (None where neither is there)."""
+    has_birth, has_study = bool((birth or "").strip()), bool((study or "").strip())
+    if not (has_birth or has_study):
+        return None, None
+    if not (has_birth and has_study):
+        return None, f"its {'StudyDate' if has_birth else 'PatientBirthDate'} is missing"
+    try:
+        born, taken = _date(birth or "", "PatientBirthDate"), _date(study or "", "StudyDate")
+        if (taken - born).days / DAYS_PER_MONTH > MAX_AGE_MONTHS:  # check_age's words are for a typed age
+            raise AgeError(f"its PatientBirthDate and StudyDate are more than {MAX_AGE_MONTHS / 12:g} years apart")
+        return age_from_dates(born, taken), None
+    except AgeError as exc:
+        return None, str(exc)
+
+
+def _patient_age(age: str | None) -> tuple[float | None, float, str | None]:
+    """PatientAge in months and its unit in months, else why not (None where it is not there)."""
+    if not (age or "").strip():
+        return None, 1.0, None
+    match = _AGE.fullmatch((age or "").strip().upper())
+    if match is None:
+        return None, 1.0, "its PatientAge is not nnnD, nnnW, nnnM or nnnY"
+    unit = AGE_UNITS[match.group(2)]
+    try:
+        return check_age(int(match.group(1)) * unit), unit, None
+    except AgeError as exc:
+        return None, 1.0, str(exc)
 
 
 def _date(text: str, tag: str) -> dt.date:
@@ -101,7 +137,10 @@ def resolve(male: object, age_months: float | None, header: HeaderPatient | None
         return Resolved(sex, age_months)
     if age_months is None and header.age_months is not None:
         age_months = header.age_months
-        notes.append(f"chronological age taken from {HEADER} ({header.age_from})")
+        notes.append(f"chronological age taken from {HEADER} ({header.age_from})"
+                     + (f", {header.age_note}" if header.age_note else ""))
+        if header.age_warning:
+            warnings.append(header.age_warning)
     elif age_months is None and header.age_problem:
         warnings.append(f"{HEADER}: {header.age_problem}; no age was taken from it")
     elif age_months is not None and header.age_months is not None:

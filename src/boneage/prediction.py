@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+from boneage.errors import InputError, ModelOutputError
 
 # The RSNA labels span 1-228 months; outside a little margin the model is extrapolating.
 PLAUSIBLE_MONTHS = (0.0, 240.0)
@@ -14,6 +18,28 @@ IMPLAUSIBLE_SDS = 6.0
 IMPLAUSIBLE_GAP_MONTHS = 120.0
 NORMAL_SDS = 2.0  # within +-2 SD is "normal", the usual clinical cut-off
 Category = Literal["delayed", "normal", "advanced"]
+
+
+def checked_estimate(months: object) -> tuple[float, str | None]:
+    """A model's answer as the bone age a prediction gives, and the warning that goes with it, if any.
+
+    Not a number: :class:`InputError` (a caller's mistake); NaN or infinite: :class:`ModelOutputError`,
+    as :func:`boneage.runtimes.checked_months` says of a runtime's answer. A negative answer is given
+    as 0 months, with a warning naming what the model said: a bone age is never negative, and the
+    interval (clipped at 0) then holds it."""
+    if isinstance(months, (bool, np.bool_)) or not isinstance(months, (int, float, np.integer, np.floating)):
+        raise InputError(f"the model's answer must be a number of months, not a {type(months).__name__}")
+    try:
+        value = float(months)
+    except OverflowError:  # an int past floats
+        value = math.inf
+    if not math.isfinite(value):
+        raise ModelOutputError("the model answered NaN or infinity, not a number of months")
+    if round(value, 2) < 0:
+        lo, hi = PLAUSIBLE_MONTHS
+        return 0.0, (f"the model answered {value:.2f} months, outside the {lo:.0f}-{hi:.0f} it was trained for: "
+                     "the bone age is given as 0 (it is never negative)")
+    return max(value, 0.0) + 0.0, None  # -0.004 and -0.0 are 0.0 as shown
 
 
 class Comparison(BaseModel):

@@ -68,7 +68,8 @@ class ReferenceTable(BaseModel):
 
 
 def compare(bone_age_months: float, age_months: float, male: bool, table: ReferenceTable) -> Comparison:
-    """SDS = (BA - mean BA at CA) / SD at CA, both interpolated at the child's age (CA)."""
+    """SDS = (BA - mean BA at CA) / SD at CA, both interpolated at the child's age (CA), rounded to 0.01; the
+    category is that of the rounded SDS, so +2.00 is normal and +2.01 advanced whatever digits were cut."""
     base = {"chronological_age_months": round(age_months, 2),
             "bone_age_minus_age_months": round(bone_age_months - age_months, 2), "reference": table.name}
     found = table.at(age_months, male)
@@ -80,9 +81,10 @@ def compare(bone_age_months: float, age_months: float, male: bool, table: Refere
     sds = (bone_age_months - mean) / sd
     if not math.isfinite(sds):  # a plugin's table the checks above did not see (a NaN is never < -2 nor > 2)
         return Comparison(**base, note=f"no usable reference value at this age in {table.name}")
-    category: Category = "delayed" if sds < -NORMAL_SDS else "advanced" if sds > NORMAL_SDS else "normal"
+    shown = round(sds, 2) + 0.0  # the category is of the SDS given (2.004 was "2.0", "advanced"); -0.0 is 0.0
+    category: Category = "delayed" if shown < -NORMAL_SDS else "advanced" if shown > NORMAL_SDS else "normal"
     return Comparison(**base, expected_bone_age_months=round(mean, 2), sd_months=round(sd, 2),
-                      sds=round(sds, 2), category=category)
+                      sds=shown, category=category)
 
 
 @cache
