@@ -17,11 +17,12 @@ import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from boneage.preprocess import PreprocessConfig, build_pipeline
-from boneage.training.arrays import ArrayBatches, Arrays, load_arrays, load_split_arrays
-from boneage.training.config import Augment, DataSource
-from boneage.training.data import read_source, thin
+from boneage.cli.arguments import ENV_HINT, positive, require
+
+if TYPE_CHECKING:
+    from boneage.training.arrays import ArrayBatches
 
 
 def rate(batches: ArrayBatches, n: int, threads: int, repeats: int = 3) -> float:
@@ -38,11 +39,18 @@ def rate(batches: ArrayBatches, n: int, threads: int, repeats: int = 3) -> float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=2000)
-    parser.add_argument("--batches", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--images", type=positive, default=2000)
+    parser.add_argument("--batches", type=positive, default=10)
+    parser.add_argument("--batch-size", type=positive, default=64)
     args = parser.parse_args()
     data = Path(os.environ.get("BONEAGE_DATA", "../shared/data"))
+    require(parser, data / "rsna-100" / "labels.csv", hint=ENV_HINT)
+
+    from boneage.preprocess import PreprocessConfig, build_pipeline
+    from boneage.training.arrays import ArrayBatches, Arrays, load_arrays, load_split_arrays
+    from boneage.training.config import Augment, DataSource
+    from boneage.training.data import read_source, thin
+
     records = thin(read_source(DataSource(labels=data / "rsna-100/labels.csv", images=data / "rsna-100")),
                    args.images, 0)
     config = PreprocessConfig.default(100)

@@ -15,13 +15,18 @@ import argparse
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from boneage import BoneAgeEstimator
-from boneage.imageio import read_image
+from boneage.cli.arguments import non_negative, pngs, positive, usage_errors
+
+if TYPE_CHECKING:
+    from boneage import BoneAgeEstimator
 
 
 def shares(estimator: BoneAgeEstimator, files: list[Path]) -> dict[str, float]:
     """Seconds per image in decoding, preprocessing (the card's steps and input checks) and the model."""
+    from boneage.imageio import read_image
+
     decode = prepare = model = 0.0
     for f in files:
         t0 = time.perf_counter()
@@ -40,15 +45,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", nargs="?")
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("BONEAGE_DATA", "../shared/data")))
-    parser.add_argument("--copies", type=int, default=8)
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2, 4])
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--threads", type=int, help="ONNX Runtime threads (default: all cores)")
+    parser.add_argument("--copies", type=positive, default=8)
+    parser.add_argument("--workers", type=non_negative, nargs="+", default=[0, 2, 4])
+    parser.add_argument("--batch-size", type=positive, default=16)
+    parser.add_argument("--threads", type=positive, help="ONNX Runtime threads (default: all cores)")
     args = parser.parse_args()
+    originals = pngs(parser, args.data / "radiographs")
 
-    originals = sorted((args.data / "radiographs").glob("*.png"))
+    from boneage import BoneAgeEstimator
+
     files = originals * args.copies
-    estimator = BoneAgeEstimator(args.model, threads=args.threads)
+    with usage_errors(parser):  # a model that is not there, threads past the bound
+        estimator = BoneAgeEstimator(args.model, threads=args.threads)
     estimator.predict_many(originals[:2], [True, True])  # warm-up: sessions, thread pools
     print(f"{estimator.card.ref}, {len(files)} full-size radiographs ({len(originals)} files x {args.copies}), "
           f"batch {args.batch_size}, {os.cpu_count()} cores, ONNX Runtime threads {args.threads or 'all'}\n")

@@ -17,6 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from boneage.cli.arguments import existing_file, output_file, pngs, positive, usage_errors
+from boneage.extras import require
 from boneage.preprocess.crop import Box
 from boneage.preprocess.crop_classical import ClassicalParams, find_hand
 from boneage.preprocess.crop_mediapipe import _landmarker, detect
@@ -89,15 +91,20 @@ def picture(paths: list[Path], boxes: dict[str, list[Box | None]], out: Path, mp
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", default=os.environ.get("BONEAGE_DATA", "../shared/data"))
-    parser.add_argument("--model", default=os.environ.get("BONEAGE_MEDIAPIPE_MODEL", "../shared/models/hand_landmarker.task"))
-    parser.add_argument("--limit", type=int, default=200, help="rsna-512 images to use")
-    parser.add_argument("--picture", default="docs/img/crops.png")
+    parser.add_argument("--data", type=Path, default=Path(os.environ.get("BONEAGE_DATA", "../shared/data")))
+    parser.add_argument("--model", type=existing_file, help="the hand landmarker (default: BONEAGE_MEDIAPIPE_MODEL "
+                        "or ../shared/models/hand_landmarker.task)",
+                        default=os.environ.get("BONEAGE_MEDIAPIPE_MODEL", "../shared/models/hand_landmarker.task"))
+    parser.add_argument("--limit", type=positive, default=200, help="rsna-512 images to use")
+    parser.add_argument("--picture", type=output_file, default="docs/img/crops.png")
     args = parser.parse_args()
-    landmarker = _landmarker(Path(args.model), 0.3)
+    found = {folder: pngs(parser, args.data / folder)[:limit] for folder, limit in (("radiographs", None),
+                                                                                    ("rsna-512", args.limit))}
+    with usage_errors(parser):  # the extra not installed
+        require("mediapipe", 'pip install "boneage[mediapipe]"', "the MediaPipe cropper")
+    landmarker = _landmarker(args.model, 0.3)
     try:
-        for folder, limit in (("radiographs", None), ("rsna-512", args.limit)):
-            paths = sorted((Path(args.data) / folder).glob("*.png"))[:limit]
+        for folder, paths in found.items():
             rows, boxes = measure(paths, landmarker)
             print(f"\n### {folder} ({len(paths)} images)\n")
             print("| cropper | hand found | median box share of image | median IoU with classical | ms/image |")

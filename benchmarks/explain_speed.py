@@ -14,22 +14,27 @@ import os
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from boneage import BoneAgeEstimator
-from boneage.explain import positions
+from boneage.cli.arguments import ENV_HINT, pngs, positive, usage_errors
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("model", nargs="?")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--images", type=int, default=8)
+    parser.add_argument("--threads", type=positive, default=None)
+    parser.add_argument("--images", type=positive, default=8)
     args = parser.parse_args()
     folder = Path(os.environ.get("BONEAGE_DATA", "../shared/data")) / "rsna-512"
-    paths = sorted(folder.glob("*.png"))[: args.images]
-    estimator = BoneAgeEstimator(args.model, threads=args.threads)
+    paths = pngs(parser, folder, hint=ENV_HINT)[: args.images]
+
+    import cv2
+
+    from boneage import BoneAgeEstimator
+    from boneage.explain import positions
+
+    with usage_errors(parser):  # a model that is not there
+        estimator = BoneAgeEstimator(args.model, threads=args.threads)
     estimator.explain(paths[0], male=True)  # warm-up: the session's first call allocates
     explain_s, predict_s, ratios = [], [], []
     for path in paths:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from boneage import BoneAgeEstimator
-from boneage.models import load_registry
+from boneage.cli.arguments import positive, usage_errors
+
+if TYPE_CHECKING:
+    from boneage import BoneAgeEstimator
 
 
 def timed(estimator: BoneAgeEstimator, batch: int, repeats: int) -> float:
@@ -33,15 +36,20 @@ def timed(estimator: BoneAgeEstimator, batch: int, repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("models", nargs="*")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--threads", type=positive, default=None)
+    parser.add_argument("--repeats", type=positive, default=30)
     args = parser.parse_args()
-    refs = args.models or [e.ref for e in load_registry().models]
+
+    from boneage import BoneAgeEstimator
+    from boneage.models import load_registry
+
+    with usage_errors(parser):  # a damaged registry, a model that is not there
+        refs = args.models or [e.ref for e in load_registry().models]
+        estimators = [BoneAgeEstimator(ref, threads=args.threads) for ref in refs]
     print("| model | MB | batch 1 ms | batch 16 ms | images/s | speed-up vs first |")
     print("|---|---|---|---|---|---|")
     first = None
-    for ref in refs:
-        est = BoneAgeEstimator(ref, threads=args.threads)
+    for est in estimators:
         one, many = timed(est, 1, args.repeats), timed(est, 16, max(3, args.repeats // 5))
         first = first or one
         print(f"| {est.card.ref}{' int8' if 'int8' in est.path.name else ''} | {len(est.model.data) / 1e6:.1f} | "

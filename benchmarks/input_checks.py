@@ -15,9 +15,9 @@ Needs scikit-image for its bundled sample images (photographs, a scanned page, t
 
 from __future__ import annotations
 
+import argparse
 import csv
 import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +25,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from boneage import BoneAgeEstimator
+from boneage import BoneAgeEstimator, extras
+from boneage.cli.arguments import ENV_HINT, require, usage_errors
 from boneage.errors import BoneAgeError, NotARadiographError
 from boneage.prediction import Prediction
 from boneage.preprocess.builtin import to_uint8_gray
@@ -169,8 +170,14 @@ def latency(estimator: BoneAgeEstimator) -> None:
 
 
 def main() -> None:
-    model = sys.argv[1] if len(sys.argv) > 1 else None
-    checked, unchecked = BoneAgeEstimator(model), BoneAgeEstimator(model, check_input=False)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", nargs="?", help="a registered model or an .onnx path (default: the default model)")
+    args = parser.parse_args()
+    labels = [DATA / folder / "labels.csv" for folder in ("rsna-100", "rsna-512", "radiographs")]
+    require(parser, *labels, hint=ENV_HINT)
+    with usage_errors(parser):  # a model that is not there, scikit-image missing
+        extras.require("skimage", "pip install scikit-image", "the sample images that are not radiographs")
+        checked, unchecked = BoneAgeEstimator(args.model), BoneAgeEstimator(args.model, check_input=False)
     real(checked)
     turned(checked, unchecked)
     detections(checked)

@@ -12,26 +12,31 @@ the resize does (issue 18); ``augment.noise`` in training is the measured remedy
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 from robustness import GROUPS, TARGETS, validation_images
 
-from boneage.backbones import load_keras_model
+from boneage.cli.arguments import DATA_HINT, existing_folder, require, usage_errors
 from boneage.modelcard import IMAGE_INPUT, SEX_INPUT
-from boneage.preprocess import PreprocessConfig, build_pipeline
+from boneage.preprocess import build_pipeline
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", type=Path, help="a training run's folder (its config.json and best.keras)")
+    parser.add_argument("run", type=existing_folder, help="a training run's folder (its config.json and best.keras)")
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("BONEAGE_DATA", "../shared/data")))
     args = parser.parse_args()
+    require(parser, args.run / "config.json", args.run / "best.keras", hint="a training run's folder")
+    require(parser, args.data / "rsna-512" / "labels.csv", hint=DATA_HINT)
 
-    pipeline = build_pipeline(PreprocessConfig(**json.loads((args.run / "config.json").read_text())["preprocessing"]))
-    model = load_keras_model(args.run / "best.keras")
+    from boneage.training.config import load_config
+    from boneage.training.train import load_saved
+
+    with usage_errors(parser):  # a config that does not read, a best.keras that does not load
+        pipeline = build_pipeline(load_config(args.run / "config.json").resolved_preprocessing())
+        model = load_saved(args.run / "best.keras", f"cannot measure {args.run}")
     images = validation_images(args.data)
     male = np.array([[m] for _, _, m, _ in images], np.float32)
 

@@ -12,9 +12,9 @@ Results in docs/benchmarks.md.
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +24,7 @@ import numpy as np
 import onnx
 from onnxruntime.quantization import CalibrationMethod, QuantType
 
+from boneage.cli.arguments import existing_file, existing_folder, require, usage_errors
 from boneage.estimator import BoneAgeEstimator
 from boneage.evaluation import read_ids
 from boneage.export.export import preprocessed, with_preprocessing
@@ -32,6 +33,12 @@ from boneage.metrics import report
 from boneage.runtimes.onnx import OnnxRuntime
 from boneage.training.config import DataSource, load_config
 from boneage.training.data import prepare_data, read_source, thin
+
+VARIANTS = ("minmax-256", "minmax-1024", "percentile-99.999", "percentile-99.99", "percentile-99.9999", "entropy",
+            "moving-average", "s8s8-symmetric", "float-batchnorm", "float-head", "float-head-and-last-block",
+            "int8-to-block1", "int8-to-block2", "int8-to-block3", "minmax-256-corrected", "percentile-99.99-corrected",
+            "percentile-99.9999-corrected")
+"""The variants main() builds, in its order: the names checked before minutes of preparation."""
 
 
 def inputs(estimator: BoneAgeEstimator, records: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -72,12 +79,22 @@ def row(name: str, sets: list[tuple[np.ndarray, np.ndarray, np.ndarray]], pred: 
 
 
 def main() -> None:
-    fp32_path, run, only = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
-    estimator = BoneAgeEstimator(str(fp32_path))
-    config = with_preprocessing(load_config(run / "config.json"), estimator.card.preprocessing)
-    train, val = prepare_data(config)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", type=existing_file, help="the fp32 .onnx of a release")
+    parser.add_argument("run", type=existing_folder, help="the training run it was exported from")
+    parser.add_argument("variants", nargs="*", metavar="VARIANT", help=f"these only (default: all): {', '.join(VARIANTS)}")
+    args = parser.parse_args()
+    fp32_path, run, only = args.model, args.run, args.variants
+    unknown = [name for name in only if name not in VARIANTS]  # not choices=: argparse then refuses none at all
+    if unknown:
+        parser.error(f"no variant {', '.join(map(repr, unknown))}: choose from {', '.join(VARIANTS)}")
+    require(parser, run / "config.json", run / "data.json", hint="a training run's folder")
+    with usage_errors(parser):  # not a model, a config that does not read, its data not there
+        estimator = BoneAgeEstimator(str(fp32_path))
+        config = with_preprocessing(load_config(run / "config.json"), estimator.card.preprocessing)
+        train, val = prepare_data(config)
+        ids = read_ids(run / "data.json")
     data = Path(os.environ.get("BONEAGE_DATA", "../shared/data"))
-    ids = read_ids(run / "data.json")
     high = [r for d in ("rsna-512", "radiographs") if (data / d / "labels.csv").is_file()
             for r in read_source(DataSource(labels=data / d / "labels.csv", images=data / d)) if r.id in ids]
     sets = [inputs(estimator, val), inputs(estimator, high)]
@@ -130,6 +147,7 @@ def main() -> None:
         "percentile-99.9999-corrected": {"calibrate_method": CalibrationMethod.Percentile, "corrected": True,
                                          "extra_options": {"CalibPercentile": 99.9999}},
     }
+    assert tuple(variants) == VARIANTS, "VARIANTS names what is built here"
     for name in only or variants:
         options = dict(variants[name])
         options["nodes_to_exclude"] = options.get("nodes_to_exclude", stem)  # the stem stays float throughout

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from boneage import BoneAgeEstimator
+from boneage.cli.arguments import positive, usage_errors
 
 
 def rss_mb() -> float:
@@ -27,10 +27,14 @@ def rss_mb() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model")
-    parser.add_argument("--predictions", type=int, default=5000)
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--predictions", type=positive, default=5000)
+    parser.add_argument("--threads", type=positive, default=8)
     args = parser.parse_args()
-    est = BoneAgeEstimator(args.model)
+
+    from boneage import BoneAgeEstimator
+
+    with usage_errors(parser):  # a model that is not there
+        est = BoneAgeEstimator(args.model)
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 200, (400, 320), dtype=np.uint8) for _ in range(20)]
     print(f"model {est.card.ref}; RSS after loading: {rss_mb():.1f} MB")

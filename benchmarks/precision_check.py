@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from boneage.cli.arguments import existing_file, existing_folder, require, usage_errors
+
 
 def keras_months(path: Path, images: np.ndarray, male: np.ndarray) -> np.ndarray:
     from boneage.backbones import load_keras_model
@@ -37,18 +39,22 @@ def keras_months(path: Path, images: np.ndarray, male: np.ndarray) -> np.ndarray
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", type=Path, help="run folders")
-    parser.add_argument("--start", type=Path, help="the .keras the runs started from, evaluated alike")
+    parser.add_argument("runs", nargs="+", type=existing_folder, help="run folders")
+    parser.add_argument("--start", type=existing_file, help="the .keras the runs started from, evaluated alike")
     args = parser.parse_args()
+    for run in args.runs:
+        require(parser, run / "config.json", run / "best.keras", hint="a training run's folder")
 
     from boneage.export.export import export_run, onnx_predict, preprocessed
     from boneage.training.config import load_config
     from boneage.training.data import prepare_data
 
+    with usage_errors(parser):  # a config that does not read
+        configs = [load_config(run / "config.json") for run in args.runs]
     rows = []
-    for i, run in enumerate(args.runs):
-        config = load_config(run / "config.json")
-        _, val = prepare_data(config)
+    for i, (run, config) in enumerate(zip(args.runs, configs, strict=True)):
+        with usage_errors(parser):  # its data is not there
+            _, val = prepare_data(config)
         images, male, ages = preprocessed(val, config)
         if i == 0 and args.start:
             start = keras_months(args.start, images, male)

@@ -11,12 +11,14 @@ whose mapping flipped shows here, not in the mean). Perturbations as in ``robust
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
 import numpy as np
 from robustness import crop, jpeg, rescale, validation_images
 
+from boneage.cli.arguments import DATA_HINT, require
 from boneage.preprocess import PreprocessConfig, build_pipeline
 from boneage.preprocess.config import StepConfig
 
@@ -46,8 +48,11 @@ PERTURBATIONS = {
 
 
 def main() -> None:
-    data = Path(os.environ.get("BONEAGE_DATA", "../shared/data"))
-    images = [image for _, image, _, _ in validation_images(data)]
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path(os.environ.get("BONEAGE_DATA", "../shared/data")))
+    args = parser.parse_args()
+    require(parser, args.data / "rsna-512" / "labels.csv", hint=DATA_HINT)
+    images = [image for _, image, _, _ in validation_images(args.data)]
     print(f"{len(images)} validation radiographs of rsna-512; each cell: mean / largest image's mean "
           "absolute change of the input, and the largest 99.5th-percentile pixel change\n")
     print("| config | " + " | ".join(PERTURBATIONS) + " |")

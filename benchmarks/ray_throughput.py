@@ -14,26 +14,29 @@ import os
 import time
 from pathlib import Path
 
-import ray
-
-from boneage import BoneAgeEstimator
-from boneage.cli.results import flat
-from boneage.engines.ray import predict_files, result
+from boneage.cli.arguments import pngs, positive, usage_errors
+from boneage.extras import require
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", nargs="?")
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("BONEAGE_DATA", "../shared/data")))
-    parser.add_argument("--copies", type=int, default=4)
-    parser.add_argument("--cpus", type=int, default=2, help="the local Ray's CPUs, and its actors")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--copies", type=positive, default=4)
+    parser.add_argument("--cpus", type=positive, default=2, help="the local Ray's CPUs, and its actors")
+    parser.add_argument("--batch-size", type=positive, default=16)
     args = parser.parse_args()
+    originals = pngs(parser, args.data / "radiographs")
+    with usage_errors(parser):  # the extra not installed, a model that is not there
+        ray = require("ray", 'pip install "boneage[ray]"', "the Ray engine")
 
-    originals = sorted((args.data / "radiographs").glob("*.png"))
+        from boneage import BoneAgeEstimator
+        from boneage.cli.results import flat
+        from boneage.engines.ray import predict_files, result
+
+        estimator = BoneAgeEstimator(args.model)
     files = [str(f) for f in originals * args.copies]
     male = [True] * len(files)
-    estimator = BoneAgeEstimator(args.model)
     estimator.predict_many(originals[:2], [True, True])  # warm-up, as for the Ray runs' second pass
     print(f"{estimator.card.ref}, {len(files)} full-size radiographs, batch {args.batch_size}, {os.cpu_count()} cores\n")
     print("| run | seconds | radiographs/s | same rows |\n|---|---|---|---|")

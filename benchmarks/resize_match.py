@@ -21,6 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from robustness import validation_images  # noqa: E402
 
+from boneage.cli.arguments import DATA_HINT, existing_file, require, usage_errors  # noqa: E402
 from boneage.preprocess import PreprocessConfig, build_pipeline  # noqa: E402
 from boneage.preprocess.builtin import INTERPOLATIONS  # noqa: E402
 
@@ -35,13 +36,15 @@ def recipe(interpolation: str) -> PreprocessConfig:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", type=Path, help="a run's .keras")
+    parser.add_argument("model", type=existing_file, help="a run's .keras")
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("BONEAGE_DATA", "../shared/data")))
     args = parser.parse_args()
+    require(parser, *(args.data / folder / "labels.csv" for folder in ("rsna-512", "rsna-100")), hint=DATA_HINT)
 
-    from boneage.backbones import load_keras_model
+    from boneage.training.train import load_saved
 
-    model = load_keras_model(args.model, compile=False)
+    with usage_errors(parser):  # not a .keras model
+        model = load_saved(args.model, f"cannot measure {args.model}")
     images = validation_images(args.data)
     small = {i: cv2.imread(str(args.data / "rsna-100" / f"{i}.png"), cv2.IMREAD_UNCHANGED) for i, *_ in images}
     male = np.array([[float(m)] for _, _, m, _ in images], np.float32)

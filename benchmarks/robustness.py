@@ -24,7 +24,10 @@ import cv2
 import numpy as np
 
 from boneage import BoneAgeEstimator
+from boneage.cli.arguments import DATA_HINT, non_negative, require, usage_errors, whole_number
+from boneage.defaults import MAX_VIEWS
 from boneage.preprocess import PreprocessConfig, build_pipeline
+from boneage.preprocess.builtin import INTERPOLATIONS
 from boneage.preprocess.config import StepConfig
 
 Perturb = Callable[[np.ndarray], np.ndarray]
@@ -113,14 +116,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", nargs="?")
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("BONEAGE_DATA", "../shared/data")))
-    parser.add_argument("--resize", nargs="+", default=[None], help="interpolations to compare (default: the card's)")
-    parser.add_argument("--views", type=int, default=1, help="average over this many sampling grids (the estimator's views)")
+    parser.add_argument("--resize", nargs="+", default=[None], choices=sorted(INTERPOLATIONS),
+                        help="interpolations to compare (default: the card's)")
+    parser.add_argument("--views", type=whole_number(1, MAX_VIEWS), default=1,
+                        help="average over this many sampling grids (the estimator's views)")
     parser.add_argument("--groups", nargs="+", choices=sorted(GROUPS), help="these perturbations only (default: all)")
-    parser.add_argument("--largest", type=int, default=0, help="also list the N images each group moves most")
+    parser.add_argument("--largest", type=non_negative, default=0, help="also list the N images each group moves most")
     args = parser.parse_args()
+    require(parser, args.data / "rsna-512" / "labels.csv", hint=DATA_HINT)
 
+    with usage_errors(parser):  # a model that is not there
+        estimator = BoneAgeEstimator(args.model, check_input=False, views=args.views)  # the model's answer under each change; a refusal (a darkened plate read as "almost all black") is measured in benchmarks/input_checks.py
     images = validation_images(args.data)
-    estimator = BoneAgeEstimator(args.model, check_input=False, views=args.views)  # the model's answer under each change; a refusal (a darkened plate read as "almost all black") is measured in benchmarks/input_checks.py
     card_config = estimator.card.preprocessing
     male = [m for _, _, m, _ in images]
     ages = np.array([a for _, _, _, a in images])

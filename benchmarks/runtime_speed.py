@@ -13,14 +13,14 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from boneage import BoneAgeEstimator
-from boneage.export.convert import keras_to_onnx
-from boneage.runtimes.onnx import OnnxRuntime
-from boneage.specs import Runtime
+from boneage.cli.arguments import positive, usage_errors
+
+if TYPE_CHECKING:
+    from boneage.specs import Runtime
 
 
 class Eager:
@@ -50,12 +50,18 @@ def timed(runtime: Runtime, size: int, batch: int, repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("model", nargs="?")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--threads", type=positive, default=None)
+    parser.add_argument("--repeats", type=positive, default=30)
     parser.add_argument("--eager", action="store_true", help="also time the eager Keras call (the runtime before 0.5)")
     args = parser.parse_args()
+
+    from boneage import BoneAgeEstimator
+    from boneage.export.convert import keras_to_onnx
+    from boneage.runtimes.onnx import OnnxRuntime
+
     t = time.perf_counter()
-    tf_estimator = BoneAgeEstimator(args.model, runtime="tensorflow", threads=args.threads)
+    with usage_errors(parser):  # a model that is not there, or without its .keras, the train extra missing
+        tf_estimator = BoneAgeEstimator(args.model, runtime="tensorflow", threads=args.threads)
     load_s = time.perf_counter() - t
     size = tf_estimator.card.input_size
     onnx = OnnxRuntime(Path("<converted>"), keras_to_onnx(tf_estimator.runtime.model, size).SerializeToString(),

@@ -24,6 +24,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from boneage.cli.arguments import existing_file, non_negative, output_file, positive
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -118,15 +120,15 @@ def load(port: int, body: bytes, content_type: str, clients: int, requests: int)
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--requests", type=int, default=500)
-    parser.add_argument("--image", type=Path, default=ROOT / "samples" / "1377.png")
+    parser.add_argument("--clients", type=positive, default=8)
+    parser.add_argument("--requests", type=positive, default=500)
+    parser.add_argument("--image", type=existing_file, default=ROOT / "samples" / "1377.png")
     parser.add_argument("--sex", default="female")
     parser.add_argument("--age", default="15y")
-    parser.add_argument("--warmup", type=int, default=5, help="requests before the memory is read and timing starts")
+    parser.add_argument("--warmup", type=non_negative, default=5, help="requests before the memory is read and timing starts")
     parser.add_argument("--server-args", default="", help="more `boneage serve` options, e.g. '--max-concurrent 2'")
-    parser.add_argument("--rounds", type=int, default=1, help="repeat the load: does the memory settle or keep growing?")
-    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--rounds", type=positive, default=1, help="repeat the load: does the memory settle or keep growing?")
+    parser.add_argument("--json", type=output_file, help="also write the results here")
     args = parser.parse_args()
 
     port = free_port()

@@ -31,6 +31,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from boneage.cli.arguments import DATA_HINT, positive, require
+
 # name: (KERAS_BACKEND, config changes, extra environment)
 OPTIONS: dict[str, tuple[str, dict[str, Any], dict[str, str]]] = {
     "baseline": ("tensorflow", {"data_pipeline": "tf.data", "batch_size": 32}, {}),
@@ -148,14 +150,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("BONEAGE_DATA", "../shared/data")))
     parser.add_argument("--only", nargs="+", choices=sorted(OPTIONS), help="these options (baseline is always run)")
-    parser.add_argument("--warm", type=int, default=2, help="untimed batches (with --interleave: rounds) first")
-    parser.add_argument("--steps", type=int, default=8, help="timed batches (with --interleave: the pool of images, "
+    parser.add_argument("--warm", type=positive, default=2, help="untimed batches (with --interleave: rounds) first")
+    parser.add_argument("--steps", type=positive, default=8, help="timed batches (with --interleave: the pool of images, "
                         "in batches of 64)")
     parser.add_argument("--interleave", action="store_true", help="TensorFlow options in one process, taking turns")
-    parser.add_argument("--rounds", type=int, default=20, help="with --interleave: timed rounds (after --warm untimed)")
+    parser.add_argument("--rounds", type=positive, default=20, help="with --interleave: timed rounds (after --warm untimed)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-interleave", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    require(parser, args.data / "rsna-100" / "labels.csv", hint=DATA_HINT)
     if args.child:
         print(json.dumps(measure(args.data, json.loads(args.child), args.warm, args.steps)))
         return

@@ -19,6 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from boneage.cli.arguments import non_negative, positive, whole_number
+from boneage.defaults import MAX_VIEWS
+
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "1377.png"
 
 
@@ -39,12 +42,14 @@ def answer(per_call: int, images: int, views: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=512)
-    parser.add_argument("--views", type=int, default=8)
-    parser.add_argument("--per-call", type=int, nargs=2, default=[4096, 256])
-    parser.add_argument("--rounds", type=int, default=0, help="also time the two call sizes taking turns")
-    parser.add_argument("--peak", type=int, help=argparse.SUPPRESS)  # the child: one call size, then its peak
+    parser.add_argument("--images", type=positive, default=512)
+    parser.add_argument("--views", type=whole_number(1, MAX_VIEWS), default=8)
+    parser.add_argument("--per-call", type=positive, nargs=2, default=[4096, 256])
+    parser.add_argument("--rounds", type=non_negative, default=0, help="also time the two call sizes taking turns")
+    parser.add_argument("--peak", type=positive, help=argparse.SUPPRESS)  # the child: one call size, then its peak
     args = parser.parse_args()
+    if args.rounds and args.images < 2:
+        parser.error("--rounds times half of --images a turn: give --images 2 or more")
     if args.peak:
         import resource
 

@@ -96,7 +96,7 @@ def test_serve_prints_its_host_escaped(monkeypatch: pytest.MonkeyPatch, capsys: 
     from boneage.cli import serve
     from boneage.cli.main import parser
 
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: None)
+    monkeypatch.setattr(uvicorn.Server, "run", lambda server, **kwargs: None)
     serve.run(parser().parse_args(["serve", "--host", "\x1b[31mRED"]))
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\\x1b[31mRED" in out
@@ -152,9 +152,9 @@ def test_serve_that_cannot_start_is_a_usage_error_not_a_model_error(monkeypatch:
     from boneage.errors import InputError
 
     for code in (1, 3):
-        def refuse(app: object, code: int = code, **kwargs: object) -> None:
+        def refuse(server: object, code: int = code, **kwargs: object) -> None:
             raise SystemExit(code)
 
-        monkeypatch.setattr(uvicorn, "run", refuse)
+        monkeypatch.setattr(uvicorn.Server, "run", refuse)
         with pytest.raises(InputError, match="cannot serve on 127.0.0.1:8000"):
             serve.run(parser().parse_args(["serve"]))

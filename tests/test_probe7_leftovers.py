@@ -89,7 +89,7 @@ def test_serve_bounds_its_open_connections(monkeypatch: pytest.MonkeyPatch) -> N
     from boneage.cli.main import parser
 
     given: dict[str, object] = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: given.update(kwargs))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda server, **kwargs: given.update(vars(server.config)))
     assert serve.run(parser().parse_args(["serve"])) == 0
     assert given["limit_concurrency"] == 100
     serve.run(parser().parse_args(["serve", "--max-connections", "7"]))

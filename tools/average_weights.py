@@ -13,24 +13,24 @@ the first one's compile state and optimizer are dropped. Evaluate the result wit
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
+
+from boneage.cli.arguments import existing_file, new_file, usage_errors
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("output", type=Path)
-    parser.add_argument("checkpoints", type=Path, nargs="+")
+    parser.add_argument("output", type=new_file)  # a dangling link too: written through to its target
+    parser.add_argument("checkpoints", type=existing_file, nargs="+")
     args = parser.parse_args()
-    if args.output.exists() or args.output.is_symlink():  # a dangling link: written through to its target
-        parser.error(f"{args.output} exists: choose a new name")
 
     import keras
 
-    from boneage.backbones import load_keras_model
+    from boneage.training.train import load_saved
 
-    models = [load_keras_model(path, compile=False) for path in args.checkpoints]
+    with usage_errors(parser):  # a file that is not a .keras model
+        models = [load_saved(path, f"cannot average {path}") for path in args.checkpoints]
     shapes = [[w.shape for w in m.get_weights()] for m in models]
     if any(s != shapes[0] for s in shapes):
         parser.error("the checkpoints do not share one architecture")

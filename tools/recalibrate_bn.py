@@ -13,41 +13,40 @@ model is written there (never over an existing file).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
+
+from boneage.cli.arguments import new_file, positive, usage_errors
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", type=Path, help="a trained .keras")
     parser.add_argument("--run", type=Path, required=True, help="the run folder with its config.json")
-    parser.add_argument("--images", type=int, default=2048, help="training images (default 2048)")
+    parser.add_argument("--images", type=positive, default=2048, help="training images (default 2048)")
     parser.add_argument("--clean", action="store_true", help="without augmentation")
-    parser.add_argument("--output", type=Path, help="write the recalibrated model here")
+    parser.add_argument("--output", type=new_file, help="write the recalibrated model here")  # dangling links too
     args = parser.parse_args()
-    if args.output is not None and (args.output.exists() or args.output.is_symlink()):  # dangling links too
-        parser.error(f"{args.output} exists: choose a new name")
     if not (args.run / "config.json").is_file() or not args.model.is_file():
         parser.error(f"needs a run folder with its config.json ({args.run}) and a .keras model ({args.model})")
 
-    from boneage.backbones import load_keras_model
     from boneage.preprocess import build_pipeline
     from boneage.training.arrays import load_arrays
     from boneage.training.batchnorm import recalibrate
-    from boneage.training.config import Augment, TrainConfig
+    from boneage.training.config import Augment, load_config
     from boneage.training.data import prepare_data
-    from boneage.training.train import recalibration
+    from boneage.training.train import load_saved, recalibration
 
-    config = TrainConfig.model_validate(json.loads((args.run / "config.json").read_text()))
-    config = config.model_copy(update={"bn_recalibration": args.images})
-    if args.clean:
-        config = config.model_copy(update={"augment": Augment(rotation_deg=0, shift=0, zoom=0, brightness=0, contrast=0)})
-    train, val = prepare_data(config)
+    with usage_errors(parser):  # a config that does not read, data that is not there, not a .keras model
+        config = load_config(args.run / "config.json").model_copy(update={"bn_recalibration": args.images})
+        if args.clean:
+            config = config.model_copy(update={"augment": Augment(rotation_deg=0, shift=0, zoom=0, brightness=0,
+                                                                  contrast=0)})
+        train, val = prepare_data(config)
+        model = load_saved(args.model, f"cannot recalibrate {args.model}")
     (callback,) = recalibration(config, train)
     validation = load_arrays(val, build_pipeline(config.resolved_preprocessing()), config.workers)
-    model = load_keras_model(args.model, compile=False)
 
     def mae() -> float:
         inputs = {"image": validation.images, "male": validation.male}

@@ -12,9 +12,25 @@
 # KERAS=1 keeps the float .keras beside the ONNX (a real release: tools/ship_int8.py then ships
 # the int8 model with it, as 0.4.0 was).
 set -euo pipefail
-run=${1:?run folder}; version=${2:?version X.Y.Z}; out=${3:-../release-$version}
+usage() {  # as argparse says it: the usage, the problem, exit 2, and nothing created before
+  echo "usage: tools/release.sh RUN VERSION [OUT]" >&2
+  echo "release.sh: error: $*" >&2
+  exit 2
+}
+[ $# -ge 2 ] && [ $# -le 3 ] || usage "wants a run folder and a version X.Y.Z, and an output folder if not ../release-VERSION"
+run=$1; version=$2; out=${3:-../release-$version}
 data=${BONEAGE_DATA:-../shared/data}
 export BONEAGE_MODELS_DIR=${MODELS:-exported}
+[ -d "$run" ] || usage "no such run folder: $run"
+for file in config.json data.json; do
+  [ -f "$run/$file" ] || usage "$run is not a training run: it has no $file"
+done
+semver='^[0-9]{1,9}\.[0-9]{1,9}\.[0-9]{1,9}([-+][0-9A-Za-z.-]{1,64})?$'  # boneage.release.VERSION
+[[ $version =~ $semver ]] || usage "version $version is not semantic (X.Y.Z)"
+for labels in rsna-100 rsna-512 radiographs; do
+  [ -f "$data/$labels/labels.csv" ] || usage "needs the file $data/$labels/labels.csv (set BONEAGE_DATA)"
+done
+[ ! -e "$out" ] || [ -d "$out" ] || usage "$out exists and is not a folder"
 mkdir -p "$out/reports"
 
 python - "$run/config.json" > "$out/area.json" <<'PY'

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from boneage.cli.arguments import existing_folder, require, usage_errors
 from boneage.models import load_registry, save_registry
 from boneage.release import Registry
 
@@ -35,10 +36,12 @@ def ship(directory: Path, version: str) -> Registry:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("directory", type=Path)
+    parser.add_argument("directory", type=existing_folder)
     parser.add_argument("version")
     args = parser.parse_args()
-    result = ship(args.directory, args.version)
+    require(parser, args.directory / "registry.json", hint="the models folder a release was exported to")
+    with usage_errors(parser):  # a damaged registry
+        result = ship(args.directory, args.version)
     print(f"default {result.default}: " + ", ".join(f for e in result.models for f in (e.file, e.keras_file) if f))
 
 

@@ -9,15 +9,16 @@ rates on the validation ids are printed and measured again by ``tests/test_prepr
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from boneage.cli.arguments import ENV_HINT, output_file, require
 from boneage.preprocess.inversion import features, probability
 from boneage.training.data import is_validation
 
@@ -45,12 +46,23 @@ def rates(weights: list[float], grays: list[np.ndarray]) -> tuple[float, float]:
     return float(false), float(missed)
 
 
+def arguments() -> argparse.Namespace:
+    """The output file, and the data it is fitted on, checked before any image is read."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("output", type=output_file, help="the JSON to write: src/boneage/preprocess/inversion.json")
+    args = parser.parse_args()
+    labels = [DATA / folder / "labels.csv" for folder in ("rsna-100", "rsna-512", "radiographs")]
+    require(parser, *labels, hint=ENV_HINT)
+    return args
+
+
 def main() -> None:
+    args = arguments()
     train = images("rsna-100", False) + images("rsna-512", False)
     x = np.array([features(g) for g in train] + [features(255 - g) for g in train])
     y = np.array([0.0] * len(train) + [1.0] * len(train))
     weights = [round(float(v), 6) for v in fit(x, y)]
-    out = Path(sys.argv[1])
+    out = args.output
     out.write_text(json.dumps({"weights": weights, "trained_on": "rsna-100 and rsna-512 training ids, upright and "
                                "inverted", "images": len(train)}, indent=1) + "\n")
     for name in ("rsna-512", "radiographs", "rsna-100"):

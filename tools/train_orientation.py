@@ -13,16 +13,17 @@ are then shown in all 8 orientations; the accuracies go into the JSON and are pr
 
 from __future__ import annotations
 
+import argparse
 import csv
 import hashlib
 import json
 import os
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from boneage.cli.arguments import ENV_HINT, output_file, require
 from boneage.preprocess.orientation import ORIENTATIONS, candidates, encode, scores, softmax, transform, working_copy
 from boneage.training.data import is_validation
 
@@ -95,7 +96,18 @@ def measure(weights: dict[str, np.ndarray], upright: np.ndarray) -> dict[str, ob
     return out
 
 
+def arguments() -> argparse.Namespace:
+    """The output file, and the data it is fitted on, checked before any image is read."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("output", type=output_file, help="the JSON to write: src/boneage/preprocess/orientation.json")
+    args = parser.parse_args()
+    labels = [DATA / folder / "labels.csv" for folder in ("rsna-100", "rsna-512", "radiographs")]
+    require(parser, *labels, hint=ENV_HINT)
+    return args
+
+
 def main() -> None:
+    args = arguments()
     train = np.concatenate([images("rsna-100", False), images("rsna-512", False)])
     weights = fit(train, np.random.default_rng(SEED))
     metrics = {"rsna-100 validation ids": measure(weights, images("rsna-100", True)),
@@ -110,7 +122,7 @@ def main() -> None:
         "validation": metrics,
         "weights": {k: encode(v) for k, v in weights.items()},
     }
-    Path(sys.argv[1]).write_text(json.dumps(record, indent=1) + "\n")
+    args.output.write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps(metrics, indent=1))
 
 

@@ -18,6 +18,8 @@ import sys
 import tarfile
 from pathlib import Path
 
+from boneage.cli.arguments import existing_folder, non_negative, require
+
 PART = 15 * 2**20
 SMALL = ("config.json", "data.json", "history.csv", "state.json", "learning_curve.png")
 
@@ -81,10 +83,14 @@ def join(files: Path, dest: Path) -> None:
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=["pack", "join"])
-    parser.add_argument("source", type=Path)
+    parser.add_argument("source", type=existing_folder)
     parser.add_argument("dest", type=Path)
-    parser.add_argument("--models", type=int, default=2, help="pack: how many of the best models to send")
+    parser.add_argument("--models", type=non_negative, default=2, help="pack: how many of the best models to send")
     args = parser.parse_args(argv)
+    if args.dest.exists() and not args.dest.is_dir():
+        parser.error(f"{args.dest} is a file, not a folder")
+    if args.action == "join":
+        require(parser, args.source / "runs.tar.gz", hint="the folder pack wrote")
     if args.action == "pack":
         pack(args.source, args.dest, args.models)
     else:

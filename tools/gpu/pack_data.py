@@ -20,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from boneage.cli.arguments import require
 from boneage.training.data import pixels_sha256
 
 
@@ -73,9 +74,14 @@ def unpack(archive: Path, dest: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=["pack", "unpack"])
-    parser.add_argument("source", type=Path)
-    parser.add_argument("dest", type=Path)
+    parser.add_argument("source", type=Path, help="pack: a data folder with labels.csv; unpack: the archive")
+    parser.add_argument("dest", type=Path, help="pack: the archive to write; unpack: the folder to fill")
     args = parser.parse_args(argv)
+    require(parser, args.source / "labels.csv" if args.action == "pack" else args.source)
+    if args.action == "pack" and args.dest.is_dir():
+        parser.error(f"{args.dest} is a folder: name the archive to write")
+    if args.action == "unpack" and args.dest.exists() and not args.dest.is_dir():
+        parser.error(f"{args.dest} is a file, not a folder")
     (pack if args.action == "pack" else unpack)(args.source, args.dest)
 
 

@@ -10,6 +10,8 @@ import argparse
 import time
 from pathlib import Path
 
+from boneage.cli.arguments import positive, require
+
 
 def rate(fn, n: int, images: int) -> float:  # type: ignore[no-untyped-def]
     t = time.perf_counter()
@@ -19,12 +21,13 @@ def rate(fn, n: int, images: int) -> float:  # type: ignore[no-untyped-def]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("images", type=Path)
-    parser.add_argument("--batches", type=int, nargs="+", default=[64])
-    parser.add_argument("--steps", type=int, default=15)
-    parser.add_argument("--limit", type=int, default=2048)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("images", type=Path, help="a data folder with labels.csv")
+    parser.add_argument("--batches", type=positive, nargs="+", default=[64])
+    parser.add_argument("--steps", type=positive, default=15)
+    parser.add_argument("--limit", type=positive, default=2048)
     args = parser.parse_args()
+    require(parser, args.images / "labels.csv")
 
     import cv2
     import keras

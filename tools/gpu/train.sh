@@ -20,7 +20,12 @@ ARCHIVE=${ARCHIVE:-.gpu/rsna-100.npz}
 PYTHON=${PYTHON:-python3}
 COMMON="--backbone densenet121 --input-size 100 --batch-size 64 --epochs 200 --set patience=1000 --set workers=6"
 stamp() { echo "[$(date +%T)] $*"; }
+fail() { echo "train.sh: error: $*" >&2; exit 2; }  # before anything is made or started
 
+[[ $TRAIN_SECONDS =~ ^[1-9][0-9]*$ ]] || fail "TRAIN_SECONDS wants a whole number of seconds, at least 1, not '$TRAIN_SECONDS'"
+[[ $MODELS =~ ^[0-9]+$ ]] || fail "MODELS wants a whole number of models to bring back, not '$MODELS'"
+[ -f "$RUNS" ] || fail "no such runs file: $RUNS (RUNS=FILE names another)"
+[ -f "$ARCHIVE" ] || fail "no such archive: $ARCHIVE (tools/gpu/pack_data.py pack makes it; ARCHIVE=FILE names another)"
 mkdir -p "$OUT" "$WORK/runs"
 export PYTHONPATH="$PWD/src"
 if ! KERAS_BACKEND=torch "$PYTHON" -c "import keras, pydantic" 2>/dev/null; then

@@ -178,6 +178,8 @@ def _serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-upload-mb", type=_positive, default=64, help="largest upload accepted, MiB (default 64)")
     p.add_argument("--max-connections", type=_positive, default=100,
                    help="open connections at once; more are answered 503 (default 100)")
+    p.add_argument("--read-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="close a connection that has not sent a request's headers within this (default 30)")
     p.add_argument("--views", type=_views, default=1, help=VIEWS_HELP)
     p.add_argument("--no-input-check", action="store_true",
                    help="answer images the input checks refuse (colour, blank, saturated), with warnings")

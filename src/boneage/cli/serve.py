@@ -26,27 +26,46 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
                          max_concurrent=args.max_concurrent, queue=args.queue,
                          max_upload_bytes=args.max_upload_mb * MIB,
                          max_connections=args.max_connections, check_input=not args.no_input_check,
-                         views=args.views)
+                         views=args.views, read_timeout=args.read_timeout)
+
+
+def address(host: str, port: int) -> str:
+    """The URL of the service, the host escaped (it is printed) and an IPv6 address in brackets."""
+    shown = printable(host)
+    return f"http://[{shown}]:{port}/" if ":" in host else f"http://{shown}:{port}/"
 
 
 def run(args: argparse.Namespace) -> int:
     """Serves until Ctrl-C, then exits 0. The model loads once, in a thread at startup (requests
-    meanwhile get 503 ``not_ready``); the access log leaves out query strings, which may name a patient."""
+    meanwhile get 503 ``not_ready``); the access log leaves out query strings, which may name a patient.
+    Two lines say where: "starting on" before the port is bound, "serving on" with the port bound
+    (the one the system picked for ``--port 0``)."""
     require_serve()  # a missing extra is named (exit 5) before anything starts
     import uvicorn
 
     from boneage.serve.app import create_app
+    from boneage.serve.server import AnnouncingServer, header_timeout
 
     config = settings(args)
     logging.getLogger("boneage.serve").setLevel(logging.INFO)  # one line a request, without patient data
-    print(f"boneage: starting on http://{printable(config.host)}:{config.port}/ (API docs at /docs); Ctrl-C stops it")
+    where = f"port {config.port}" if config.port else "a port the system picks"
+    print(f"boneage: starting on {printable(config.host)}, {where}", flush=True)
+
+    def listening(bound: int) -> None:
+        print(f"boneage: serving on {address(config.host, bound)} (API docs at /docs); Ctrl-C stops it", flush=True)
+
     # uvicorn's own access log prints query strings: ours (boneage.serve) prints method, route, status, time
+    # limit_concurrency: thousands of idle or slow connections each held a socket and a task; http: the
+    # headers' deadline (uvicorn has none), on its h11 protocol
+    server = AnnouncingServer(uvicorn.Config(
+        create_app(config), host=config.host, port=config.port, access_log=False,
+        limit_concurrency=config.max_connections, http=header_timeout(config.read_timeout),
+        log_level="info" if args.verbose else "warning", proxy_headers=args.proxy_headers,
+        forwarded_allow_ips=args.forwarded_allow_ips), listening)
     try:
-        # limit_concurrency: thousands of idle or slow connections each held a socket and a task
-        uvicorn.run(create_app(config), host=config.host, port=config.port, access_log=False,
-                    limit_concurrency=config.max_connections,
-                    log_level="info" if args.verbose else "warning", proxy_headers=args.proxy_headers,
-                    forwarded_allow_ips=args.forwarded_allow_ips)
+        server.run()
+    except KeyboardInterrupt:  # uvicorn stops on Ctrl-C, then raises it again for the caller
+        return 0
     except SystemExit as exc:  # uvicorn exits 1 when it cannot bind, 3 when it cannot start: not a model error
         if exc.code in (0, None):
             return 0

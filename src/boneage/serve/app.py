@@ -135,6 +135,28 @@ class AccessLog:
                      1000 * (time.perf_counter() - start))
 
 
+class HeadAsGet:
+    """ASGI middleware: HEAD is answered as GET, without the body (RFC 9110). FastAPI's routes take
+    only the methods they name, so a monitor's ``HEAD /healthz`` got 405; this covers every GET route,
+    without a second, HEAD operation of each in the OpenAPI schema."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI entry: only HTTP HEAD requests are changed."""
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}  # the headers, Content-Length included, stay GET's
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
+
+
 def default_loader(settings: ServeSettings) -> Loader:
     """How the service makes its estimator from the settings; tests pass their own loader instead."""
     return lambda: BoneAgeEstimator(settings.model, runtime=settings.runtime, threads=settings.threads,
@@ -160,6 +182,7 @@ def create_app(settings: ServeSettings | None = None, load: Loader | None = None
     _handlers(app)
     _routes(app, service)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(HeadAsGet)
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
     app.add_middleware(AccessLog, paths=frozenset(getattr(r, "path", "") for r in app.routes))
     return app

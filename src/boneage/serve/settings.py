@@ -28,3 +28,5 @@ class ServeSettings(BaseModel):
                                  description="open connections; beyond them, 503 before a request is read")
     check_input: bool = True
     views: int = Field(1, ge=1, le=MAX_VIEWS, description="sampling grids each estimate is averaged over")
+    read_timeout: float = Field(30.0, gt=0, le=3600, allow_inf_nan=False,
+                                description="seconds a connection has to send a request's headers")
