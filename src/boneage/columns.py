@@ -1,16 +1,35 @@
 """The columns of a CSV a user wrote, matched as spreadsheets write them: stripped and
-case-insensitively (``" Sex"``, ``SEX``), each at most once."""
+case-insensitively (``" Sex"``, ``SEX``), each at most once; each row with its line number and the
+count of cells it holds past the header's."""
 
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 
 
 class DuplicateColumnError(ValueError):
     """Two header cells name the same column."""
 
 
-def keyed_rows(reader: csv.DictReader[str]) -> list[dict[str, str | None]]:
+@dataclass(frozen=True)
+class Row:
+    """One row of a CSV: its cells by column key (None where the row is short), the line it ends on
+    (the header is line 1; a quoted cell may span lines), and how many cells it holds past the
+    header's (``10y,3m`` typed without quotes: csv.DictReader kept them aside, and they were dropped
+    without a word)."""
+
+    cells: dict[str, str | None]
+    line: int
+    extra: int = 0
+
+    @property
+    def blank(self) -> bool:
+        """Every cell empty or spaces: a line of blanks, or of commas."""
+        return not self.extra and not any((cell or "").strip() for cell in self.cells.values())
+
+
+def numbered_rows(reader: csv.DictReader[str]) -> list[Row]:
     """Every row with its columns stripped and lower-cased. Two columns that match alike raise
     :class:`DuplicateColumnError` naming the column, not its values: the last one silently won, so
     a list with ``sex`` and ``Sex`` scored children with the other column's sex."""
@@ -21,4 +40,13 @@ def keyed_rows(reader: csv.DictReader[str]) -> list[dict[str, str | None]]:
     twice = sorted({k for k in keys if k and keys.count(k) > 1})
     if twice:
         raise DuplicateColumnError(f"two columns are named {twice[0]!r} (names are matched without case or spaces)")
-    return [{key(name): value for name, value in row.items()} for row in reader]
+    rows = []
+    for row in reader:  # reader.restkey (None) holds the cells past the header's
+        extra = row.pop(None, None) or []
+        rows.append(Row({key(name): value for name, value in row.items()}, reader.line_num, len(extra)))
+    return rows
+
+
+def keyed_rows(reader: csv.DictReader[str]) -> list[dict[str, str | None]]:
+    """The cells of :func:`numbered_rows` (a row's cells past the header's left out)."""
+    return [row.cells for row in numbered_rows(reader)]

@@ -125,7 +125,7 @@ def resolve(male: object, age_months: float | None, header: HeaderPatient | None
     if male is None:
         if header is None or header.male is None:
             reason = "" if header is None else f" ({HEADER}: {header.sex_problem or 'no PatientSex M or F'})"
-            raise SexError(f"the sex is missing: pass male=True or male=False (--sex on the command line){reason}")
+            raise SexError(f"the sex is missing: pass male=True or male=False (--sex with FILE arguments, the sex column of a --csv list){reason}")
         sex = header.male
         notes.append(f"sex taken from {HEADER} (PatientSex)")
     else:

@@ -48,14 +48,19 @@ def plot_target(args: argparse.Namespace, jobs: list[Any], header_may_say: bool 
     return new_png(args.plot, args.force, "--plot")
 
 
-def draw_chart(estimator: BoneAgeEstimator, results: list[dict[str, Any]], path: Path) -> None:
-    """The growth chart of the one result, if it is a prediction (a failed input has none)."""
-    if len(results) != 1 or "error" in results[0]:
-        print(f"boneage: no growth chart written to {path}: there is no prediction to draw", file=sys.stderr)
-        return
-    prediction = Prediction.model_validate(results[0])
-    if prediction.comparison is None:  # a DICOM whose header gave no age after all
-        print(f"boneage: no growth chart written to {path}: the file gave no age; add --age", file=sys.stderr)
-        return
-    estimator.plot(prediction, path)
-    print(f"boneage: growth chart written to {path}", file=sys.stderr)
+def draw_chart(estimator: BoneAgeEstimator, results: list[dict[str, Any]], path: Path) -> bool:
+    """The growth chart of the one result, if it is a prediction with an age; whether it was drawn.
+    When not, stderr says why and ``predict`` exits 2: an output that was asked for is missing (it
+    exited 0, and a script took the chart for made)."""
+    if not results:  # --resume found the one input already done
+        why = "no input was left to answer (--resume: it is already in the results)"
+    elif len(results) != 1 or "error" in results[0]:
+        why = "there is no prediction to draw"
+    elif Prediction.model_validate(results[0]).comparison is None:  # a DICOM whose header gave no age after all
+        why = "the file gave no age; add --age"
+    else:
+        estimator.plot(Prediction.model_validate(results[0]), path)
+        print(f"boneage: growth chart written to {path}", file=sys.stderr)
+        return True
+    print(f"boneage: no growth chart written to {path}: {why}", file=sys.stderr)
+    return False

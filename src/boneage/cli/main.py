@@ -75,8 +75,10 @@ def _predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sex", type=_sex, metavar="{male,female,m,f,1,0}",
                    help="the sex of every child in FILE... (male/female, M/F, 1/0, true/false as in CSVs; default for DICOM: its PatientSex)")
     p.add_argument("--csv", metavar="LIST",
-                   help="a CSV with columns path,sex (and age, or dob and study_date, if known) for many files")
-    p.add_argument("--age", help="the child's age: months (123) or years and months (10y3m); compares the bone age with it")
+                   help="a CSV with columns path,sex (and age, or dob and study_date, if known) for many files; "
+                        "each row takes its sex and age from its own cells, never from --sex or --age")
+    p.add_argument("--age", help="the age of every child in FILE...: months (123) or years and months (10y3m); "
+                                 "compares the bone age with it")
     p.add_argument("--dob", metavar="YYYY-MM-DD", help="date of birth (with --study-date, instead of --age); never printed")
     p.add_argument("--study-date", metavar="YYYY-MM-DD", help="the date the radiograph was taken (with --dob)")
     p.add_argument("--model", help="a registered model name or an .onnx path (default: the shipped model)")
@@ -94,7 +96,8 @@ def _predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="with --output: skip the inputs it already holds")
     p.add_argument("--force", action="store_true", help="with --output or --plot: replace an existing file")
     p.add_argument("--plot", metavar="CHART.png",
-                   help="one FILE with --age: draw its growth chart against the reference (extra: plot)")
+                   help="one FILE with --age: draw its growth chart against the reference (extra: plot); "
+                        "exit 2 when it cannot be drawn")
     p.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="local: this machine's cores (default); ray: a Ray cluster's (extra: ray)")
     p.add_argument("--ray-address", metavar="ADDRESS",

@@ -23,8 +23,8 @@ from boneage.age import age_from_dates, parse_age
 from boneage.cli.figures import draw_chart, plot_target
 from boneage.cli.results import ResultFile
 from boneage.cli.table import format_table
-from boneage.columns import DuplicateColumnError, keyed_rows
-from boneage.errors import AgeError, BoneAgeError, InputError, printable
+from boneage.columns import DuplicateColumnError, numbered_rows
+from boneage.errors import AgeError, BoneAgeError, InputError, SexError, printable
 from boneage.estimator import BoneAgeEstimator
 from boneage.imageio import read_path
 from boneage.prediction import Prediction
@@ -90,9 +90,20 @@ def expand(path: str, pattern: str) -> list[str]:
     return found
 
 
+PATIENT_OPTIONS = ("sex", "age", "dob", "study_date")
+
+
 def read_jobs(args: argparse.Namespace) -> list[Job]:
     """Every input from FILE... and ``--csv``, before any image is read: an :class:`InputError` for a
-    missing sex, an unreadable list or no input at all; a bad CSV row becomes a job with its error."""
+    missing sex, an unreadable list or no input at all; a bad CSV row becomes a job with its error.
+
+    ``--sex``, ``--age``, ``--dob`` and ``--study-date`` describe the FILE arguments; a list's rows take
+    theirs from its columns only. With ``--csv`` and no FILE they would describe nothing, so they are
+    refused (they were accepted and applied to no row)."""
+    given = [f"--{name.replace('_', '-')}" for name in PATIENT_OPTIONS if getattr(args, name) is not None]
+    if args.csv and not args.files and given:
+        raise InputError(f"{', '.join(given)} apply to FILE arguments, not to the rows of --csv: give each row's "
+                         "sex and age in the list's columns (sex, age or dob and study_date)")
     jobs: list[Job] = []
     age = command_line_age(args)
     sex = args.sex  # None: each DICOM's header says it
@@ -104,29 +115,44 @@ def read_jobs(args: argparse.Namespace) -> list[Job]:
                              "give the sex; or use --csv with a sex column)")
         jobs += [Job(file, sex, age) for file in files]
     if args.csv:
-        path = Path(args.csv)
-        try:
-            # a regular file of bounded size: /dev/zero or a FIFO with no writer must not hang it
-            text = read_path(path).decode("utf-8-sig")
-            # Path,Sex or " path " as spreadsheets write them: columns are matched case-insensitively
-            rows = keyed_rows(csv.DictReader(io.StringIO(text, newline="")))
-        except (UnicodeDecodeError, csv.Error, DuplicateColumnError, BoneAgeError) as exc:
-            raise InputError(f"cannot read the list {printable(str(path))}: {exc}") from exc
-        if rows and not {"path", "sex"} <= set(rows[0]):
-            # Only the names it lacks: a list without a header line starts with a row of data (a name, a
-            # date of birth, an ID), which was echoed here as "found: ..."
-            lacking = " and ".join(sorted({"path", "sex"} - set(rows[0])))
-            raise InputError(f"{printable(str(path))} has no {lacking} column: its first line must name the "
-                             "columns (path,sex and optionally age); what it holds is not shown")
-        for row in rows:
-            file = (path.parent / (row["path"] or "")).as_posix()
-            try:
-                sex_text = (row["sex"] or "").strip()  # empty: a DICOM's header says it
-                jobs.append(Job(file, parse_sex(sex_text) if sex_text else None, row_age(row)))
-            except BoneAgeError as exc:
-                jobs.append(Job(file, None, None, exc))
+        jobs += list_jobs(Path(args.csv))
     if not jobs:
         raise InputError("no input: give FILE... with --sex, or --csv LIST")
+    return jobs
+
+
+def list_jobs(path: Path) -> list[Job]:
+    """The jobs of a ``--csv`` list: one a row, blank rows skipped, every cell stripped. A row with a bad
+    sex or age, more cells than the header names, or no sex for a file whose header cannot give one,
+    is a job with its error: it is reported, and never answered from a DICOM header instead."""
+    try:
+        # a regular file of bounded size: /dev/zero or a FIFO with no writer must not hang it
+        text = read_path(path).decode("utf-8-sig")
+        # Path,Sex or " path " as spreadsheets write them: columns are matched case-insensitively
+        rows = [row for row in numbered_rows(csv.DictReader(io.StringIO(text, newline=""))) if not row.blank]
+    except (UnicodeDecodeError, csv.Error, DuplicateColumnError, BoneAgeError) as exc:
+        raise InputError(f"cannot read the list {printable(str(path))}: {exc}") from exc
+    if rows and not {"path", "sex"} <= set(rows[0].cells):
+        # Only the names it lacks: a list without a header line starts with a row of data (a name, a
+        # date of birth, an ID), which was echoed here as "found: ..."
+        lacking = " and ".join(sorted({"path", "sex"} - set(rows[0].cells)))
+        raise InputError(f"{printable(str(path))} has no {lacking} column: its first line must name the "
+                         "columns (path,sex and optionally age); what it holds is not shown")
+    jobs = []
+    for row in rows:
+        cells = row.cells
+        file = (path.parent / (cells["path"] or "").strip()).as_posix()
+        try:
+            if row.extra:  # its values are not shown: a misaligned row may put a name where a path goes
+                raise InputError(f"it holds {row.extra} more cell(s) than the header names (put a cell that holds "
+                                 "a comma in quotes); values not shown")
+            sex_text = (cells["sex"] or "").strip()  # empty: a DICOM's header says it
+            if not sex_text and Path(file).suffix.lower() in NO_HEADER_SEX:
+                raise SexError("its sex cell is empty, and only a DICOM header can give the sex: fill it "
+                               "(male/female, M/F, 1/0)")
+            jobs.append(Job(file, parse_sex(sex_text) if sex_text else None, row_age(cells)))
+        except BoneAgeError as exc:  # the row's own error, with where it is
+            jobs.append(Job(file, None, None, type(exc)(f"line {row.line} of the list: {exc}")))
     return jobs
 
 
@@ -137,8 +163,8 @@ def _progress(total: int) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Exit 0 when every input was answered, 2 when some failed (each reported), 130 when stopped;
-    a model or plugin failure is raised after what was done is kept."""
+    """Exit 0 when every input was answered, 2 when some failed (each reported) or the ``--plot`` chart
+    could not be drawn, 130 when stopped; a model or plugin failure is raised after what was done is kept."""
     jobs = read_jobs(args)
     plot = plot_target(args, jobs, header_may_say=bool(jobs) and Path(jobs[0].path).suffix.lower() not in NO_HEADER_SEX)
     if args.resume and not args.output:
@@ -158,11 +184,14 @@ def run(args: argparse.Namespace) -> int:
     results: list[dict[str, Any]] = []
     interrupted, fatal = False, None
     try:
-        with _progress(len(jobs)) as bar, contextlib.closing(_outcomes(args, estimator, jobs)) as stream:
+        # A list row with its own error is reported as such: never sent to the model, where a DICOM's
+        # header filled the sex and age the row got wrong (answered, exit 0)
+        runnable = [job for job in jobs if job.error is None]
+        with _progress(len(jobs)) as bar, contextlib.closing(_outcomes(args, estimator, runnable)) as stream:
             for start in range(0, len(jobs), args.batch_size):
                 chunk = jobs[start : start + args.batch_size]
-                outcomes = list(itertools.islice(stream, len(chunk)))
-                new = [_entry(job, outcome) for job, outcome in zip(chunk, outcomes, strict=True)]
+                answered = iter(list(itertools.islice(stream, sum(job.error is None for job in chunk))))
+                new = [_entry(job, job.error or next(answered)) for job in chunk]
                 if output is not None:
                     output.write(new)
                 results.extend(new)
@@ -180,8 +209,8 @@ def run(args: argparse.Namespace) -> int:
             except BoneAgeError as exc:
                 fatal = fatal or exc
     code = _report(args, results, output, interrupted or fatal is not None, len(jobs))
-    if plot is not None and not interrupted and fatal is None:
-        draw_chart(estimator, results, plot)
+    if plot is not None and not interrupted and fatal is None and not draw_chart(estimator, results, plot):
+        code = 2  # the chart asked for is not written (stderr says why): not a success
     if fatal is not None:
         raise fatal
     return code
@@ -202,6 +231,8 @@ def _check_engine(args: argparse.Namespace) -> None:
 def _outcomes(args: argparse.Namespace, estimator: BoneAgeEstimator,
               jobs: list[Job]) -> Generator[Prediction | BoneAgeError, None, None]:
     """Each job's outcome, in order: a batch at a time here, or from Ray's actors as they finish."""
+    if not jobs:  # every row of the list had its own error: nothing to send
+        return
     paths, males, ages, size = [j.path for j in jobs], [j.male for j in jobs], [j.age for j in jobs], args.batch_size
     if args.engine == "ray":
         from boneage.engines.ray import outcomes
@@ -232,7 +263,7 @@ def _report(args: argparse.Namespace, results: list[dict[str, Any]], output: Res
 
 
 def _entry(job: Job, outcome: Prediction | BoneAgeError) -> dict[str, Any]:
-    if isinstance(outcome, Prediction):
+    if isinstance(outcome, Prediction) and job.error is None:
         return outcome.model_dump(mode="json")
     error = job.error or outcome  # the CSV's own message for a bad sex or age, not the facade's
     return {"source": job.path, "error": {"type": type(error).__name__, "message": str(error)}}

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from boneage.columns import DuplicateColumnError, keyed_rows
-from boneage.errors import BoneAgeError, ConfigError
+from boneage.columns import DuplicateColumnError, numbered_rows
+from boneage.errors import BoneAgeError, ConfigError, printable
 from boneage.sex import parse_sex
 from boneage.training.config import Augment, DataSource, TrainConfig
 
@@ -55,11 +55,15 @@ def read_source(source: DataSource) -> list[Record]:
         try:
             # "id, boneage, male" or "ID,BoneAge,Male" as spreadsheets write them: matched as --csv matches
             # its columns, stripped and case-insensitively (they were refused as lacking "boneage")
-            rows = list(enumerate(keyed_rows(csv.DictReader(f)), start=2))
+            rows = [(row.line, row.cells) for row in numbered_rows(csv.DictReader(f))]
         except DuplicateColumnError as exc:
             raise ConfigError(f"labels file {source.labels}: {exc}") from exc
         except (UnicodeDecodeError, csv.Error) as exc:  # a UTF-16 export was an internal error (exit 70)
             raise ConfigError(f"labels file {source.labels} is not a UTF-8 CSV ({type(exc).__name__})") from exc
+    for _, row in rows:  # " 1394" as spreadsheets write it: the id of 1394.png (it was "no image: skipped")
+        if row.get("id") is not None:
+            row["id"] = (row["id"] or "").strip()
+    check_unique_ids(source.labels, rows)
     for line, row in rows:
         # A cell's value is never echoed: a labels file may hold a name or a date where a number goes
         if not inside_folder(row.get("id")):  # before any file is looked up by it
@@ -91,6 +95,32 @@ def read_source(source: DataSource) -> list[Record]:
         log.warning("%d of the %d ids in %s have no image in %s: skipped", missing, missing + len(records),
                     source.labels, source.images)
     return records
+
+
+SHOWN_REPEATS = 3  # repeated ids named in the error
+
+
+def check_unique_ids(labels: Path, rows: list[tuple[int, dict[str, str | None]]]) -> None:
+    """A :class:`~boneage.errors.ConfigError` naming each id listed on more than one line of a labels
+    file, with its lines: it was scored (and trained on) once a line, even with contradictory sexes.
+    The ids are shown, as the reports list them; no other cell is. One id in two labels files (two
+    resolutions of one data set) is allowed."""
+    lines: dict[str, list[int]] = {}
+    for line, row in rows:
+        if row.get("id"):
+            lines.setdefault(row["id"] or "", []).append(line)
+    repeated = [(image_id, at) for image_id, at in lines.items() if len(at) > 1]
+    if repeated:
+        shown = "; ".join(f"'{_id_shown(image_id)}' on lines {', '.join(map(str, at[:SHOWN_REPEATS]))}"
+                          f"{' ...' if len(at) > SHOWN_REPEATS else ''}" for image_id, at in repeated[:SHOWN_REPEATS])
+        more = f"; and {len(repeated) - SHOWN_REPEATS:,} more" if len(repeated) > SHOWN_REPEATS else ""
+        raise ConfigError(f"{labels}: {len(repeated):,} id(s) listed more than once (each image must be labelled on "
+                          f"one line): {shown}{more}")
+
+
+def _id_shown(image_id: str, limit: int = 40) -> str:
+    text = printable(image_id)
+    return text if len(text) <= limit else f"{text[:limit]}..."
 
 
 def pixels_sha256(ids: Iterable[str], load: Any) -> str:
