@@ -170,3 +170,11 @@ def test_make_prediction_shows_the_sds_its_category_is_of(tiny_model: Path) -> N
     mean, sd = load_reference().at(120.0, False)  # type: ignore[misc]
     comparison = estimator.make_prediction(mean + 2.004 * sd, False, None, Notes(), 120.0).comparison
     assert comparison is not None and (comparison.sds, comparison.category) == (2.0, "normal")
+
+
+def test_the_table_prints_the_sds_its_category_was_decided_on() -> None:
+    from boneage.cli.predict import _comparison_cells
+
+    cells = _comparison_cells({"chronological_age_months": 120.0, "bone_age_minus_age_months": 30.0,
+                               "sds": 2.01, "category": "advanced"})
+    assert cells[2] == "+2.01 (advanced)"  # one decimal printed "+2.0 (advanced)", where +2.0 counts as normal

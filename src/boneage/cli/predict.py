@@ -303,6 +303,6 @@ def table(results: list[dict[str, Any]]) -> str:
 def _comparison_cells(c: dict[str, Any] | None) -> list[str]:
     if not c:
         return ["", "", ""]
-    sds = "no reference" if c["sds"] is None else f"{c['sds']:+.1f} ({c['category']})"
+    sds = "no reference" if c["sds"] is None else f"{c['sds']:+.2f} ({c['category']})"
     return [f"{c['chronological_age_months']:.1f} mo ({years(c['chronological_age_months'])})",
             f"{c['bone_age_minus_age_months']:+.1f} mo", sds]
