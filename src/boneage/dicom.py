@@ -68,7 +68,7 @@ def read_dicom(data: bytes, what: str) -> Loaded:
         try:  # pydicom converts a value when it is first used: a malformed one raises there
             tags = image_tags(ds, what, data)
             stored = _decode(ds, tags, what, data)
-            table, steps = display_table(ds, tags, what)
+            table, steps = display_table(ds, tags, what, stored)
             patient = header_patient(ds)
         except (BoneAgeError, MemoryError):
             raise
@@ -485,11 +485,13 @@ def _domain(tags: ImageTags) -> tuple[np.ndarray, np.ndarray]:
     return values, np.ones(values.shape, bool)
 
 
-def display_table(ds: Any, tags: ImageTags, what: str = "the DICOM") -> tuple[np.ndarray, list[str]]:
+def display_table(ds: Any, tags: ImageTags, what: str = "the DICOM",
+                  stored: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
     """The grey level of every stored value: modality LUT, then the VOI LUT or first window, then
     inversion; 8 bits out for 8 stored bits or fewer, 16 bits otherwise. And what was applied.
     A LUT or rescale that cannot be applied, or gives values that are not finite, is an
-    ``ImageReadError`` naming the step (never its values)."""
+    ``ImageReadError`` naming the step (never its values). ``stored``: the pixels, for a file without
+    a VOI (:func:`used_bits`)."""
     from pydicom.pixels.processing import apply_modality_lut, apply_voi
 
     values, fits = _domain(tags)
@@ -513,8 +515,12 @@ def display_table(ds: Any, tags: ImageTags, what: str = "the DICOM") -> tuple[np
             steps.append("window" + _of(_count(ds.get("WindowCenter"))))
         elif ds.get("WindowCenter") is not None or ds.get("WindowWidth") is not None:
             steps.append("its window unusable, the whole range shown")
-    if grey is None:
-        grey = _stretch(modality, fits)  # no VOI: the whole range the stored bits can hold
+    if grey is None:  # no VOI: the whole range the stored bits can hold, or the bits the pixels use
+        used, note = used_bits(stored, tags)
+        if note:
+            fits = fits & (np.arange(fits.size) <= used)  # the pixels above are outliers, shown as the top
+            steps.append(note)
+        grey = _stretch(modality, fits)
     shape = str(ds.get("PresentationLUTShape", "") or "").strip().upper()
     if tags.photometric == "MONOCHROME1" or shape == "INVERSE":
         # MONOCHROME1 comes with INVERSE in DX (PS3.3 C.8.11.6.1.2): one inversion, not two
@@ -522,6 +528,24 @@ def display_table(ds: Any, tags: ImageTags, what: str = "the DICOM") -> tuple[np
         steps.append(f"inverted ({'MONOCHROME1' if tags.photometric == 'MONOCHROME1' else 'INVERSE presentation LUT'})")
     top, dtype = (255, np.uint8) if tags.bits_stored <= 8 else (65535, np.uint16)
     return np.rint(np.clip(grey, 0.0, 1.0) * top).astype(dtype), steps
+
+
+def used_bits(stored: np.ndarray | None, tags: ImageTags) -> tuple[int, str]:
+    """The largest stored value a file without a VOI shows at its top, when its unsigned 16-bit pixels use
+    fewer bits than Bits Stored (10 of 12: an underexposed plate, or a detector's 10 bits declared as 12),
+    by the rule the other formats' 16-bit images are read by (:func:`boneage.decoded.bit_depth`: a few
+    outliers, such as a burned-in marker, do not count); and the note saying so, or "" for the whole range.
+    The display then does not depend on how many bits the file declares."""
+    if stored is None or tags.signed or tags.bits_allocated != 16 or stored.dtype != np.uint16:
+        return (1 << tags.bits_stored) - 1, ""
+    from boneage.decoded import bit_depth, value_counts
+
+    bits, over = bit_depth(value_counts(stored))
+    if bits >= tags.bits_stored:
+        return (1 << tags.bits_stored) - 1, ""
+    top = (1 << bits) - 1
+    outliers = f", {over:,} pixel{'s' if over > 1 else ''} above it shown as its top" if over else ""
+    return top, f"its pixels use {bits} of the {tags.bits_stored} bits stored: 0-{top} shown{outliers}"
 
 
 def _applied(name: str, what: str, fits: np.ndarray, step: Any, values: np.ndarray, *args: Any) -> np.ndarray:

@@ -10,7 +10,6 @@ image, and a resolution no finer than the patch.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +20,10 @@ import numpy as np
 
 from boneage.age import check_age
 from boneage.configs import PreprocessConfig
+from boneage.decoded import Loaded
 from boneage.errors import InputError
 from boneage.files import refuse_link
-from boneage.imageio import ImageInput, read_image
+from boneage.imageio import ImageInput, read_image, source_name
 from boneage.modelcard import ModelCard
 from boneage.patient import resolve
 from boneage.prediction import Prediction
@@ -46,9 +46,9 @@ class Explainable(Protocol):
 
     card: ModelCard
 
-    def model_inputs(self, image: np.ndarray) -> tuple[np.ndarray, Notes]:
+    def model_inputs(self, image: Loaded) -> tuple[np.ndarray, Notes]:
         """The model inputs of one decoded image, one per sampling grid (the image's own first),
-        and the notes a prediction carries."""
+        and the notes a prediction carries (the reading's first)."""
 
     def run(self, images: np.ndarray, male: Sequence[bool]) -> np.ndarray:
         """Months for a preprocessed batch: every occluded copy goes through here."""
@@ -208,16 +208,16 @@ def explain(estimator: Explainable, image: ImageInput, male: object, age_months:
     loaded = read_image(image)
     patient = resolve(male, age_months, loaded.patient)  # a DICOM header fills what was not given
     sex, age_months = patient.male, patient.age_months
-    inputs, notes = estimator.model_inputs(loaded.image)
+    inputs, notes = estimator.model_inputs(loaded)  # the Loaded: its array would be read again as a new input
     prepared = inputs[0]  # the heatmap is of the image's own grid
-    notes.applied[:0] = [*loaded.notes, *patient.notes]
+    notes.applied[len(loaded.notes) : len(loaded.notes)] = patient.notes  # after the reading's notes, as before
     notes.warnings.extend(patient.warnings)
     size = prepared.shape[0]
     patch = patch or max(2, round(size * PATCH_FRACTION))
     stride = stride or max(1, patch // 2)
     baseline, heatmap = occlusion_map(lambda batch: estimator.run(batch, [sex] * len(batch)),
                                       prepared, patch, stride, background_level(prepared))
-    source = str(image) if isinstance(image, (str, os.PathLike)) else None
+    source = source_name(image)  # a DirEntry's path, not "<DirEntry ...>"
     # the estimate is predict()'s: averaged over the estimator's views where it has several
     months = baseline if len(inputs) == 1 else float(np.mean(estimator.run(inputs, [sex] * len(inputs))))
     prediction = estimator.make_prediction(months, sex, source, notes, age_months)

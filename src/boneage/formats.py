@@ -144,3 +144,127 @@ def pnm_maxval(data: bytes) -> int | None:
     """The largest sample value a PGM or PPM declares (OpenCV does not rescale to it, viewers do)."""
     match = PNM_HEADER.match(data[:1024])
     return int(match.group(4)) if match else None
+
+
+def png_chunks_before_image(data: bytes, kinds: tuple[bytes, ...]) -> dict[bytes, bytes]:
+    """The body of the first chunk of each of ``kinds`` that comes before the image data (IDAT), for
+    the facts libpng and OpenCV do not pass on: sBIT (the significant bits), acTL (an animated PNG).
+    The chunks were counted and bounded by :func:`check_png_chunks` first."""
+    found: dict[bytes, bytes] = {}
+    i = 8
+    while i + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[i : i + 8])
+        if kind in (b"IDAT", b"IEND"):
+            break
+        if kind in kinds and kind not in found:
+            found[kind] = data[i + 8 : i + 8 + min(length, 64)]
+        i += 12 + length
+    return found
+
+
+def png_significant_bits(data: bytes) -> int | None:
+    """A 16-bit PNG's sBIT: the most significant bits of its colour channels (alpha aside); None without one."""
+    if len(data) < 26 or data[24] != 16:
+        return None
+    body = png_chunks_before_image(data, (b"sBIT",)).get(b"sBIT", b"")
+    colours = {0: 1, 2: 3, 4: 1, 6: 3}.get(data[25], 0)
+    bits = [b for b in body[:colours] if 1 <= b <= 16]
+    return max(bits) if len(bits) == colours and colours else None
+
+
+def png_frames(data: bytes) -> int:
+    """The frames an animated PNG (APNG) declares in its acTL chunk; 1 for a still PNG."""
+    body = png_chunks_before_image(data, (b"acTL",)).get(b"acTL", b"")
+    return max(1, struct.unpack(">I", body[:4])[0]) if len(body) >= 4 else 1
+
+
+MAX_WEBP_CHUNKS = 1_000  # a still WebP holds 1-5 chunks, an animation one ANMF chunk per frame
+
+
+def webp_frames(data: bytes) -> int:
+    """The frames of an animated WebP (its ANMF chunks, counted up to 2, as only "more than one" matters);
+    1 for a still one (no animation flag in VP8X)."""
+    if data[12:16] != b"VP8X" or len(data) < 21 or not data[20] & 0x02:  # VP8X flags: bit 1 is "animation"
+        return 1
+    frames, i = 0, 12
+    for _ in range(MAX_WEBP_CHUNKS):
+        if i + 8 > len(data) or frames >= 2:
+            break
+        kind, size = data[i : i + 4], struct.unpack("<I", data[i + 4 : i + 8])[0]
+        frames += kind == b"ANMF"
+        i += 8 + size + (size & 1)
+    return max(frames, 1)
+
+
+MAX_TIFF_PAGES = 64  # pages walked: a scanner's TIFF holds the image and perhaps a preview or two
+REDUCED = 0x1 | 0x4  # NewSubfileType: a reduced-resolution copy, or a transparency mask
+
+
+def tiff_pages(data: bytes) -> list[bool]:
+    """For each page (directory) of a classic TIFF, in order, whether it is an image of its own (False for one
+    its NewSubfileType marks as a reduced-resolution copy or a transparency mask). The walk stops at a second
+    image of its own, at MAX_TIFF_PAGES, at a directory seen before (a loop), and at one that lies outside the file."""
+    endian = {b"II": "<", b"MM": ">"}.get(data[:2])
+    if endian is None or len(data) < 8:
+        return []
+    offset = struct.unpack(endian + "I", data[4:8])[0]
+    pages: list[bool] = []
+    seen: set[int] = set()
+    while offset and offset not in seen and offset + 2 <= len(data) and len(pages) < MAX_TIFF_PAGES:
+        seen.add(offset)
+        (count,) = struct.unpack(endian + "H", data[offset : offset + 2])
+        end = offset + 2 + 12 * count
+        if count > MAX_TIFF_TAGS or end + 4 > len(data):  # a damaged later directory: libtiff reads page 1 alone
+            break
+        subfile = 0
+        for start in range(offset + 2, end, 12):
+            tag, kind, n = struct.unpack(endian + "HHI", data[start : start + 8])
+            if tag == 254:
+                subfile = _first_value(data, endian, kind, n, data[start + 8 : start + 12])
+                break
+        pages.append(not subfile & REDUCED)
+        if sum(pages) > 1:
+            break
+        offset = struct.unpack(endian + "I", data[end : end + 4])[0]
+    return pages
+
+
+MAX_RLE_PAIRS = 4_000_000  # about a second of Python: an RLE BMP is walked no further (no warning then)
+
+
+def bmp_rle_rows(data: bytes) -> tuple[int, int] | None:
+    """For a BMP compressed with RLE8 or RLE4: the rows its data fills before it ends (its end-of-bitmap
+    marker, or the file's end) and the rows the header declares; None for any other BMP, or when the
+    walk would pass MAX_RLE_PAIRS. The rows not filled are shown in the palette's first colour (black):
+    the format allows ending early, but a radiograph cut in half reads as a half-black one."""
+    if data[:2] != b"BM" or len(data) < 34:
+        return None
+    start, = struct.unpack("<I", data[10:14])
+    height, bpp, compression = struct.unpack("<iHI", data[22:26] + data[28:34])
+    if compression not in (1, 2) or height <= 0:  # RLE8, RLE4; RLE is stored bottom-up only
+        return None
+    rle4 = compression == 2
+    i, row, column, end = start, 0, 0, len(data)
+    for _ in range(MAX_RLE_PAIRS):
+        if i + 2 > end or row >= height:
+            break
+        count, value = data[i], data[i + 1]
+        i += 2
+        if count:  # a run of one value
+            column += count
+        elif value == 0:  # end of line
+            row, column = row + 1, 0
+        elif value == 1:  # end of bitmap
+            break
+        elif value == 2:  # delta: move right and up
+            if i + 2 > end:
+                break
+            column, row = column + data[i], row + data[i + 1]
+            i += 2
+        else:  # an absolute run of `value` pixels, padded to a whole word
+            size = (value + 1) // 2 if rle4 else value
+            i += size + (size & 1)
+            column += value
+    else:
+        return None
+    return min(height, row + (column > 0)), height

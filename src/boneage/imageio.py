@@ -4,6 +4,21 @@ Sizes and decoded bytes are checked from the header before any pixel is decoded,
 caller imported first, so a hostile header cannot exhaust memory. Files are read with a byte limit
 and only if they are regular files, so ``/dev/zero`` or a FIFO cannot hang or fill memory. An EXIF
 orientation is honoured, as every image viewer does, and said in the result.
+
+What a file is is decided by its content, not its name: a PNG, JPEG, TIFF, BMP, WebP or PNM signature
+is read as that format even in a file named ``.dcm`` (a GIF's is refused as an image, not as a broken
+DICOM), a DICOM (``DICM`` at byte 128) is read
+as DICOM whatever its name, and only a ``.dcm`` or ``.dicom`` file with neither is read as a DICOM
+without its preamble.
+
+One picture per file: a multi-page TIFF, an animated PNG or an animated WebP is refused
+(``UnsupportedImageError``), as a multi-frame DICOM is, rather than answered from a first frame that
+may be a blank page, a preview or the other hand. TIFF pages that the file itself marks as
+reduced-resolution copies (or masks) of the first are not other pictures: the first is read, with a note.
+
+OpenCV's own log lines (``[ERROR:...]`` and libtiff's, for a damaged file) are silenced while boneage
+decodes: OpenCV's log level is process-wide, so it is set to silent for the time of each decode and
+restored after the last one in flight (another thread's OpenCV messages in that time are silenced too).
 """
 
 from __future__ import annotations
@@ -11,20 +26,34 @@ from __future__ import annotations
 import io
 import os
 import struct
+import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from boneage.decoded import MAX_DECODED_BYTES, MAX_PIXELS
+from boneage.decoded import MAX_DECODED_BYTES, MAX_PIXELS, full_range
 from boneage.decoded import Loaded as Loaded  # re-exported, with the two checks: their home before boneage.decoded
 from boneage.decoded import check_array as check_array
 from boneage.decoded import check_size as check_size
 from boneage.errors import ImageReadError, ImageTooLargeError, UnsupportedImageError
 from boneage.files import FileTooLargeError, NotRegularFileError, read_regular_file
-from boneage.formats import TiffInfo, check_png_chunks, check_pnm_header, png_has_transparency, pnm_maxval, tiff_info
+from boneage.formats import (
+    TiffInfo,
+    bmp_rle_rows,
+    check_png_chunks,
+    check_pnm_header,
+    png_frames,
+    png_has_transparency,
+    png_significant_bits,
+    pnm_maxval,
+    tiff_info,
+    tiff_pages,
+    webp_frames,
+)
 from boneage.jpeg import (
     MAX_JPEG_MARKERS,
     check_jpeg_exif_segments,
@@ -34,8 +63,11 @@ from boneage.jpeg import (
     jpeg_to_decode,
 )
 
-ImageInput = str | os.PathLike[str] | bytes | bytearray | memoryview | np.ndarray
-DICOM_SUFFIXES = (".dcm", ".dicom")  # read as DICOM even without the DICM marker
+ImageInput = str | os.PathLike[str] | os.PathLike[bytes] | bytes | bytearray | memoryview | np.ndarray
+DICOM_SUFFIXES = (".dcm", ".dicom")  # read as DICOM even without the DICM marker, unless the content is an image format's
+# The first bytes of the formats read here (and GIF, refused by name): a file that starts so is not a DICOM
+# without its preamble, whose first bytes are a group 0002 or 0008 tag.
+SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8", b"II*\0", b"MM\0*", b"II+\0", b"MM\0+", b"BM", b"GIF87a", b"GIF89a")
 
 MAX_BYTES = 512 * 1024 * 1024
 # The formats whose header is checked before decoding; OpenCV decodes more (EXR, HDR, PFM, ...).
@@ -72,6 +104,8 @@ class Header:
     orientation: int = 1
     photometric: int | None = None  # TIFF: 0 is MinIsWhite
     maxval: int | None = None  # PGM/PPM: the largest sample value
+    significant_bits: int | None = None  # a 16-bit PNG's sBIT
+    notes: tuple[str, ...] = ()  # what the structure said that the result should (e.g. pages not read)
 
     @property
     def decoded_bytes(self) -> int:
@@ -180,6 +214,10 @@ def structure_checked(header: Header, data: bytes, what: str, tiff: TiffInfo | N
     if header.format == "PNG":  # its chunks were checked before any parser saw them (read_header)
         if png_has_transparency(data):
             header = replace(header, channels=4)
+        frames = png_frames(data)
+        if frames > 1:
+            raise UnsupportedImageError(f"{what} is an animated PNG of {frames} frames: one radiograph per file is read")
+        header = replace(header, significant_bits=png_significant_bits(data))
     elif header.format in ("JPEG", "MPO"):
         check_jpeg_scans(data, what)
         if jpeg_is_progressive(data):  # the decoder keeps every coefficient: 2 bytes per sample more
@@ -191,10 +229,26 @@ def structure_checked(header: Header, data: bytes, what: str, tiff: TiffInfo | N
                          photometric=info.photometric)
         if info.tile is not None:
             check_tiff_tile(info.tile, header, what)
+        header = replace(header, notes=tiff_pages_note(data, what))
+    elif header.format == "WEBP" and webp_frames(data) > 1:
+        raise UnsupportedImageError(f"{what} is an animated WebP: one radiograph per file is read")
     elif header.format == "PPM":
         maxval = pnm_maxval(data)
         header = replace(header, maxval=maxval, sample_bytes=2 if (maxval or 0) > 255 else header.sample_bytes)
     return header
+
+
+def tiff_pages_note(data: bytes, what: str) -> tuple[str, ...]:
+    """Refuses a TIFF of several pictures (pages, unless marked as reduced-resolution copies or masks);
+    a note when such copies follow the first page, which is the one read."""
+    pages = tiff_pages(data)
+    if len(pages) <= 1:
+        return ()
+    if sum(pages) > 1 or not pages[0]:
+        many = "more than one page" if sum(pages) > 1 else f"{len(pages)} pages, the first a reduced-resolution copy"
+        raise UnsupportedImageError(f"{what} is a TIFF of {many}: one radiograph per file is read "
+                                    "(save the page to read as a file of its own)")
+    return (f"page 1 of {len(pages)} read: the file marks the others as reduced-resolution copies or masks",)
 
 
 def check_tiff_tile(tile: tuple[int, int], header: Header, what: str) -> None:
@@ -246,11 +300,53 @@ def as_viewers_show(image: np.ndarray, header: Header) -> np.ndarray:
     return image
 
 
+def has_image_signature(data: bytes) -> bool:
+    """The content starts as a PNG, JPEG, TIFF, BMP, GIF, WebP or PNM file does."""
+    return (data.startswith(SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+            or (data[:1] == b"P" and data[1:2] in b"123456" and data[2:3].isspace()))
+
+
+_quiet = threading.Lock()
+_quiet_users = 0
+_quiet_saved = 0
+
+
+@contextmanager
+def opencv_silenced() -> Iterator[None]:
+    """OpenCV's log (and libtiff's, which it passes on) silent while this is open: a damaged file's
+    ``[ERROR:...]`` lines reached a library caller's stderr, whatever boneage made of the file. The level is
+    process-wide: the first decode in flight saves and silences it, the last restores it."""
+    global _quiet_users, _quiet_saved
+    with _quiet:
+        if not _quiet_users:
+            _quiet_saved = cv2.utils.logging.getLogLevel()
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        _quiet_users += 1
+    try:
+        yield
+    finally:
+        with _quiet:
+            _quiet_users -= 1
+            if not _quiet_users:
+                cv2.utils.logging.setLogLevel(_quiet_saved)
+
+
+def bmp_warnings(data: bytes) -> tuple[str, ...]:
+    """A compressed (RLE) BMP whose data ends before its last row: the rows left are shown black."""
+    rows = bmp_rle_rows(data)
+    if rows is None or rows[0] >= rows[1]:
+        return ()
+    filled, height = rows
+    return (f"the BMP's compressed data ends after {filled} of its {height} rows: the other "
+            f"{height - filled} are shown black (a file cut short?)",)
+
+
 def decode(data: bytes, what: str = "image", dicom: bool = False) -> Loaded:
-    """``dicom``: read it as DICOM even without the ``DICM`` marker (a ``.dcm`` file)."""
+    """``dicom``: read it as DICOM even without the ``DICM`` marker (a ``.dcm`` file), unless its content
+    is another format's (:func:`has_image_signature`)."""
     if not data:
         raise ImageReadError(f"{what} is empty")
-    if dicom or data[128:132] == b"DICM":
+    if data[128:132] == b"DICM" or (dicom and not has_image_signature(data)):
         from boneage.dicom import read_dicom  # pydicom (extra: dicom) only for a DICOM
 
         return read_dicom(data, what)
@@ -258,7 +354,8 @@ def decode(data: bytes, what: str = "image", dicom: bool = False) -> Loaded:
     jpeg = header.format in ("JPEG", "MPO")
     to_decode = jpeg_to_decode(data, header.width, header.height, what) if jpeg else data
     try:
-        image = cv2.imdecode(np.frombuffer(to_decode, np.uint8), cv2.IMREAD_UNCHANGED)
+        with opencv_silenced():
+            image = cv2.imdecode(np.frombuffer(to_decode, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
         raise ImageReadError(f"{what} could not be decoded: {exc}") from exc
     if image is None:
@@ -268,15 +365,32 @@ def decode(data: bytes, what: str = "image", dicom: bool = False) -> Loaded:
         raise ImageReadError(f"{what} is not a readable image (truncated, or not PNG/JPEG/TIFF/BMP/WebP)")
     if image.ndim == 3 and image.shape[2] >= 3:  # OpenCV decodes to BGR(A)
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    image, notes = full_range(image, declared_max(image, header), what)  # before a MinIsWhite TIFF is inverted
     image = as_viewers_show(image, header)
-    notes: tuple[str, ...] = ()
+    notes += header.notes
     if header.orientation != 1:
         description, turn = ORIENTATIONS[header.orientation]
         if header.format in ORIENT_AFTER_DECODE:  # OpenCV has already turned a TIFF
             image = np.ascontiguousarray(turn(image))
         tag = "TIFF" if header.format == "TIFF" else "EXIF"
-        notes = (f"{tag} orientation {header.orientation} applied: the stored image was {description} to show it upright",)
-    return Loaded(check_array(image, what), notes)
+        notes += (f"{tag} orientation {header.orientation} applied: the stored image was {description} to show it upright",)
+    # an RLE BMP's rows left unfilled are one colour: only then is its data walked (a second for 3 MP)
+    unfilled = header.format == "BMP" and bool((image[0] == image[0, 0]).all())
+    return Loaded(check_array(image, what), notes, warnings=bmp_warnings(data) if unfilled else ())
+
+
+def declared_max(image: np.ndarray, header: Header) -> int | None:
+    """The largest value a 16-bit image's samples take by its file's word: a PGM's maxval; a PNG's sBIT of N bits
+    when its values fit in N bits (else they are scaled to the 16-bit range, as the PNG specification says they
+    are). None: the values decide (:func:`boneage.decoded.full_range`)."""
+    if image.dtype != np.uint16:
+        return None
+    if header.maxval and header.maxval > 255:
+        return header.maxval
+    bits = header.significant_bits
+    if bits is not None and bits < 16:
+        return (1 << bits) - 1 if int(image.max()) < 1 << bits else 65535
+    return None
 
 
 def read_path(path: Path) -> bytes:
@@ -298,14 +412,37 @@ def read_path(path: Path) -> bytes:
         raise ImageReadError(f"{what} cannot be read: {exc.strerror or exc}") from exc
 
 
+def path_text(source: str | os.PathLike[str] | os.PathLike[bytes]) -> str:
+    """A path as text: a ``DirEntry``'s or ``Path``'s path, a bytes path decoded as the file system does
+    (``os.fsdecode``); an object whose ``__fspath__`` gives neither text nor bytes is an ``UnsupportedImageError``."""
+    try:
+        return os.fsdecode(os.fspath(source))
+    except TypeError as exc:
+        raise UnsupportedImageError(f"cannot read an image from a {type(source).__name__}: its __fspath__ "
+                                    "gives no str or bytes path") from exc
+
+
+def source_name(source: object) -> str | None:
+    """What a prediction names as its source: the path of a path (``os.scandir``'s entries give their path,
+    not ``<DirEntry ...>``); None for bytes and arrays."""
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            return path_text(source)
+        except UnsupportedImageError:
+            return None
+    return None
+
+
 def read_image(source: ImageInput) -> Loaded:
-    """A checked image from a path, encoded bytes or an array, with notes on what was done to it."""
+    """A checked image from a path, encoded bytes or an array, with notes on what was done to it. A
+    uint16 array is read as :func:`boneage.decoded.full_range` reads a 16-bit file."""
     if isinstance(source, np.ndarray):
-        return Loaded(check_array(source))
+        image, notes = full_range(check_array(source))
+        return Loaded(image, notes)
     if isinstance(source, (bytes, bytearray, memoryview)):
         return decode(bytes(source), "image bytes")
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
+        path = Path(path_text(source))
         return decode(read_path(path), str(path), dicom=path.suffix.lower() in DICOM_SUFFIXES)
     raise UnsupportedImageError(f"cannot read an image from a {type(source).__name__}")
 

@@ -9,6 +9,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from boneage.hookspecs import hookimpl
+from boneage.preprocess.clahe import clahe_float
 from boneage.preprocess.inversion import looks_inverted
 from boneage.preprocess.pipeline import build_item, validated
 from boneage.specs import CropperSpec, EmptyParams, StepSpec, Trace, Transform
@@ -31,8 +32,12 @@ class _Params(BaseModel):
 
 
 def to_uint8_gray(image: np.ndarray) -> np.ndarray:
-    """One 8-bit channel. 16-bit images are stretched from their own min to max, since
-    DICOM exports use anything from 10 to 16 of their bits."""
+    """One 8-bit channel. A 16-bit image is read as 16 bits (value / 257, rounded: a 16-bit copy of an 8-bit
+    image, x * 257, gives that image exactly), never stretched by its own minimum and maximum, so one picture
+    gets one answer whatever holds it. Images whose values use fewer of their 16 bits (10, 12 or 14 bits, a
+    PNG's sBIT, a PGM's maxval) were scaled to the 16-bit range when they were read
+    (:func:`boneage.decoded.full_range`), and a DICOM's display mapping gives 16-bit grey levels itself
+    (:mod:`boneage.dicom`). Float images in [0, 1] are scaled by 255."""
     if image.ndim == 3:
         channels = image.shape[2]
         if channels == 1:
@@ -42,11 +47,9 @@ def to_uint8_gray(image: np.ndarray) -> np.ndarray:
     if image.dtype == np.uint8:
         return image
     if image.dtype == np.uint16:
-        # In one pass with no float copy: an 8000x8000 16-bit image would otherwise hold three
-        # 256 MB float temporaries.
-        lo, hi = int(image.min()), int(image.max())
-        alpha = 255.0 / max(hi - lo, 1)
-        return np.asarray(cv2.convertScaleAbs(image, alpha=alpha, beta=-lo * alpha))
+        # In one pass with no float copy (an 8000x8000 16-bit image would otherwise hold 256 MB float
+        # temporaries): OpenCV rounds to nearest and saturates.
+        return np.asarray(cv2.convertScaleAbs(image, alpha=1.0 / 257.0))
     out: np.ndarray = np.clip(np.rint(image.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
     return out
 
@@ -63,11 +66,15 @@ class ResizeParams(_Params):
     size: int = Field(256, ge=8, le=2048)
     mode: Literal["pad", "stretch"] = "pad"
     interpolation: Literal["nearest", "nearest_exact", "linear", "area", "cubic", "lanczos"] = "area"
+    keep_float: bool = Field(False, description="resize in float and keep it (0-255), not rounded to 8 bits: "
+                             "for clahe's keep_float, whose steep tables turned rounding into whole grey levels")
 
 
 def resize(image: np.ndarray, params: ResizeParams) -> np.ndarray:
     """``stretch`` squashes to a square; ``pad`` keeps the aspect ratio and pads with black."""
     size, interp = params.size, INTERPOLATIONS[params.interpolation]
+    if params.keep_float and image.dtype == np.uint8 and image.shape[:2] != (size, size):
+        image = image.astype(np.float32)  # cv2.resize rounds an 8-bit image's result to 8 bits
     if params.mode == "stretch":
         if image.shape[:2] == (size, size):
             return image
@@ -91,10 +98,16 @@ class ClaheParams(_Params):
 
     clip_limit: float = Field(2.0, gt=0)
     tile_grid: int = Field(8, ge=1, le=64)
+    keep_float: bool = Field(False, description="no rounding to 8 bits, of the input, the tables or the output "
+                             "(boneage.preprocess.clahe): the answer moves less under crops and rescaling")
 
 
 def _clahe(params: ClaheParams) -> Transform:
     def apply(image: np.ndarray, trace: Trace) -> np.ndarray:
+        if params.keep_float:
+            return clahe_float(image, params.clip_limit, params.tile_grid)
+        if image.dtype != np.uint8:  # a kept-float resize: OpenCV's CLAHE takes whole grey levels
+            image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
         # A CLAHE object per call: OpenCV's are not safe to share between threads.
         clahe = cv2.createCLAHE(clipLimit=params.clip_limit, tileGridSize=(params.tile_grid,) * 2)
         return clahe.apply(image)
@@ -147,7 +160,7 @@ def _hand_crop(params: HandCropParams, plugins: Plugins) -> Transform:
 def boneage_register_preprocess_steps() -> list[StepSpec]:
     """Registers the built-in steps through the plugin API, as a third-party step would be."""
     return [
-        StepSpec(name="grayscale", build=_grayscale, doc="one 8-bit channel (16-bit stretched min-max)"),
+        StepSpec(name="grayscale", build=_grayscale, doc="one 8-bit channel (16-bit read as value / 257)"),
         StepSpec(name="invert", build=_invert, params=InvertParams, doc="undo a white-background (inverted) radiograph"),
         StepSpec(name="hand_crop", build=_hand_crop, params=HandCropParams, takes_plugins=True,
                  doc="crop to the hand with a registered cropper"),
