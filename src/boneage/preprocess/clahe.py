@@ -62,9 +62,11 @@ def clahe_float(image: np.ndarray, clip_limit: float = 2.0, tiles: int = 8) -> n
 
     def read(ty: np.ndarray, tx: np.ndarray) -> np.ndarray:
         start = (ty[:, None] * tiles + tx[None, :]) * BINS + low
-        return tables[start] * (1 - frac) + tables[start + 1] * frac
+        blended: np.ndarray = tables[start] * (1 - frac) + tables[start + 1] * frac
+        return blended
 
     wx, wy = wx[None, :], wy[:, None]
     top = read(y1, x1) * (1 - wx) + read(y1, x2) * wx
     bottom = read(y2, x1) * (1 - wx) + read(y2, x2) * wx
-    return (top * (1 - wy) + bottom * wy).astype(np.float32)
+    out: np.ndarray = (top * (1 - wy) + bottom * wy).astype(np.float32)
+    return out

@@ -10,7 +10,7 @@ from keras import ops
 
 
 @keras.saving.register_keras_serializable(package="boneage")
-class L1PlusMSE(keras.losses.Loss):
+class L1PlusMSE(keras.losses.Loss):  # type: ignore[misc]
     """``|e| + e**2`` with ``e`` the error in units of ``scale`` months: the L1 term keeps a steady pull on
     small errors, the squared term a stronger one on large errors. Registered, so a checkpoint reloads."""
 
