@@ -23,5 +23,6 @@ def test_the_densenet_recipe_is_the_campaigns() -> None:
     resize = next(s for s in config.preprocessing.steps if s.name == "resize")
     clahe = next(s for s in config.preprocessing.steps if s.name == "clahe")
     assert resize.params["interpolation"] == "area" and clahe.params["tile_grid"] == 2
+    assert resize.params["keep_float"] and clahe.params["keep_float"]  # no 8-bit rounding around CLAHE (issue 18)
     assert config.augment.before_preprocessing and config.augment.noise == 0.02
     assert (config.batch_size, config.precision, config.data_pipeline, config.jit_compile) == (64, "mixed_bfloat16", "arrays", False)
