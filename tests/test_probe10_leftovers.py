@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,10 +34,7 @@ def test_head_is_answered_like_get_without_a_body(tmp_path: Path) -> None:
     model = write_tiny_model(tmp_path / "tiny.onnx")
     app = create_app(ServeSettings(model=str(model)))
     with TestClient(app, raise_server_exceptions=False) as client:
-        for _ in range(200):  # the model loads in a thread at startup
-            if client.get("/readyz").status_code == 200 or app.state.service.failed:
-                break
-            time.sleep(0.05)
+        ready_within(client, 300)  # the model loads in a thread at startup
         for path in ("/healthz", "/readyz", "/v1/model", "/", "/openapi.json", "/docs", "/static/app.js"):
             get, head = client.get(path), client.head(path)
             assert get.status_code == 200 and head.status_code == 200, path
@@ -45,6 +43,15 @@ def test_head_is_answered_like_get_without_a_body(tmp_path: Path) -> None:
         assert refused.status_code == 405 and refused.headers["allow"] == "POST" and refused.content == b""
     operations = {m for p in app.openapi()["paths"].values() for m in p}
     assert "head" not in operations  # no second, HEAD operation of each route in the schema
+
+
+def ready_within(client: Any, seconds: float) -> None:
+    """Wait until ``/readyz`` says ready, for up to ``seconds`` (a loaded machine may take long to load
+    even the tiny model); fail saying so, not later with an unrelated status."""
+    deadline = time.monotonic() + seconds
+    while (answer := client.get("/readyz")).status_code != 200:
+        assert time.monotonic() < deadline, f"the model did not load in {seconds} s: {answer.text}"
+        time.sleep(0.05)
 
 
 class Served:
@@ -116,8 +123,9 @@ def test_serve_on_port_0_prints_the_port_it_bound(served: tuple[Served, int]) ->
     assert head.status_code == 200 and head.content == b""
 
 
-def closed_within(port: int, send: bytes, seconds: float) -> float:
-    """Seconds until the server closes a connection that sent ``send`` and then nothing."""
+def closed_after(port: int, send: bytes, seconds: float = 120) -> float:
+    """Seconds until the server closes a connection that sent ``send`` and then nothing; ``seconds`` only
+    bounds the wait (a socket timeout here means it was held open), it is no claim about the server's speed."""
     with socket.create_connection(("127.0.0.1", port), timeout=seconds) as sock:
         start = time.monotonic()
         if send:
@@ -126,17 +134,37 @@ def closed_within(port: int, send: bytes, seconds: float) -> float:
         return time.monotonic() - start
 
 
-def test_a_connection_that_sends_no_headers_is_closed_after_the_read_timeout(served: tuple[Served, int]) -> None:
-    # uvicorn has no such deadline: idle sockets past --max-connections held the service at 503
-    import httpx
+def answers(sock: socket.socket, count: int) -> list[bytes]:
+    """The status lines of the next ``count`` responses on ``sock`` (each /healthz's, with a Content-Length)."""
+    data, lines = b"", []
+    while len(lines) < count:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        length = re.search(rb"(?i)content-length: *(\d+)", head)
+        if sep and length and len(rest) >= int(length.group(1)):
+            lines.append(head.split(b"\r\n")[0])
+            data = rest[int(length.group(1)):]
+            continue
+        chunk = sock.recv(4096)
+        assert chunk, f"closed after {len(lines)} of {count} answers"
+        data += chunk
+    return lines
 
+
+def test_a_connection_that_sends_no_headers_is_closed_after_the_read_timeout(served: tuple[Served, int]) -> None:
+    # uvicorn has no such deadline: idle sockets past --max-connections held the service at 503. Only what
+    # the deadline guarantees is checked: never closed before --read-timeout 1 (a slower machine only closes
+    # later), and closed at all; the timing of the test itself never decides (it slept 0.5 s against the 1 s
+    # deadline on a kept-alive connection, which a loaded machine overran)
     _, port = served
-    assert 0.8 < closed_within(port, b"", 10) < 5
-    assert 0.8 < closed_within(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n", 10) < 5  # slowloris: half the headers
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:  # a request that sends them is answered
-        assert client.get("/healthz").status_code == 200
-        time.sleep(0.5)
-        assert client.get("/healthz").status_code == 200  # on the same, kept-alive connection
+    assert closed_after(port, b"") >= 0.8
+    assert closed_after(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n") >= 0.8  # slowloris: half the headers
+    # requests that send their headers are answered, one after the other on one kept-alive connection: the
+    # second is sent with the first, so no pause of this process can let the deadline pass between them
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
+        sock.sendall(request * 2)
+        assert answers(sock, 2) == [b"HTTP/1.1 200 OK"] * 2
+        assert sock.recv(1024) == b""  # then, idle, closed by the deadline
 
 
 def test_read_timeout_is_checked() -> None:

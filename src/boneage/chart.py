@@ -15,7 +15,7 @@ import numpy as np
 
 from boneage.errors import InputError, MissingDependencyError
 from boneage.files import refuse_link
-from boneage.prediction import Prediction
+from boneage.prediction import Prediction, readable
 from boneage.references import ReferenceTable
 
 INSTALL = 'pip install "boneage[plot]"'
@@ -66,15 +66,16 @@ def growth_chart(prediction: Prediction, reference: ReferenceTable, path: str | 
     top = max(float(rows[-1, 0]), age, ba) + 1
     ax.plot([0, top], [0, top], color="0.4", ls="--", lw=1, label="bone age = age")
     yerr = None
-    label = f"estimate {prediction.bone_age_months:.0f} months"
+    label = f"estimate {readable(prediction.bone_age_months, '.0f')} months"
     if prediction.interval is not None:
         i = prediction.interval
         yerr = np.array([[ba - i.low_months / 12.0], [i.high_months / 12.0 - ba]]).clip(0)
-        label += f" ({i.level:.0%} interval {i.low_months:.0f}-{i.high_months:.0f})"
+        label += f" ({i.level:.0%} interval {readable(i.low_months, '.0f')}-{readable(i.high_months, '.0f')})"
     else:
         label += " (this model has no interval)"
     ax.errorbar([age], [ba], yerr=yerr, fmt="o", color="tab:red", ms=7, capsize=5, lw=2, label=label, zorder=5)
-    sds = c.note or f"SDS {c.sds:+.2f} ({c.category}); BA - CA {c.bone_age_minus_age_months:+.1f} months"
+    sds = c.note or (f"SDS {'-' if c.sds is None else readable(c.sds, '+.2f')} ({c.category}); "
+                     f"BA - CA {readable(c.bone_age_minus_age_months, '+.1f')} months")
     high = max(top, float((rows[:, 1] + 2 * rows[:, 2]).max()) + 0.5, ba + (0 if yerr is None else float(yerr[1, 0])) + 0.5)
     whole, rest = divmod(round(c.chronological_age_months), 12)
     ax.set(xlim=(0, top), ylim=(0, high), xlabel="chronological age (years)", ylabel="bone age (years)",

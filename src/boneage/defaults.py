@@ -25,3 +25,6 @@ MAX_CONFIG_BYTES = 1 << 20
 
 # A run's data.json (its validation ids: 100 KB for 12,000), as evaluate --ids and export read it.
 MAX_IDS_BYTES = 64 * 2**20
+
+# A labels file (train, evaluate: id,boneage,male), read whole: 250 KB for the 12,611 RSNA radiographs.
+MAX_LABELS_BYTES = 64 * 2**20

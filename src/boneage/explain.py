@@ -26,7 +26,7 @@ from boneage.files import refuse_link
 from boneage.imageio import ImageInput, read_image, source_name
 from boneage.modelcard import ModelCard
 from boneage.patient import resolve
-from boneage.prediction import Prediction
+from boneage.prediction import Prediction, readable, years_and_months
 from boneage.preprocess.builtin import to_uint8_gray
 from boneage.preprocess.orientation import turn_upright
 from boneage.preprocess.pipeline import Notes
@@ -147,13 +147,17 @@ class Explanation:
 
     def _strip(self, width: int, top: float) -> np.ndarray:
         p = self.prediction
-        lines = [f"bone age {p.bone_age_months:.1f} months ({_years(p.bone_age_months)}), {'male' if p.male else 'female'}"]
+        lines = [f"bone age {readable(p.bone_age_months)} months ({years_and_months(p.bone_age_months)}), "
+                 f"{'male' if p.male else 'female'}"]
         if p.interval is not None:
-            lines.append(f"{p.interval.level:.0%} interval {p.interval.low_months:.0f}-{p.interval.high_months:.0f} months")
+            lines.append(f"{p.interval.level:.0%} interval {readable(p.interval.low_months, '.0f')}-"
+                         f"{readable(p.interval.high_months, '.0f')} months")
         if p.comparison is not None:
             c = p.comparison
-            sds = c.note or f"SDS {c.sds:+.2f} ({c.category})"  # the digits the category is of
-            lines.append(f"age {c.chronological_age_months:.0f} months: BA-CA {c.bone_age_minus_age_months:+.1f}; {sds}")
+            # the digits the category is of
+            sds = c.note or f"SDS {'-' if c.sds is None else readable(c.sds, '+.2f')} ({c.category})"
+            lines.append(f"age {c.chronological_age_months:.0f} months: BA-CA "
+                         f"{readable(c.bone_age_minus_age_months, '+.1f')}; {sds}")
         where = "" if self.on_original else " (on the model input)"
         lines.append(f"colour: months moved when hidden{where}, 0 to {top:.1f}")
         font, scale = cv2.FONT_HERSHEY_SIMPLEX, max(0.35, min(0.6, width / 900))
@@ -191,11 +195,6 @@ def _wrap(text: str, width: int, font: int, scale: float) -> list[str]:
         else:
             lines[-1] = candidate
     return lines
-
-
-def _years(months: float) -> str:
-    whole, rest = divmod(round(months), 12)
-    return f"{whole}y {rest}m"
 
 
 def explain(estimator: Explainable, image: ImageInput, male: object, age_months: float | None = None,

@@ -40,9 +40,10 @@ def models_dir() -> Path:
 
 def load_registry(directory: Path | None = None) -> Registry:
     """The registry of ``directory`` (default: :func:`models_dir`); an empty one where there is no
-    ``registry.json`` yet (a fresh export folder), an :class:`InvalidModelError` where it is damaged."""
+    ``registry.json`` yet (a fresh export folder), an :class:`InvalidModelError` where it is damaged or is
+    not a regular file (a FIFO, a directory or a link to ``/dev/zero`` was taken for no registry, silently)."""
     path = (directory or models_dir()) / REGISTRY_FILE
-    if not _exists(path, file=True):
+    if not _exists(path):  # a dangling link too: nothing there
         return Registry()
     try:
         return Registry.model_validate_json(read_bounded(path, MAX_CONFIG_BYTES, "model registry"))

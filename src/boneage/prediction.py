@@ -18,6 +18,27 @@ IMPLAUSIBLE_SDS = 6.0
 IMPLAUSIBLE_GAP_MONTHS = 120.0
 NORMAL_SDS = 2.0  # within +-2 SD is "normal", the usual clinical cut-off
 Category = Literal["delayed", "normal", "advanced"]
+# Past this magnitude a number of months (or years, or SDs) is shown in 3 significant digits: a model that
+# answered 1.7e308 months had it spelled out in 309 digits in its warning and the table.
+LARGEST_SPELLED_OUT = 1e6
+
+
+def readable(value: float, spec: str = ".1f") -> str:
+    """``format(value, spec)``, or ``1.7e+308`` (3 significant digits, the sign kept as ``spec`` asks) for a
+    value whose magnitude is past :data:`LARGEST_SPELLED_OUT`; for what is shown to people, never stored."""
+    if math.isfinite(value) and abs(value) >= LARGEST_SPELLED_OUT:
+        return format(value, ("+" if spec.startswith("+") else "") + ".3g")
+    return format(value, spec)
+
+
+def years_and_months(months: float) -> str:
+    """``10y 3m``: how clinicians read an age, rounded to the whole month; an absurd answer in years
+    (``1.42e+307y``), not in 300 digits."""
+    if not math.isfinite(months) or abs(months) >= LARGEST_SPELLED_OUT:
+        return f"{readable(months / 12.0, '.0f')}y"
+    whole, rest = divmod(round(months), 12)
+    return f"{whole}y {rest}m"
+
 
 
 def checked_estimate(months: object) -> tuple[float, str | None]:
@@ -93,13 +114,15 @@ class Prediction(BaseModel):
         warnings = list(fields.pop("warnings", ()))  # type: ignore[call-overload]
         lo, hi = PLAUSIBLE_MONTHS
         if not lo <= months <= hi:
-            warnings.append(f"the model answered {months:.1f} months, outside the {lo:.0f}-{hi:.0f} it was trained for")
+            warnings.append(f"the model answered {readable(months)} months, outside the {lo:.0f}-{hi:.0f} it was "
+                            "trained for")
         comparison = fields.get("comparison")
         if isinstance(comparison, Comparison):
             gap, sds = comparison.bone_age_minus_age_months, comparison.sds
             if abs(gap) > IMPLAUSIBLE_GAP_MONTHS or (sds is not None and abs(sds) > IMPLAUSIBLE_SDS):
-                warnings.append(f"bone age and age are {abs(gap) / 12:.1f} years apart"
-                                f"{'' if sds is None else f' (SDS {sds:+.1f})'}: check the age (months, not years?)")
+                shown_sds = "" if sds is None else f" (SDS {readable(sds, '+.1f')})"
+                warnings.append(f"bone age and age are {readable(abs(gap) / 12)} years apart{shown_sds}: check the age "
+                                "(months, not years?)")
         return cls(
             bone_age_months=round(months, 2),
             bone_age_years=round(months / 12.0, 2),

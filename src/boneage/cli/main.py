@@ -182,7 +182,8 @@ def _serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-connections", type=_positive, default=100,
                    help="open connections at once; more are answered 503 (default 100)")
     p.add_argument("--read-timeout", type=float, default=30.0, metavar="SECONDS",
-                   help="close a connection that has not sent a request's headers within this (default 30)")
+                   help="close a connection that has not sent a request's headers within this, or whose body "
+                        "brought under 1 KiB/s over this long (default 30)")
     p.add_argument("--views", type=_views, default=1, help=VIEWS_HELP)
     p.add_argument("--no-input-check", action="store_true",
                    help="answer images the input checks refuse (colour, blank, saturated), with warnings")
@@ -280,7 +281,8 @@ def _usable_streams() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``boneage`` entry point: returns the exit code instead of raising. A :class:`BoneAgeError`
     becomes one line and its ``exit_code``; any other exception exits 70 without a traceback unless
-    ``BONEAGE_DEBUG=1``; Ctrl-C exits 130 and a closed stdout 141."""
+    ``BONEAGE_DEBUG=1``; Ctrl-C exits 130, SIGTERM (handled as Ctrl-C, except by ``serve``, which uvicorn
+    stops) 143, and a closed stdout 141."""
     _usable_streams()
     args = parser().parse_args(argv)
     if args.command is None:
@@ -301,18 +303,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace, debug: bool) -> int:
     module, _, func = COMMANDS[args.command][0].partition(":")
     from boneage.errors import BoneAgeError, printable
+    from boneage.signals import interrupt_exit_code, stopped_by, terminate_as_interrupt
 
+    # uvicorn handles SIGTERM itself (a graceful shutdown): serve keeps its handlers
+    signals = contextlib.nullcontext() if args.command == "serve" else terminate_as_interrupt()
     try:
-        handler = getattr(importlib.import_module(module), func)
-        return int(handler(args) or 0)
+        with signals:
+            handler = getattr(importlib.import_module(module), func)
+            return int(handler(args) or 0)
     except BrokenPipeError:
         return _stdout_gone()
     except BoneAgeError as exc:
         print(f"boneage: error: {printable(str(exc))}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("boneage: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (signals.Terminated)
+        print(f"boneage: {stopped_by(exc)}", file=sys.stderr)
+        return interrupt_exit_code(exc)
     except OSError as exc:
         if exc.errno not in WRITE_FAILURES or debug:
             print(f"boneage: internal error: {type(exc).__name__}: {printable(str(exc))} (set BONEAGE_DEBUG=1 for a traceback)", file=sys.stderr)

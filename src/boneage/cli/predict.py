@@ -27,8 +27,9 @@ from boneage.columns import DuplicateColumnError, numbered_rows
 from boneage.errors import AgeError, BoneAgeError, InputError, SexError, printable
 from boneage.estimator import BoneAgeEstimator
 from boneage.imageio import read_path
-from boneage.prediction import Prediction
+from boneage.prediction import Prediction, readable, years_and_months
 from boneage.sex import parse_sex
+from boneage.signals import interrupt_exit_code
 
 
 @dataclass
@@ -71,7 +72,8 @@ NO_HEADER_SEX = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".pp
 
 def expand(path: str, pattern: str) -> list[str]:
     """A folder becomes the files under it (recursively, symlinked folders not followed, sorted)
-    whose names match one of the comma-separated patterns, case-insensitively; a file stays itself."""
+    whose names match one of the comma-separated patterns, case-insensitively; a file stays itself.
+    A folder without one is an :class:`InputError`, which :func:`read_jobs` makes that input's error."""
     try:  # "" is no folder (Path("") is the current one)
         folder = bool(path) and Path(path).is_dir()
     except OSError:  # a name too long, ...: not a folder; reading it says what is wrong (was exit 70)
@@ -85,8 +87,8 @@ def expand(path: str, pattern: str) -> list[str]:
         for name in names
         if any(fnmatch.fnmatch(name.lower(), g) for g in globs)
     )
-    if not found:
-        raise InputError(f"{printable(path)}: no files matching {pattern} under this folder")
+    if not found:  # said after the folder's name, as a job's error is
+        raise InputError(f"no files matching {pattern} under this folder")
     return found
 
 
@@ -95,7 +97,8 @@ PATIENT_OPTIONS = ("sex", "age", "dob", "study_date")
 
 def read_jobs(args: argparse.Namespace) -> list[Job]:
     """Every input from FILE... and ``--csv``, before any image is read: an :class:`InputError` for a
-    missing sex, an unreadable list or no input at all; a bad CSV row becomes a job with its error.
+    missing sex, an unreadable list or no input at all; a bad CSV row, or a folder with no image, becomes a job
+    with its error.
 
     ``--sex``, ``--age``, ``--dob`` and ``--study-date`` describe the FILE arguments; a list's rows take
     theirs from its columns only. With ``--csv`` and no FILE they would describe nothing, so they are
@@ -108,7 +111,11 @@ def read_jobs(args: argparse.Namespace) -> list[Job]:
     age = command_line_age(args)
     sex = args.sex  # None: each DICOM's header says it
     for f in args.files:
-        files = expand(f, args.pattern)
+        try:
+            files = expand(f, args.pattern)
+        except InputError as exc:  # that argument's own error, as a missing file's is: the others are answered
+            jobs.append(Job(f, sex, age, exc))  # (an empty folder stopped the whole batch, nothing answered)
+            continue
         headerless = [file for file in files if Path(file).suffix.lower() in NO_HEADER_SEX]
         if sex is None and headerless:
             raise InputError(f"--sex male|female is required for {printable(headerless[0])} (only a DICOM header can "
@@ -164,7 +171,8 @@ def _progress(total: int) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Exit 0 when every input was answered, 2 when some failed (each reported) or the ``--plot`` chart
-    could not be drawn, 130 when stopped; a model or plugin failure is raised after what was done is kept."""
+    could not be drawn, 130 when stopped by Ctrl-C and 143 by SIGTERM (finished results kept either way);
+    a model or plugin failure is raised after what was done is kept."""
     jobs = read_jobs(args)
     plot = plot_target(args, jobs, header_may_say=bool(jobs) and Path(jobs[0].path).suffix.lower() not in NO_HEADER_SEX)
     if args.resume and not args.output:
@@ -182,7 +190,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"boneage: {skipped - len(jobs)} inputs already in {printable(str(output.path))}, {len(jobs)} to go",
               file=sys.stderr)
     results: list[dict[str, Any]] = []
-    interrupted, fatal = False, None
+    interrupted: KeyboardInterrupt | None = None  # Ctrl-C, or SIGTERM (boneage.signals.Terminated)
+    fatal = None
     try:
         # A list row with its own error is reported as such: never sent to the model, where a DICOM's
         # header filled the sex and age the row got wrong (answered, exit 0)
@@ -196,8 +205,8 @@ def run(args: argparse.Namespace) -> int:
                     output.write(new)
                 results.extend(new)
                 bar.update(len(chunk))
-    except KeyboardInterrupt:
-        interrupted = True
+    except KeyboardInterrupt as exc:
+        interrupted = exc
     except BoneAgeError as exc:  # the model or a plugin failed: keep what is done, then say why
         fatal = exc
     except OSError as exc:  # the output could not be written (a full disk): keep what is done
@@ -208,8 +217,10 @@ def run(args: argparse.Namespace) -> int:
                 output.close()
             except BoneAgeError as exc:
                 fatal = fatal or exc
-    code = _report(args, results, output, interrupted or fatal is not None, len(jobs))
-    if plot is not None and not interrupted and fatal is None and not draw_chart(estimator, results, plot):
+    code = _report(args, results, output, interrupted is not None or fatal is not None, len(jobs))
+    if interrupted is not None:
+        code = interrupt_exit_code(interrupted)  # 130 for Ctrl-C, 143 for SIGTERM
+    if plot is not None and interrupted is None and fatal is None and not draw_chart(estimator, results, plot):
         code = 2  # the chart asked for is not written (stderr says why): not a success
     if fatal is not None:
         raise fatal
@@ -270,9 +281,8 @@ def _entry(job: Job, outcome: Prediction | BoneAgeError) -> dict[str, Any]:
 
 
 def years(months: float) -> str:
-    """``10y 3m``: how clinicians read an age, rounded to the whole month."""
-    whole, rest = divmod(round(months), 12)
-    return f"{whole}y {rest}m"
+    """``10y 3m``: how clinicians read an age, rounded to the whole month (see :func:`years_and_months`)."""
+    return years_and_months(months)
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -288,10 +298,12 @@ def table(results: list[dict[str, Any]]) -> str:
             rows.append([r["source"], "", "ERROR", *[""] * (len(header) - 5), "", r["error"]["message"]])
             continue
         months = r["bone_age_months"]
-        row = [r["source"], "male" if r["male"] else "female", f"{months:.1f} mo ({years(months)})"]
+        # readable: an absurd answer (1e308) is 1.7e+308, not 309 digits
+        row = [r["source"], "male" if r["male"] else "female", f"{readable(months)} mo ({years(months)})"]
         if with_interval:
             i = r.get("interval")
-            row.append(f"{i['low_months']:.0f}-{i['high_months']:.0f} mo ({i['level']:.0%})" if i else "")
+            row.append(f"{readable(i['low_months'], '.0f')}-{readable(i['high_months'], '.0f')} mo ({i['level']:.0%})"
+                       if i else "")
         if with_age:
             row += _comparison_cells(r.get("comparison"))
         row += [f"{r['model_name']} {r['model_version']} ({r['runtime']})",
@@ -303,6 +315,6 @@ def table(results: list[dict[str, Any]]) -> str:
 def _comparison_cells(c: dict[str, Any] | None) -> list[str]:
     if not c:
         return ["", "", ""]
-    sds = "no reference" if c["sds"] is None else f"{c['sds']:+.2f} ({c['category']})"
+    sds = "no reference" if c["sds"] is None else f"{readable(c['sds'], '+.2f')} ({c['category']})"
     return [f"{c['chronological_age_months']:.1f} mo ({years(c['chronological_age_months'])})",
-            f"{c['bone_age_minus_age_months']:+.1f} mo", sds]
+            f"{readable(c['bone_age_minus_age_months'], '+.1f')} mo", sds]

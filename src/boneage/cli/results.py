@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import os
+import stat
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -193,6 +194,9 @@ class ResultFile:
         os.close(handle)
         try:
             pq.write_table(pa.Table.from_pylist(rows, schema=parquet_schema(pa)), partial)
+            # mkstemp makes it 0600: the mode of the file it replaces, else the journal's, which open() made
+            # as it makes a CSV or JSON Lines file (0644 under umask 022), so the results are as readable
+            os.chmod(partial, stat.S_IMODE(os.stat(self.path if self.path.exists() else self.journal).st_mode))
             os.replace(partial, self.path)
         finally:
             if os.path.exists(partial):

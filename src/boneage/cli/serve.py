@@ -55,11 +55,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"boneage: serving on {address(config.host, bound)} (API docs at /docs); Ctrl-C stops it", flush=True)
 
     # uvicorn's own access log prints query strings: ours (boneage.serve) prints method, route, status, time
-    # limit_concurrency: thousands of idle or slow connections each held a socket and a task; http: the
-    # headers' deadline (uvicorn has none), on its h11 protocol
+    # limit_concurrency: thousands of idle or slow connections each held a socket and a task; uvicorn answers 503
+    # when its count of open connections, which includes the one asking, reaches it: one more than
+    # --max-connections serves that many (it served one fewer). http: the deadlines for a request's headers and
+    # body (uvicorn has none), on its h11 protocol
     server = AnnouncingServer(uvicorn.Config(
         create_app(config), host=config.host, port=config.port, access_log=False,
-        limit_concurrency=config.max_connections, http=header_timeout(config.read_timeout),
+        limit_concurrency=config.max_connections + 1, http=header_timeout(config.read_timeout),
         log_level="info" if args.verbose else "warning", proxy_headers=args.proxy_headers,
         forwarded_allow_ips=args.forwarded_allow_ips), listening)
     try:

@@ -29,4 +29,5 @@ class ServeSettings(BaseModel):
     check_input: bool = True
     views: int = Field(1, ge=1, le=MAX_VIEWS, description="sampling grids each estimate is averaged over")
     read_timeout: float = Field(30.0, gt=0, le=3600, allow_inf_nan=False,
-                                description="seconds a connection has to send a request's headers")
+                                description="seconds a connection has to send a request's headers, and over which "
+                                            "its body must come at 1 KiB/s or more")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -13,7 +14,9 @@ from typing import Any
 import numpy as np
 
 from boneage.columns import DuplicateColumnError, numbered_rows
+from boneage.defaults import MAX_LABELS_BYTES
 from boneage.errors import BoneAgeError, ConfigError, printable
+from boneage.files import FileTooLargeError, NotRegularFileError, read_regular_file
 from boneage.sex import parse_sex
 from boneage.training.config import Augment, DataSource, TrainConfig
 
@@ -42,24 +45,42 @@ def inside_folder(image_id: object) -> bool:
     return True
 
 
+def read_labels(path: Path) -> bytes:
+    """A labels file's bytes: a regular file of at most :data:`~boneage.defaults.MAX_LABELS_BYTES`, else a
+    :class:`~boneage.errors.ConfigError` that says what it is (a FIFO was "not found"; ``/dev/zero`` filled
+    memory, as a file of gigabytes would)."""
+    try:
+        return read_regular_file(path, MAX_LABELS_BYTES)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"labels file {path} not found") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f"labels file {path} is a directory, not a CSV") from exc
+    except NotRegularFileError as exc:
+        raise ConfigError(f"labels file {path} is not a regular file (a device, FIFO or socket): "
+                          "give a CSV file") from exc
+    except FileTooLargeError as exc:
+        raise ConfigError(f"labels file {path} is larger than {MAX_LABELS_BYTES // 2**20} MiB: "
+                          "no labels file is that large (about 20 bytes a radiograph)") from exc
+    except (OSError, ValueError) as exc:  # no permission, a NUL in the name, ...
+        raise ConfigError(f"labels file {path} cannot be read: {getattr(exc, 'strerror', None) or exc}") from exc
+
+
 def read_source(source: DataSource) -> list[Record]:
     """The records of one labelled data set; ids without an image file are skipped with a warning.
 
     A missing or non-UTF-8 labels file, a missing column, a row that does not read, a bone age outside 0 to
     :data:`MAX_LABEL_MONTHS` or no image at all is a :class:`~boneage.errors.ConfigError` that never echoes a
     cell's value (labels may hold personal data by mistake)."""
-    if not source.labels.is_file():
-        raise ConfigError(f"labels file {source.labels} not found")
     records, missing = [], 0
-    with source.labels.open(newline="", encoding="utf-8-sig", errors="strict") as f:
-        try:
-            # "id, boneage, male" or "ID,BoneAge,Male" as spreadsheets write them: matched as --csv matches
-            # its columns, stripped and case-insensitively (they were refused as lacking "boneage")
-            rows = [(row.line, row.cells) for row in numbered_rows(csv.DictReader(f))]
-        except DuplicateColumnError as exc:
-            raise ConfigError(f"labels file {source.labels}: {exc}") from exc
-        except (UnicodeDecodeError, csv.Error) as exc:  # a UTF-16 export was an internal error (exit 70)
-            raise ConfigError(f"labels file {source.labels} is not a UTF-8 CSV ({type(exc).__name__})") from exc
+    try:
+        text = read_labels(source.labels).decode("utf-8-sig")
+        # "id, boneage, male" or "ID,BoneAge,Male" as spreadsheets write them: matched as --csv matches
+        # its columns, stripped and case-insensitively (they were refused as lacking "boneage")
+        rows = [(row.line, row.cells) for row in numbered_rows(csv.DictReader(io.StringIO(text, newline="")))]
+    except DuplicateColumnError as exc:
+        raise ConfigError(f"labels file {source.labels}: {exc}") from exc
+    except (UnicodeDecodeError, csv.Error) as exc:  # a UTF-16 export was an internal error (exit 70)
+        raise ConfigError(f"labels file {source.labels} is not a UTF-8 CSV ({type(exc).__name__})") from exc
     for _, row in rows:  # " 1394" as spreadsheets write it: the id of 1394.png (it was "no image: skipped")
         if row.get("id") is not None:
             row["id"] = (row["id"] or "").strip()

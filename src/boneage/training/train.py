@@ -25,6 +25,7 @@ from boneage.errors import BoneAgeError, ConfigError, failures_as
 from boneage.errors import TrainingInterrupted as TrainingInterrupted  # re-exported: its home before errors.py
 from boneage.plugins import Plugins, get_plugins
 from boneage.preprocess import build_pipeline
+from boneage.signals import interrupt_exit_code, stopped_by
 from boneage.training.config import TrainConfig
 from boneage.training.data import Record, fingerprint, prepare_data, read_source, thin
 from boneage.training.losses import build_loss
@@ -401,10 +402,12 @@ def train(config: TrainConfig, resume: bool = False, verbose: int | str = "auto"
                 log.info("time limit: stopped after epoch %d of %d; continue with --resume", state["epoch"],
                          config.epochs)
                 break
-    except KeyboardInterrupt as exc:
-        raise TrainingInterrupted(
-            f"interrupted; {state['epoch']} epochs are saved in {run}: continue with --resume"
-        ) from exc
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM under the CLI (boneage.signals.Terminated)
+        stopped = TrainingInterrupted(
+            f"{stopped_by(exc)}; {state['epoch']} epochs are saved in {run}: continue with --resume"
+        )
+        stopped.exit_code = interrupt_exit_code(exc)  # 130, or 143 for SIGTERM
+        raise stopped from exc
     finally:
         _draw_learning_curve(run)
     return run

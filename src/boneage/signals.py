@@ -1,0 +1,61 @@
+"""SIGTERM handled as Ctrl-C is: the signal that ``timeout``, ``docker stop``, systemd, Kubernetes and
+Slurm send ended a ``boneage predict`` at once (exit 143, no output), losing a batch's finished answers
+that Ctrl-C keeps. Under :func:`terminate_as_interrupt` it raises :class:`Terminated`, a
+``KeyboardInterrupt``, in the main thread, so every ``except KeyboardInterrupt`` that keeps finished
+work (the results printed or flushed, a training run's last epoch) keeps it on SIGTERM too."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+SIGINT_EXIT = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+SIGTERM_EXIT = 143  # 128 + SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C's ``KeyboardInterrupt`` would be."""
+
+
+def interrupt_exit_code(exc: BaseException) -> int:
+    """143 for SIGTERM, 130 for Ctrl-C: what a shell reports for a process the signal ended."""
+    return SIGTERM_EXIT if isinstance(exc, Terminated) else SIGINT_EXIT
+
+
+def stopped_by(exc: BaseException) -> str:
+    """"terminated (SIGTERM)" or "interrupted", for the message that says the command stopped."""
+    return "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Within it, the first SIGTERM raises :class:`Terminated` in the main thread; a second one ends the
+    process at once, as SIGTERM did before (what is being saved after the first may be what hangs).
+    The handler in place before is restored after. Outside the main thread (where Python cannot set a
+    handler) it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pid = os.getpid()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if os.getpid() != pid:  # a forked child that inherited the handler: ends as it would have
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError):  # no signals here (an embedded interpreter): nothing to change
+        yield
+        return
+    try:
+        yield
+    finally:
+        # None: a handler set outside Python, which cannot be put back; the default is the closest
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
