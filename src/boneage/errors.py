@@ -118,16 +118,39 @@ class TrainingInterrupted(BoneAgeError):
     exit_code = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
 
+def failure_text(exc: BaseException, with_type: bool = True) -> str:
+    """What went wrong in another library's or a plugin's code, on one line: ``Type: text`` (the text
+    alone without ``with_type``, or the type where there is no text); a ``SystemExit`` as the
+    ``sys.exit(code)`` it was; an exception whose ``str`` fails as ``(unprintable)``."""
+    name = type(exc).__name__
+    if isinstance(exc, SystemExit):
+        try:
+            code = repr(exc.code)
+        except Exception:  # a plugin's exit code may be any object
+            code = "..."
+        return f"{name}: it called sys.exit({code[:100]})"
+    try:
+        text = str(exc)
+    except Exception:  # a plugin's exception may not even print
+        text = "(unprintable)"
+    if not text:
+        return name
+    return f"{name}: {text}" if with_type else text
+
+
 @contextlib.contextmanager
 def failures_as(error: type[BoneAgeError], message: str) -> Iterator[None]:
-    """Another library's or a plugin's exception, raised as ``error("message: Type: text")``; ours
-    (and running out of memory) pass through as they are."""
+    """Another library's or a plugin's exception, raised as ``error("message: Type: text")``; ours pass
+    through as they are, and so does ``KeyboardInterrupt`` (the user's interrupt). Plugin code that
+    calls ``sys.exit()``, recurses without end or runs out of memory is that plugin's failure too: it
+    ended the command with the plugin's own exit code (or as an internal error, exit 70), and lost a
+    batch's finished answers."""
     try:
         yield
-    except (BoneAgeError, MemoryError):
+    except (BoneAgeError, KeyboardInterrupt):
         raise
-    except Exception as exc:
-        raise error(f"{message}: {type(exc).__name__}: {exc}") from exc
+    except BaseException as exc:  # SystemExit, RecursionError, MemoryError included
+        raise error(f"{message}: {failure_text(exc)}") from exc
 
 
 def printable(text: str) -> str:

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import re
 import struct
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from boneage.errors import ImageReadError, UnsupportedImageError
@@ -63,6 +67,48 @@ def check_png_chunks(data: bytes, what: str) -> None:
         if kind == b"IEND":
             return
         i = end
+
+
+_warnings_lock = threading.RLock()
+
+
+@contextmanager
+def quiet_warnings() -> Iterator[None]:
+    """Python warnings ignored while Pillow parses a header or EXIF ("Corrupt EXIF data", "Tag data larger
+    than file"): the checks here decide what a damaged file is, and under ``-W error`` (or pytest's
+    ``filterwarnings = error``) the warning became an exception that dropped a valid orientation.
+    ``warnings.catch_warnings`` swaps the process's filters and puts them back: two threads interleaving
+    could leave "ignore" in place for good, so boneage's own uses take turns (each a few milliseconds)."""
+    with _warnings_lock, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+# PNG chunks OpenCV's decoder needs: the critical ones (an upper-case first letter), transparency, and
+# APNG's frames (refused, or read, as png_frames decides). libpng checks the others only to print a
+# warning on the caller's stderr ("libpng warning: eXIf: invalid", "sBIT: out of place"): the decoded
+# pixels are the same without them (gAMA, cHRM, sRGB, iCCP, sBIT, bKGD and pHYs measured).
+DECODER_CHUNKS = (b"tRNS", b"acTL", b"fcTL", b"fdAT")
+
+
+def png_for_decoder(data: bytes) -> bytes:
+    """The PNG without the ancillary chunks OpenCV's decoder has no use for (``DECODER_CHUNKS`` kept), so
+    libpng has no damaged one to warn about on stderr; ``data`` itself when it holds none (no copy).
+    The chunks were checked first (:func:`check_png_chunks`)."""
+    i, parts, start, dropped = 8, [], 8, False
+    while i + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[i : i + 8])
+        end = i + 12 + length
+        if kind[:1].islower() and kind not in DECODER_CHUNKS:
+            parts.append(data[start:i])
+            start, dropped = end, True
+        if kind == b"IEND" or end > len(data):
+            break
+        i = end
+    if not dropped:
+        return data
+    parts.append(data[start:])
+    return data[:8] + b"".join(parts)
 
 
 def png_has_transparency(data: bytes) -> bool:

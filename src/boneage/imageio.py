@@ -27,7 +27,6 @@ import io
 import os
 import struct
 import threading
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -46,10 +45,12 @@ from boneage.formats import (
     bmp_rle_rows,
     check_png_chunks,
     check_pnm_header,
+    png_for_decoder,
     png_frames,
     png_has_transparency,
     png_significant_bits,
     pnm_maxval,
+    quiet_warnings,
     tiff_info,
     tiff_pages,
     webp_frames,
@@ -149,13 +150,12 @@ def pillow_header(data: bytes, what: str) -> Header:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # bomb and damaged-tag warnings: the checks here decide
-            # only the formats read here: Pillow's parsers of others walk headers in Python (a 30 MB IM
-            # header took 36 s, a GIF of comment blocks 22 s, an ICNS 14 s, to be refused after)
-            with Image.open(io.BytesIO(data), formats=sorted(FORMATS - {"MPO"})) as im:  # MPO opens as JPEG
-                fmt, mode, (width, height) = str(im.format), im.mode, im.size
-                orientation = _orientation(im)
+        # quiet: bomb and damaged-tag warnings, the checks here decide. Only the formats read here: Pillow's
+        # parsers of others walk headers in Python (a 30 MB IM header took 36 s, a GIF of comment blocks 22 s,
+        # an ICNS 14 s, to be refused after). MPO opens as JPEG.
+        with quiet_warnings(), Image.open(io.BytesIO(data), formats=sorted(FORMATS - {"MPO"})) as im:
+            fmt, mode, (width, height) = str(im.format), im.mode, im.size
+            orientation = _orientation(im)
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"{what} has more than the {MAX_PIXELS:,} pixels allowed ({exc})") from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error) as exc:
@@ -185,7 +185,8 @@ def _orientation(im: object) -> int:
 
 def exif_orientation(data: bytes) -> int:
     """The orientation of a PNG or JPEG that carries EXIF; 1 when there is none or it cannot be read
-    (the image itself may still decode)."""
+    (the image itself may still decode). Pillow's warnings about the rest of a damaged EXIF ("Corrupt
+    EXIF data") are kept quiet, and a valid orientation beside them is kept, under ``-W error`` too."""
     if b"Exif" not in data and b"eXIf" not in data:  # a fast byte search, anywhere in the file
         return 1
     from PIL import Image
@@ -195,14 +196,15 @@ def exif_orientation(data: bytes) -> int:
         if payload is None:
             return 1
         try:
-            exif = Image.Exif()
-            exif.load(payload)
-            value = exif.get(0x0112, 1)
+            with quiet_warnings():
+                exif = Image.Exif()
+                exif.load(payload)
+                value = exif.get(0x0112, 1)
         except Exception:  # noqa: BLE001 - unreadable EXIF is no orientation, as in viewers
             return 1
         return value if isinstance(value, int) and value in ORIENTATIONS else 1
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with quiet_warnings(), Image.open(io.BytesIO(data)) as im:
             return _orientation(im)
     except Exception:  # noqa: BLE001 - unreadable EXIF is no orientation, as in viewers
         return 1
@@ -352,7 +354,9 @@ def decode(data: bytes, what: str = "image", dicom: bool = False) -> Loaded:
         return read_dicom(data, what)
     header = read_header(data, what)
     jpeg = header.format in ("JPEG", "MPO")
-    to_decode = jpeg_to_decode(data, header.width, header.height, what) if jpeg else data
+    # a PNG without the ancillary chunks OpenCV ignores: libpng warned of damaged ones on the caller's stderr
+    to_decode = jpeg_to_decode(data, header.width, header.height, what) if jpeg else \
+        png_for_decoder(data) if header.format == "PNG" else data
     try:
         with opencv_silenced():
             image = cv2.imdecode(np.frombuffer(to_decode, np.uint8), cv2.IMREAD_UNCHANGED)

@@ -9,12 +9,12 @@ from __future__ import annotations
 import io
 import re
 import struct
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from boneage.errors import ImageReadError
+from boneage.formats import quiet_warnings
 
 MAX_JPEG_SCANS = 100  # a progressive JPEG has about 10
 
@@ -221,12 +221,10 @@ def _scaled_image(data: bytes, scale: int) -> np.ndarray | None:
     from PIL import Image
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data), formats=["JPEG"]) as im:
-                if scale > 1:
-                    im.draft(im.mode, (max(1, im.width // scale), max(1, im.height // scale)))
-                return np.asarray(im)
+        with quiet_warnings(), Image.open(io.BytesIO(data), formats=["JPEG"]) as im:
+            if scale > 1:
+                im.draft(im.mode, (max(1, im.width // scale), max(1, im.height // scale)))
+            return np.asarray(im)
     except Exception:  # noqa: BLE001 - the full decode that follows says what is wrong
         return None
 

@@ -7,14 +7,26 @@ Models are looked up in ``$BONEAGE_MODELS_DIR``, else in the copy packaged in th
 from __future__ import annotations
 
 import hashlib
+import io
 import os
-from pathlib import Path
+import stat
+import struct
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from pydantic import ValidationError
 
 from boneage.configs import ModelConfig
 from boneage.defaults import MAX_CONFIG_BYTES
-from boneage.errors import ChecksumMismatchError, ConfigError, InvalidModelError, ModelNotFoundError
+from boneage.errors import (
+    BoneAgeError,
+    ChecksumMismatchError,
+    ConfigError,
+    InvalidModelError,
+    ModelNotFoundError,
+    printable,
+)
 from boneage.files import FileTooLargeError, NotRegularFileError, lookup_errors, read_regular_file
 from boneage.modelcard import ModelCard, file_sha256, one_line, read_card, verify_embedded
 from boneage.onnxwire import external_tensors
@@ -22,8 +34,17 @@ from boneage.release import ModelFile, Registry, RegistryEntry
 
 MODELS_DIR_ENV = "BONEAGE_MODELS_DIR"
 REGISTRY_FILE = "registry.json"
-# The shipped models are about 30 MB; protobuf itself cannot go past 2 GiB.
+# The shipped models are about 30 MB; protobuf itself cannot go past 2 GiB. A .keras model is held
+# to the same size, packed and unpacked (:func:`check_keras_archive`).
 MAX_MODEL_BYTES = 1 << 30
+# A .keras archive (a ZIP): the shipped one holds 3 members, all stored (not compressed): metadata.json
+# (64 bytes), config.json (0.4 MB for DenseNet121's 427 layers) and model.weights.h5 (30 MB). Keras's own
+# bomb guard starts at 4 GiB a member, so a 5.5 MB file inflating a 1.2 GB config.json took 3 GB and 27 s.
+KERAS_MEMBERS = 64  # assets of custom layers may add a few
+KERAS_JSON_BYTES = 16 * 2**20  # config.json and metadata.json, read whole and parsed by json.loads
+KERAS_RATIO = 100  # inflated / stored, for a member over KERAS_RATIO_FLOOR (HDF5 weights barely compress)
+KERAS_RATIO_FLOOR = 4 * 2**20
+KERAS_DIRECTORY_BYTES = KERAS_MEMBERS * 4096  # the central directory: names of a few dozen bytes
 
 
 def models_dir() -> Path:
@@ -146,6 +167,7 @@ def open_model(model: str | os.PathLike[str] | None) -> ModelFile:
     if path.suffix == ".keras":
         if not path.is_file():
             raise ModelNotFoundError(f"model file {path} not found")
+        check_keras_file(path)  # now, not after the card and the pipeline: its runtime loads it
         return ModelFile(path, b"", card_from_run(path), None)
     data = read_bounded(path, MAX_MODEL_BYTES, "model file")
     if entry is not None:
@@ -171,6 +193,119 @@ def check_self_contained(data: bytes, path: Path) -> None:
     if count:
         raise InvalidModelError(f"{path} keeps {count} tensor(s) in external files; boneage only loads "
                                 "self-contained models")
+
+
+def check_keras_file(path: Path, error: type[BoneAgeError] = InvalidModelError, limit: int | None = None) -> None:
+    """Refuse a ``.keras`` file that Keras should not open (:func:`check_keras_archive`), reading its
+    end record and central directory only. ``error`` for what is wrong with it (``ConfigError`` where
+    training starts from it); ``limit``: its most bytes, packed or unpacked (default ``MAX_MODEL_BYTES``)."""
+    limit = MAX_MODEL_BYTES if limit is None else limit
+    try:
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+        fd = os.open(path, flags)  # without blocking on a FIFO; checked on the open descriptor
+    except FileNotFoundError as exc:
+        raise ModelNotFoundError(f"model file {path} not found") from exc
+    except (OSError, ValueError) as exc:
+        raise error(f"Keras model {path} cannot be read: {getattr(exc, 'strerror', None) or exc}") from exc
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise error(f"Keras model {path} is not a regular file")
+        check_keras_archive(file, info.st_size, path, error, limit)
+
+
+def read_keras_file(path: Path, sha256: str, error: type[BoneAgeError] = InvalidModelError,
+                    limit: int | None = None) -> bytes:
+    """The bytes of a ``.keras`` file, read once, found to have this ``sha256`` (else
+    :class:`ChecksumMismatchError`) and checked as :func:`check_keras_file` checks a file: for a caller
+    that has Keras load these very bytes."""
+    limit = MAX_MODEL_BYTES if limit is None else limit
+    try:
+        data = read_bounded(path, limit, "Keras model")
+    except (InvalidModelError, ModelNotFoundError) as exc:
+        if error is InvalidModelError or isinstance(exc, ModelNotFoundError):
+            raise
+        raise error(str(exc)) from exc
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256:
+        raise ChecksumMismatchError(f"{path} does not match its registry entry or card: expected sha256 {sha256}, "
+                                    f"found {actual}")
+    check_keras_archive(io.BytesIO(data), len(data), path, error, limit)
+    return data
+
+
+def check_keras_archive(file: BinaryIO, size: int, path: Path, error: type[BoneAgeError], limit: int) -> None:
+    """A ``.keras`` archive (a ZIP) that Keras may open: at most ``limit`` bytes on disk and unpacked
+    in all, at most ``KERAS_MEMBERS`` members whose names stay inside it, its JSON members at most
+    ``KERAS_JSON_BYTES``, and no member over ``KERAS_RATIO_FLOOR`` unpacking to more than
+    ``KERAS_RATIO`` times its packed size. Only the end record and the central directory are read
+    (the member sizes they declare are all Python's zipfile will unpack); the members' data is not."""
+    if size > limit:
+        raise error(f"Keras model {path} is larger than {limit:,} bytes")
+    problem = _directory_problem(file, size)
+    if problem:
+        raise error(f"{path} is not a usable .keras model archive: {problem}")
+    try:
+        file.seek(0)
+        with zipfile.ZipFile(file) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, struct.error, NotImplementedError) as exc:
+        raise error(f"{path} is not a .keras model archive (empty, cut short, or another kind of file): "
+                    f"{one_line(exc)}") from exc
+    problem = _members_problem(members, limit)
+    if problem:
+        raise error(f"{path} is not a usable .keras model archive: {problem}")
+
+
+def _directory_problem(file: BinaryIO, size: int) -> str | None:
+    """What is wrong with the archive's end record: how many members it declares and how large its
+    central directory is, read before zipfile reads (and holds) that directory whole."""
+    tail_size = min(size, 20 + 22 + 0xFFFF)  # a ZIP64 locator, the end record and its comment
+    file.seek(size - tail_size)
+    tail = file.read(tail_size)
+    # where zipfile looks: a record that ends the file, else the last one in the comment's reach
+    at = len(tail) - 22 if tail[-22:-18] == b"PK\x05\x06" and tail[-2:] == b"\0\0" else tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        return "no ZIP end record (empty, cut short, or another kind of file)"
+    entries, directory = struct.unpack("<HI", tail[at + 10 : at + 16])
+    locator = tail[at - 20 : at] if at >= 20 else b""
+    if locator[:4] == b"PK\x06\x07":  # ZIP64: its own end record holds the counts zipfile uses
+        (offset,) = struct.unpack("<Q", locator[8:16])
+        if offset > size - 56:
+            return "a ZIP64 end record past the end of the file"
+        file.seek(offset)
+        record = file.read(56)
+        if record[:4] != b"PK\x06\x06":
+            return "a ZIP64 end record that cannot be found"
+        entries, directory = struct.unpack("<QQ", record[32:48])
+    if entries > KERAS_MEMBERS:
+        return f"it declares {entries:,} members, more than the {KERAS_MEMBERS} a model may hold"
+    if directory > KERAS_DIRECTORY_BYTES or directory > size:
+        return f"its central directory declares {directory:,} bytes, more than {KERAS_MEMBERS} members need"
+    return None
+
+
+def _members_problem(members: list[zipfile.ZipInfo], limit: int) -> str | None:
+    if len(members) > KERAS_MEMBERS:
+        return f"it holds {len(members):,} members, more than the {KERAS_MEMBERS} a model may hold"
+    names: set[str] = set()
+    for info in members:
+        name = info.filename
+        pure = PurePosixPath(name)
+        if not name or pure.is_absolute() or ".." in pure.parts or any(c in name for c in "\\:\0"):
+            return f"its member {printable(name)[:80]!r} names a path outside the archive"
+        if name in names:
+            return f"it holds two members named {printable(name)[:80]!r}"
+        names.add(name)
+        if name in ("config.json", "metadata.json") and info.file_size > KERAS_JSON_BYTES:
+            return f"its {name} unpacks to {info.file_size:,} bytes, more than the {KERAS_JSON_BYTES:,} allowed"
+        if info.file_size > KERAS_RATIO_FLOOR and info.file_size > KERAS_RATIO * max(info.compress_size, 1):
+            return (f"its member {printable(name)[:80]!r} unpacks to {info.file_size:,} bytes from "
+                    f"{info.compress_size:,} (more than {KERAS_RATIO} times: a decompression bomb?)")
+    total = sum(info.file_size for info in members)
+    if total > limit:
+        return f"its members unpack to {total:,} bytes, more than the {limit:,} allowed"
+    return None
 
 
 def card_from_run(path: Path) -> ModelCard:

@@ -3,10 +3,12 @@ only when a backbone is built."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from boneage.errors import BoneAgeError, InvalidModelError
 from boneage.extras import TRAIN, require
 from boneage.hookspecs import hookimpl
 from boneage.specs import BackboneSpec
@@ -41,13 +43,31 @@ def _resnet34_cbam(input_size: int, **options: Any) -> Any:
     return build_resnet34_cbam(input_size, **options)
 
 
-def load_keras_model(path: Path, compile: bool = False) -> Any:
-    """Load a saved model with boneage's custom layers registered (Keras only auto-imports its own)."""
+def load_keras_model(path: Path, compile: bool = False, *, sha256: str | None = None,
+                     error: type[BoneAgeError] = InvalidModelError, limit: int | None = None) -> Any:
+    """Load a saved model with boneage's custom layers registered (Keras only auto-imports its own).
+
+    The archive is checked before Keras opens it (:func:`boneage.models.check_keras_archive`: its size,
+    packed and unpacked, at most ``limit`` bytes, default 1 GiB; its members' count, names and
+    compression ratios), as ``error``. With ``sha256`` the file is read once, its bytes are checked
+    against it (:class:`ChecksumMismatchError`) and Keras loads those very bytes, from a private
+    temporary copy: a file swapped after the check is never loaded."""
+    from boneage.models import check_keras_file, read_keras_file
+
     keras = require("keras", TRAIN, "a .keras model")
 
     import boneage.backbones.resnet_cbam  # noqa: F401  (registers ChannelPool)
 
-    return keras.saving.load_model(path, compile=compile)
+    if sha256 is None:
+        check_keras_file(path, error, limit)
+        return keras.saving.load_model(path, compile=compile)
+    data = read_keras_file(path, sha256, error, limit)
+    # keras.saving.load_model takes a path only; the folder is the caller's own (mode 0700)
+    with tempfile.TemporaryDirectory(prefix="boneage-keras-") as folder:
+        copy = Path(folder) / "model.keras"
+        copy.write_bytes(data)
+        del data
+        return keras.saving.load_model(copy, compile=compile)
 
 
 @hookimpl

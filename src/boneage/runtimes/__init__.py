@@ -7,7 +7,7 @@ import numpy as np
 
 from boneage.errors import ModelOutputError
 from boneage.hookspecs import hookimpl
-from boneage.models import ModelFile
+from boneage.models import ModelFile, inside
 from boneage.specs import Runtime, RuntimeSpec
 
 
@@ -41,7 +41,7 @@ def _tensorflow(model: ModelFile, threads: int | None) -> Runtime:
 
     entry = model.entry
     if entry is not None and entry.keras_file:  # a release names its Keras weights in the registry
-        keras = model.path.parent / entry.keras_file
+        keras = inside(model.path.parent, entry.keras_file)  # a link out of the folder is refused, as for `file`
         return TensorFlowRuntime(model.path, model.card, threads=threads, keras=keras, keras_sha256=entry.keras_sha256)
     return TensorFlowRuntime(model.path, model.card, threads=threads)
 

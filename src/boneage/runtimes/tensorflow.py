@@ -16,20 +16,24 @@ from typing import Any
 import numpy as np
 
 from boneage.backbones import load_keras_model
-from boneage.errors import ChecksumMismatchError, InvalidModelError, ModelNotFoundError
+from boneage.errors import BoneAgeError, InvalidModelError, ModelNotFoundError
 from boneage.extras import TRAIN, require
-from boneage.modelcard import IMAGE_INPUT, SEX_INPUT, ModelCard, file_sha256
+from boneage.modelcard import IMAGE_INPUT, SEX_INPUT, ModelCard
 from boneage.runtimes import checked_months
 
 
-def _load(path: Path, threads: int | None) -> tuple[Any, Any]:
+def _load(path: Path, threads: int | None, sha256: str | None = None) -> tuple[Any, Any]:
+    """TensorFlow and the Keras model at ``path``, checked as a ``.keras`` archive before Keras opens
+    it and, with ``sha256``, loaded from the very bytes that were checked against it."""
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     tf = require("tensorflow", TRAIN, "the TensorFlow runtime")
     if threads:
         with contextlib.suppress(RuntimeError):  # already initialized in this process
             tf.config.threading.set_intra_op_parallelism_threads(threads)
     try:
-        return tf, load_keras_model(path)
+        return tf, load_keras_model(path, sha256=sha256)
+    except BoneAgeError:  # refused before Keras opened it: too large, a bomb, another checksum
+        raise
     except Exception as exc:  # Keras raises many untyped errors for a bad file
         raise InvalidModelError(f"{path} is not a loadable Keras model: {exc}") from exc
 
@@ -75,9 +79,7 @@ class TensorFlowRuntime:
         expected = keras_sha256 or card.keras_sha256
         if not path.is_file():
             raise ModelNotFoundError(f"{path} not found: this model can only run on the ONNX runtime")
-        if expected and file_sha256(path) != expected:
-            raise ChecksumMismatchError(f"{path} does not match its registry entry or card: expected sha256 {expected}")
-        tf, self.model = _load(path, threads)
+        tf, self.model = _load(path, threads, expected)  # hashed and loaded from the same bytes
         shape = image_shape(self.model, path)
         size = card.input_size
         if any(d not in (None, size) for d in shape[:2]) or shape[2] not in (None, 1):

@@ -23,6 +23,7 @@ import numpy as np
 from boneage.backbones import load_keras_model
 from boneage.errors import BoneAgeError, ConfigError, failures_as
 from boneage.errors import TrainingInterrupted as TrainingInterrupted  # re-exported: its home before errors.py
+from boneage.models import MAX_MODEL_BYTES, check_keras_file
 from boneage.plugins import Plugins, get_plugins
 from boneage.preprocess import build_pipeline
 from boneage.signals import interrupt_exit_code, stopped_by
@@ -34,6 +35,9 @@ from boneage.training.schedule import WarmupCosine
 from boneage.training.state import read_state, write_state
 
 log = logging.getLogger(__name__)
+# A run's own checkpoint holds the optimizer's state beside the weights (Adam: two more copies), so it
+# may be larger than a model to load (MAX_MODEL_BYTES); still bounded, packed and unpacked.
+CHECKPOINT_BYTES = 4 * MAX_MODEL_BYTES
 
 
 def data_summary(config: TrainConfig, train: list[Record], val: list[Record]) -> dict[str, Any]:
@@ -171,14 +175,20 @@ def _begin_run(config: TrainConfig) -> tuple[TrainConfig, dict[str, Any]]:
     return config, state
 
 
-def load_saved(path: Path, failure: str, compile: bool = False) -> Any:
+def load_saved(path: Path, failure: str, compile: bool = False, limit: int | None = None) -> Any:
     """A saved .keras model, or ``ConfigError("{failure}: reason")`` for any file that does not load: Keras
     says "File not found" of a file that is there but is no zip (empty, text, cut short), and lets a
-    KeyError (no config.json inside) or a TypeError (an unknown layer) out."""
+    KeyError (no config.json inside) or a TypeError (an unknown layer) out. The archive is checked
+    first (:func:`boneage.models.check_keras_file`: at most ``limit`` bytes packed or unpacked, default
+    1 GiB, and no decompression bomb)."""
     if not zipfile.is_zipfile(path):
         raise ConfigError(f"{failure}: not a .keras model archive (empty, cut short, or another kind of file)")
+    try:
+        check_keras_file(path, ConfigError, limit)
+    except BoneAgeError as exc:
+        raise ConfigError(f"{failure}: {exc}") from exc
     with failures_as(ConfigError, f"{failure}: it does not load as a Keras model"):
-        return load_keras_model(path, compile=compile)
+        return load_keras_model(path, compile=compile, error=ConfigError, limit=limit)
 
 
 def warm_start(model: Any, path: Path) -> None:
@@ -326,7 +336,8 @@ def train(config: TrainConfig, resume: bool = False, verbose: int | str = "auto"
     with distribution_scope(config):
         if resume and checkpoint.is_file():
             try:
-                model = load_saved(checkpoint, f"{checkpoint} cannot be loaded (damaged?)", compile=True)
+                model = load_saved(checkpoint, f"{checkpoint} cannot be loaded (damaged?)", compile=True,
+                                   limit=CHECKPOINT_BYTES)
             except ConfigError as exc:
                 raise ConfigError(f"{exc}; {_restart(config.output_dir)}") from exc
             compile_model(model, config, model.optimizer, age_std(train_records))
