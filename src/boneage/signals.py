@@ -59,3 +59,29 @@ def terminate_as_interrupt() -> Iterator[None]:
     finally:
         # None: a handler set outside Python, which cannot be put back; the default is the closest
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+@contextmanager
+def held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM held back until the block is done, for steps that must happen together: a
+    batch written to the output file and counted as done (an interrupt between the two said "stopped
+    after 24" of a file holding 28). Inside the block a signal is only noted; when the block ends the
+    handlers in place before get it, as if it had arrived then. Outside the main thread it holds
+    nothing (Python runs handlers there only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    noted: list[int] = []
+    kinds = (signal.SIGINT, signal.SIGTERM)
+    previous = {kind: signal.signal(kind, lambda signum, frame: noted.append(signum)) for kind in kinds}
+    try:
+        yield
+    finally:
+        for kind, handler in previous.items():
+            signal.signal(kind, handler if handler is not None else signal.SIG_DFL)
+        for signum in noted[:1]:  # the first is enough: it stops the command
+            handler = previous[signal.Signals(signum)]
+            if callable(handler):
+                handler(signum, None)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)

@@ -29,7 +29,7 @@ from boneage.estimator import BoneAgeEstimator
 from boneage.imageio import read_path
 from boneage.prediction import Prediction, readable, years_and_months
 from boneage.sex import parse_sex
-from boneage.signals import interrupt_exit_code
+from boneage.signals import held, interrupt_exit_code
 
 
 @dataclass
@@ -201,9 +201,10 @@ def run(args: argparse.Namespace) -> int:
                 chunk = jobs[start : start + args.batch_size]
                 answered = iter(list(itertools.islice(stream, sum(job.error is None for job in chunk))))
                 new = [_entry(job, job.error or next(answered)) for job in chunk]
-                if output is not None:
-                    output.write(new)
-                results.extend(new)
+                with held():  # written and counted together: what the message says is what the file holds
+                    if output is not None:
+                        output.write(new)
+                    results.extend(new)
                 bar.update(len(chunk))
     except KeyboardInterrupt as exc:
         interrupted = exc

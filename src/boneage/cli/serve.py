@@ -58,9 +58,11 @@ def run(args: argparse.Namespace) -> int:
     # limit_concurrency: thousands of idle or slow connections each held a socket and a task; uvicorn answers 503
     # when its count of open connections, which includes the one asking, reaches it: one more than
     # --max-connections serves that many (it served one fewer). http: the deadlines for a request's headers and
-    # body (uvicorn has none), on its h11 protocol
+    # body (uvicorn has none), on its h11 protocol. log_config=None: uvicorn's own logging.config.dictConfig
+    # closes every handler the process already has (a library's, TensorFlow's absl handler closed the stream
+    # it wrote to); its loggers go to the CLI's handler instead, at the level asked
     server = AnnouncingServer(uvicorn.Config(
-        create_app(config), host=config.host, port=config.port, access_log=False,
+        create_app(config), host=config.host, port=config.port, access_log=False, log_config=None,
         limit_concurrency=config.max_connections + 1, http=header_timeout(config.read_timeout),
         log_level="info" if args.verbose else "warning", proxy_headers=args.proxy_headers,
         forwarded_allow_ips=args.forwarded_allow_ips), listening)
