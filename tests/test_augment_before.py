@@ -111,6 +111,6 @@ def test_steps_that_give_no_8_or_16_bit_channel_are_refused(tmp_path: Path) -> N
     cv2.imwrite(str(tmp_path / "b.png"), np.full((48, 40), 50000, np.uint16))
     recs = [Record(n, tmp_path / f"{n}.png", 100.0, True) for n in "ab"]
     no_gray = PreprocessConfig(steps=(StepConfig(name="resize", params={"size": 32}), StepConfig(name="normalize")))
-    with pytest.raises(ConfigError, match="8- or 16-bit"):  # uint8 and uint16 would be stacked as one, unscaled
+    with pytest.raises(ConfigError, match="one kind and size"):  # uint8 and uint16 would be stacked as one, unscaled
         load_split_arrays(recs, no_gray, workers=1)
     assert load_split_arrays(recs, PreprocessConfig.default(32), workers=1).images.dtype == np.uint8  # grayscale first: fine

@@ -75,3 +75,21 @@ def test_the_steps_keep_float_only_when_asked(plates: list[np.ndarray]) -> None:
                                     StepConfig(name="resize", params={"size": 100, "mode": "stretch", "keep_float": True}),
                                     StepConfig(name="clahe"), StepConfig(name="normalize")))
     assert build_pipeline(mixed)(plate).shape == (100, 100, 1)
+
+
+def test_the_recipe_trains_on_images_of_any_size(data_dir: Path) -> None:
+    """Augmenting before CLAHE holds the resized images in one stack: with keep_float every one is float32
+    (a 512-px image resized and a 100-px one passed through gave float32 and uint8: refused), and the
+    augmentation keeps them float, as inference sees them."""
+    pytest.importorskip("keras", reason="the array data path needs Keras")
+    from boneage.training.arrays import ArrayBatches, load_split_arrays
+    from boneage.training.config import Augment
+    from boneage.training.data import Record
+
+    records = [Record(p.stem, p, 120.0, True) for folder in ("rsna-512", "rsna-100")
+               for p in sorted((data_dir / folder).glob("*.png"))[:4]]
+    arrays = load_split_arrays(records, recipe(True), workers=2)
+    assert arrays.images.dtype == np.float32 and arrays.images.shape == (8, 100, 100)
+    batch = ArrayBatches(arrays, 8, aug=Augment(before_preprocessing=True), seed=0)[0][0]["image"]
+    assert batch.shape == (8, 100, 100, 1) and np.isfinite(batch).all()
+    assert not np.allclose(batch * 255, np.rint(batch * 255), atol=1e-3)  # CLAHE's output not rounded to levels

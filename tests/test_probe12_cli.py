@@ -478,3 +478,21 @@ def test_a_signal_inside_held_arrives_when_the_block_ends(kind: signal.Signals) 
     assert done == ["written", "counted"]
     assert isinstance(raised.value, Terminated) == (kind == signal.SIGTERM)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are put back
+
+
+def test_a_second_signal_inside_held_is_not_held_and_an_error_wins_over_a_held_one() -> None:
+    from boneage.signals import held, terminate_as_interrupt
+
+    done = []
+    with terminate_as_interrupt(), pytest.raises(Terminated), held():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        done.append("first noted")
+        os.kill(os.getpid(), signal.SIGTERM)  # a save that hangs: the second ends it at once
+        time.sleep(0.05)
+        done.append("not reached")
+    assert done == ["first noted"]
+    with pytest.raises(OSError, match="disk full"), held():  # the write failed: that is what the user must hear
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        raise OSError("disk full")

@@ -9,7 +9,6 @@ import hashlib
 import json
 import struct
 import threading
-import time
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -75,12 +74,10 @@ def test_a_keras_bomb_is_refused_before_keras_opens_it(tmp_path: Path, models_di
     bomb = keras_zip(run_folder(tmp_path) / "best.keras", {"metadata.json": b"{}", "config.json": b" " * (20 << 20),
                                                            "model.weights.h5": b""}, zipfile.ZIP_DEFLATED)
     assert bomb.stat().st_size < 100_000
-    start = time.perf_counter()
     with pytest.raises(InvalidModelError, match=r"its config\.json unpacks to 20,971,520 bytes, more than"):
         open_model(bomb)
     with pytest.raises(InvalidModelError, match="config.json unpacks"):
         BoneAgeEstimator(bomb)
-    assert time.perf_counter() - start < 2
 
 
 @pytest.mark.parametrize("case", ["ratio", "members", "traversal", "absolute", "not a zip", "total", "size"])
@@ -127,12 +124,10 @@ def test_a_keras_end_record_declaring_a_huge_directory_is_refused_before_zipfile
         check_keras_file(path)
 
 
-def test_the_shipped_keras_model_passes_the_checks_in_milliseconds() -> None:
+def test_the_shipped_keras_model_passes_the_checks() -> None:
     if not SHIPPED_KERAS.is_file():
         pytest.skip("no shipped .keras model in exported/")
-    start = time.perf_counter()
-    check_keras_file(SHIPPED_KERAS)
-    assert time.perf_counter() - start < 0.5  # central directory only: 5 ms here
+    check_keras_file(SHIPPED_KERAS)  # central directory only (5 ms here; timings belong in benchmarks)
     with zipfile.ZipFile(SHIPPED_KERAS) as archive:  # what the limits were set from: stored, not compressed
         assert all(i.compress_size == i.file_size for i in archive.infolist())
 
@@ -334,10 +329,8 @@ def test_a_plugin_steps_output_is_checked(case: str, radiograph: np.ndarray) -> 
     OUTPUT["odd"], message = ODD_OUTPUTS[case]
     add(OddStepPlugin())
     pipeline = build_pipeline(PreprocessConfig(steps=(StepConfig(name="odd"), StepConfig(name="clahe"))))
-    start = time.perf_counter()
     with pytest.raises(PreprocessError, match=f"preprocessing step 'odd' returned .*{message}"):
         pipeline.raw(radiograph)  # NaN was a black image after clahe; the view took 7.1 GB once used
-    assert time.perf_counter() - start < 1
 
 
 def unsharp(image: np.ndarray, trace: Any) -> np.ndarray:
@@ -357,23 +350,6 @@ def test_plugin_outputs_within_range_and_built_in_overshoot_are_answered(radiogr
     sharp[10:30, 10:30] = 255
     cubic = StepConfig(name="resize", params={"size": 128, "interpolation": "cubic", "keep_float": True})
     assert build_pipeline(PreprocessConfig(steps=(cubic,))).raw(sharp).min() < 0
-
-
-def test_the_check_of_a_plugin_steps_output_costs_milliseconds() -> None:
-    OUTPUT["odd"] = lambda image, trace: image.astype(np.float32)
-    add(OddStepPlugin())
-    pipeline = build_pipeline(PreprocessConfig(steps=(StepConfig(name="odd"),)))
-    image = cv2.resize(synthetic_radiograph(), (1514, 2044))
-    as_float = image.astype(np.float32)
-    start = time.perf_counter()
-    for _ in range(10):
-        pipeline.raw(image)
-    with_check = (time.perf_counter() - start) / 10
-    start = time.perf_counter()
-    for _ in range(10):
-        image.astype(np.float32)
-    bare = (time.perf_counter() - start) / 10
-    assert with_check - bare < 0.02 and as_float.shape == (2044, 1514)  # ~2 ms here (2044x1514 float32)
 
 
 def test_a_step_that_warns_without_end_is_bounded(radiograph: np.ndarray) -> None:
@@ -439,12 +415,21 @@ def test_a_damaged_exif_keeps_its_valid_orientation_quietly_even_under_w_error(k
 def test_pillow_quiet_spells_leave_the_warning_filters_as_they_were() -> None:
     data = damaged_exif_files()["jpeg"]
     before = list(warnings.filters)
-    threads = [threading.Thread(target=lambda: [read_image(data) for _ in range(10)]) for _ in range(6)]
+    failures: list[BaseException] = []
+
+    def read_ten() -> None:
+        try:
+            for _ in range(10):
+                read_image(data)
+        except BaseException as exc:  # a thread's exception is otherwise lost, and the test passes
+            failures.append(exc)
+
+    threads = [threading.Thread(target=read_ten) for _ in range(6)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert warnings.filters == before
+    assert not failures and warnings.filters == before
 
 
 def test_libpng_warnings_do_not_reach_the_callers_stderr(capfd: pytest.CaptureFixture[str]) -> None:

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 SIGINT_EXIT = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 SIGTERM_EXIT = 143  # 128 + SIGTERM
@@ -65,23 +66,44 @@ def terminate_as_interrupt() -> Iterator[None]:
 def held() -> Iterator[None]:
     """Ctrl-C and SIGTERM held back until the block is done, for steps that must happen together: a
     batch written to the output file and counted as done (an interrupt between the two said "stopped
-    after 24" of a file holding 28). Inside the block a signal is only noted; when the block ends the
-    handlers in place before get it, as if it had arrived then. Outside the main thread it holds
-    nothing (Python runs handlers there only)."""
+    after 24" of a file holding 28). Inside the block a first signal is only noted, and the handlers in
+    place before get it when the block ends normally (an error from the block wins over it); a second
+    one gets them at once, as a second SIGTERM ends a stuck save. Outside the main thread, or where
+    handlers cannot be set, it holds nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    noted: list[int] = []
     kinds = (signal.SIGINT, signal.SIGTERM)
-    previous = {kind: signal.signal(kind, lambda signum, frame: noted.append(signum)) for kind in kinds}
+    noted: list[int] = []
+    previous: dict[int, Any] = {}  # what signal.signal gave back: a handler, SIG_DFL/SIG_IGN, or None
+
+    def restore() -> None:
+        for kind, handler in previous.items():
+            signal.signal(kind, handler if handler is not None else signal.SIG_DFL)
+
+    def deliver(signum: int) -> None:
+        handler = previous[signum]
+        if callable(handler):
+            handler(signum, None)
+        elif handler == signal.SIG_DFL:
+            os.kill(os.getpid(), signum)
+
+    def note(signum: int, frame: FrameType | None) -> None:
+        noted.append(signum)
+        if len(noted) > 1:
+            restore()
+            deliver(signum)
+
+    try:
+        for kind in kinds:
+            previous[kind] = signal.signal(kind, note)
+    except (ValueError, OSError):  # no signals here (an embedded interpreter): nothing to hold
+        restore()
+        yield
+        return
     try:
         yield
     finally:
-        for kind, handler in previous.items():
-            signal.signal(kind, handler if handler is not None else signal.SIG_DFL)
-        for signum in noted[:1]:  # the first is enough: it stops the command
-            handler = previous[signal.Signals(signum)]
-            if callable(handler):
-                handler(signum, None)
-            elif handler == signal.SIG_DFL:
-                os.kill(os.getpid(), signum)
+        restore()
+    if noted:  # reached only when the block ended normally
+        deliver(noted[0])

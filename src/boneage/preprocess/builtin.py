@@ -66,15 +66,18 @@ class ResizeParams(_Params):
     size: int = Field(256, ge=8, le=2048)
     mode: Literal["pad", "stretch"] = "pad"
     interpolation: Literal["nearest", "nearest_exact", "linear", "area", "cubic", "lanczos"] = "area"
-    keep_float: bool = Field(False, description="resize in float and keep it (0-255), not rounded to 8 bits: "
-                             "for clahe's keep_float, whose steep tables turned rounding into whole grey levels")
+    keep_float: bool = Field(False, description="resize in float and give float32 (0-255), not rounded to 8 bits, "
+                             "also when no resize is needed: for clahe's keep_float, whose steep tables turned "
+                             "rounding into whole grey levels")
 
 
 def resize(image: np.ndarray, params: ResizeParams) -> np.ndarray:
     """``stretch`` squashes to a square; ``pad`` keeps the aspect ratio and pads with black."""
     size, interp = params.size, INTERPOLATIONS[params.interpolation]
-    if params.keep_float and image.dtype == np.uint8 and image.shape[:2] != (size, size):
-        image = image.astype(np.float32)  # cv2.resize rounds an 8-bit image's result to 8 bits
+    if params.keep_float and image.dtype != np.float32:
+        # cv2.resize rounds an 8-bit image's result to 8 bits; float32 every time, so that images of any
+        # size give one kind of array (training holds them in one stack)
+        image = image.astype(np.float32) / np.float32(257.0 if image.dtype == np.uint16 else 1.0)
     if params.mode == "stretch":
         if image.shape[:2] == (size, size):
             return image

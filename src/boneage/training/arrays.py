@@ -73,30 +73,33 @@ def load_arrays(records: list[Record], pipeline: Any, workers: int = 8, *, post:
 
 def load_split_arrays(records: list[Record], config: PreprocessConfig, workers: int = 8) -> Arrays:
     """Training data for ``augment.before_preprocessing``: the config split at its resize step, the part up
-    to it run once here (uint8 in memory for the usual grayscale + resize), the rest on every batch."""
+    to it run once here (uint8 in memory for the usual grayscale + resize, float32 with ``keep_float``),
+    the rest on every batch."""
     pre, post = config.split_at_resize()
     return load_arrays(records, build_pipeline(pre), workers, post=build_pipeline(post))
 
 
 def _check_one_kind(images: list[np.ndarray]) -> None:
-    """Augmenting before the later steps needs one 8- or 16-bit channel of one shape from every image (np.stack
-    would silently widen a mix of uint8 and uint16 without rescaling)."""
+    """Augmenting before the later steps needs one channel of one kind and shape from every image: 8 or 16 bits,
+    or float32 on the 0-255 scale (a ``keep_float`` resize); np.stack would silently widen a mix of uint8 and
+    uint16 without rescaling."""
     kinds = {(image.dtype, image.shape) for image in images}
     dtype, shape = next(iter(kinds))
-    if len(kinds) > 1 or dtype not in (np.uint8, np.uint16) or not (len(shape) == 2 or shape[2:] == (1,)):
+    if len(kinds) > 1 or dtype not in (np.uint8, np.uint16, np.float32) or not (len(shape) == 2 or shape[2:] == (1,)):
         found = ", ".join(sorted(f"{d} {s}" for d, s in kinds)[:3])
-        raise ConfigError("augment.before_preprocessing needs the steps up to the resize to give one 8- or 16-bit "
-                          f"channel of one size for every image (a grayscale step first); they gave {found}")
+        raise ConfigError("augment.before_preprocessing needs the steps up to the resize to give one channel of "
+                          f"one kind and size for every image (a grayscale step first); they gave {found}")
 
 
 def augment_before(image: np.ndarray, post: Any, aug: Augment | None, rng: np.random.Generator | None) -> np.ndarray:
     """``post`` (the later steps) on the resized image, augmented first when ``aug`` is given: on the [0, 1]
-    scale by :func:`augment_image` (same ranges, same draws), then rounded back to the image's own integer
-    dtype, which CLAHE needs."""
+    scale by :func:`augment_image` (same ranges, same draws), then back on the image's own scale: rounded to
+    its integer dtype, which OpenCV's CLAHE needs, or kept float (0-255) after a ``keep_float`` resize."""
     if aug is not None and rng is not None:
-        scale = np.float32(np.iinfo(image.dtype).max)
-        plane = augment_image(image.reshape(*image.shape[:2], 1).astype(np.float32) / scale, aug, rng)
-        image = np.rint(plane * scale).astype(image.dtype).reshape(image.shape)
+        floating = image.dtype == np.float32
+        scale = np.float32(255.0 if floating else np.iinfo(image.dtype).max)
+        plane = augment_image(image.reshape(*image.shape[:2], 1).astype(np.float32) / scale, aug, rng) * scale
+        image = (plane if floating else np.rint(plane).astype(image.dtype)).reshape(image.shape)
     return np.asarray(post(image), np.float32)
 
 
