@@ -221,9 +221,11 @@ def _scaled_image(data: bytes, scale: int) -> np.ndarray | None:
     from PIL import Image
 
     try:
-        with quiet_warnings(), Image.open(io.BytesIO(data), formats=["JPEG"]) as im:
+        with quiet_warnings():  # the header's parsing warns; the decode, the long part, raises: outside the lock
+            im = Image.open(io.BytesIO(data), formats=["JPEG"])
             if scale > 1:
                 im.draft(im.mode, (max(1, im.width // scale), max(1, im.height // scale)))
+        with im:
             return np.asarray(im)
     except Exception:  # noqa: BLE001 - the full decode that follows says what is wrong
         return None
