@@ -40,13 +40,13 @@ def run(args: argparse.Namespace) -> int:
     meanwhile get 503 ``not_ready``); the access log leaves out query strings, which may name a patient.
     Two lines say where: "starting on" before the port is bound, "serving on" with the port bound
     (the one the system picked for ``--port 0``)."""
+    config = settings(args)  # a wrong option first (exit 2): it is wrong whatever is installed
     require_serve()  # a missing extra is named (exit 5) before anything starts
     import uvicorn
 
     from boneage.serve.app import create_app
     from boneage.serve.server import AnnouncingServer, header_timeout
 
-    config = settings(args)
     logging.getLogger("boneage.serve").setLevel(logging.INFO)  # one line a request, without patient data
     where = f"port {config.port}" if config.port else "a port the system picks"
     print(f"boneage: starting on {printable(config.host)}, {where}", flush=True)
