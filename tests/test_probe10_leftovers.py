@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_head_is_answered_like_get_without_a_body(tmp_path: Path) -> None:
     # a monitor's HEAD /healthz got 405: FastAPI routes take only the methods they name
     pytest.importorskip("fastapi", reason="needs the serve extra")
+    pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx")
     from fastapi.testclient import TestClient
 
     from boneage.serve.app import create_app
@@ -98,6 +99,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, i
     """One real ``boneage serve --port 0 --read-timeout 1`` for the tests below, and the port it printed."""
     pytest.importorskip("fastapi", reason="needs the serve extra")
     pytest.importorskip("uvicorn", reason="needs the serve extra")
+    pytest.importorskip("httpx", reason="the checks call the service with httpx")
     folder = tmp_path_factory.mktemp("serve")
     (folder / "models").mkdir()
     model = write_tiny_model(folder / "tiny.onnx")
