@@ -84,8 +84,8 @@ def test_cli_ray_engine_writes_the_local_engines_parquet(local_ray: Any, tiny_mo
     assert tables["ray"] == tables["local"]
     assert len(tables["ray"]) == 11
     assert [tables["ray"][i]["error"] for i in (9, 10)] == [
-        "sex must be male or female (m/f, 1/0, true/false); the value given (7 characters) is not one of them and "
-        "is not shown"] * 2
+        f"line {line} of the list: sex must be male or female (m/f, 1/0, true/false); the value given (7 characters) "
+        "is not one of them and is not shown" for line in (11, 12)]  # each row's error says where it is
 
 
 def test_engine_ray_without_ray_names_the_extra(tiny_model: Path, radiograph_png: Path, tmp_path: Path,
