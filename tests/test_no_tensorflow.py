@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -50,13 +51,16 @@ sys.exit(main(sys.argv[1:]))
 
 
 def fake_run(folder: Path) -> Path:
-    """A run folder as training leaves it: config.json beside best.keras (whose bytes are never read)."""
+    """A run folder as training leaves it: config.json beside best.keras, a well-formed archive (its
+    members are checked before anything opens it; their contents are never read here)."""
     folder.mkdir()
     source = {"labels": str(folder / "labels.csv"), "images": str(folder)}
     (folder / "config.json").write_text(json.dumps({"backbone": "densenet121", "sources": [source]}))
     (folder / "data.json").write_text(json.dumps({"val_id_list": ["1"]}))
     (folder / "labels.csv").write_text("id,boneage,male\n1,100,true\n")
-    (folder / "best.keras").write_bytes(b"PK")
+    with zipfile.ZipFile(folder / "best.keras", "w") as archive:
+        for member in ("metadata.json", "config.json", "model.weights.h5"):
+            archive.writestr(member, b"{}")
     return folder / "best.keras"
 
 

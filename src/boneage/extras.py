@@ -4,7 +4,6 @@ as :class:`MissingDependencyError` naming the extra (exit 5), never as an intern
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from types import ModuleType
 
 from boneage.errors import MissingDependencyError
@@ -30,16 +29,3 @@ def require(module: str, install: str, purpose: str) -> ModuleType:
     except ImportError as exc:
         missing = exc.name or module
         raise MissingDependencyError(f"{purpose} needs {missing}: {install} ({exc})") from exc
-
-
-def require_installed(module: str, install: str, purpose: str) -> None:
-    """:func:`require` without the import, for a check before other work where the import itself would
-    cost seconds (TensorFlow): a ``.keras`` model on a machine without the extra was refused for what its
-    archive held before the user learnt that it cannot run here at all."""
-    try:
-        found = importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):  # a parent package missing, or a module half set up
-        found = False
-    if not found:
-        raise MissingDependencyError(f"{purpose} needs {module}: {install}")
-

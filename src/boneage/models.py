@@ -27,7 +27,6 @@ from boneage.errors import (
     ModelNotFoundError,
     printable,
 )
-from boneage.extras import TRAIN, require_installed
 from boneage.files import FileTooLargeError, NotRegularFileError, lookup_errors, read_regular_file
 from boneage.modelcard import ModelCard, file_sha256, one_line, read_card, verify_embedded
 from boneage.onnxwire import external_tensors
@@ -168,7 +167,6 @@ def open_model(model: str | os.PathLike[str] | None) -> ModelFile:
     if path.suffix == ".keras":
         if not path.is_file():
             raise ModelNotFoundError(f"model file {path} not found")
-        require_installed("tensorflow", TRAIN, "a .keras model (the TensorFlow runtime)")  # exit 5 first
         check_keras_file(path)  # now, not after the card and the pipeline: its runtime loads it
         return ModelFile(path, b"", card_from_run(path), None)
     data = read_bounded(path, MAX_MODEL_BYTES, "model file")
