@@ -15,7 +15,7 @@ import numpy as np
 
 from boneage.errors import InputError, MissingDependencyError
 from boneage.files import refuse_link
-from boneage.prediction import Prediction, readable
+from boneage.prediction import Prediction, readable, years_and_months
 from boneage.references import ReferenceTable
 
 INSTALL = 'pip install "boneage[plot]"'
@@ -77,9 +77,8 @@ def growth_chart(prediction: Prediction, reference: ReferenceTable, path: str | 
     sds = c.note or (f"SDS {'-' if c.sds is None else readable(c.sds, '+.2f')} ({c.category}); "
                      f"BA - CA {readable(c.bone_age_minus_age_months, '+.1f')} months")
     high = max(top, float((rows[:, 1] + 2 * rows[:, 2]).max()) + 0.5, ba + (0 if yerr is None else float(yerr[1, 0])) + 0.5)
-    whole, rest = divmod(round(c.chronological_age_months), 12)
     ax.set(xlim=(0, top), ylim=(0, high), xlabel="chronological age (years)", ylabel="bone age (years)",
-           title=f"{'Boy' if male else 'Girl'}, age {whole}y {rest}m: {sds}")
+           title=f"{'Boy' if male else 'Girl'}, age {years_and_months(c.chronological_age_months)}: {sds}")
     ax.title.set_fontsize(10)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)

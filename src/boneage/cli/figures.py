@@ -56,10 +56,10 @@ def draw_chart(estimator: BoneAgeEstimator, results: list[dict[str, Any]], path:
         why = "no input was left to answer (--resume: it is already in the results)"
     elif len(results) != 1 or "error" in results[0]:
         why = "there is no prediction to draw"
-    elif Prediction.model_validate(results[0]).comparison is None:  # a DICOM whose header gave no age after all
+    elif (prediction := Prediction.model_validate(results[0])).comparison is None:  # a DICOM whose header gave no age
         why = "the file gave no age; add --age"
     else:
-        estimator.plot(Prediction.model_validate(results[0]), path)
+        estimator.plot(prediction, path)
         print(f"boneage: growth chart written to {path}", file=sys.stderr)
         return True
     print(f"boneage: no growth chart written to {path}: {why}", file=sys.stderr)

@@ -281,11 +281,6 @@ def _entry(job: Job, outcome: Prediction | BoneAgeError) -> dict[str, Any]:
     return {"source": job.path, "error": {"type": type(error).__name__, "message": str(error)}}
 
 
-def years(months: float) -> str:
-    """``10y 3m``: how clinicians read an age, rounded to the whole month (see :func:`years_and_months`)."""
-    return years_and_months(months)
-
-
 def table(results: list[dict[str, Any]]) -> str:
     """The terminal table of results as JSON dicts (shared with ``boneage explain``); the interval
     and age columns appear only when some result has them."""
@@ -300,7 +295,7 @@ def table(results: list[dict[str, Any]]) -> str:
             continue
         months = r["bone_age_months"]
         # readable: an absurd answer (1e308) is 1.7e+308, not 309 digits
-        row = [r["source"], "male" if r["male"] else "female", f"{readable(months)} mo ({years(months)})"]
+        row = [r["source"], "male" if r["male"] else "female", f"{readable(months)} mo ({years_and_months(months)})"]
         if with_interval:
             i = r.get("interval")
             row.append(f"{readable(i['low_months'], '.0f')}-{readable(i['high_months'], '.0f')} mo ({i['level']:.0%})"
@@ -317,5 +312,5 @@ def _comparison_cells(c: dict[str, Any] | None) -> list[str]:
     if not c:
         return ["", "", ""]
     sds = "no reference" if c["sds"] is None else f"{readable(c['sds'], '+.2f')} ({c['category']})"
-    return [f"{c['chronological_age_months']:.1f} mo ({years(c['chronological_age_months'])})",
+    return [f"{c['chronological_age_months']:.1f} mo ({years_and_months(c['chronological_age_months'])})",
             f"{readable(c['bone_age_minus_age_months'], '+.1f')} mo", sds]
