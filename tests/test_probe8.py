@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -182,10 +181,9 @@ def test_plot_of_a_dicom_may_take_its_age_from_the_header(tmp_path: Path) -> Non
 
 
 def test_labels_rows_read_as_csv_quotes(tmp_path: Path) -> None:
-    # keyed_rows keeps a value's commas and quotes as csv reads them
-    from boneage.columns import keyed_rows
+    # the rows keep a value's commas and quotes as csv reads them
+    from boneage.columns import csv_rows
 
     path = tmp_path / "l.csv"
     path.write_text('Id , BoneAge\n"a,b",1\n')
-    with path.open(newline="") as f:
-        assert keyed_rows(csv.DictReader(f)) == [{"id": "a,b", "boneage": "1"}]
+    assert [row.cells for row in csv_rows(path.read_bytes())] == [{"id": "a,b", "boneage": "1"}]

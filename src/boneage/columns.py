@@ -5,6 +5,7 @@ count of cells it holds past the header's."""
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 
 
@@ -47,6 +48,8 @@ def numbered_rows(reader: csv.DictReader[str]) -> list[Row]:
     return rows
 
 
-def keyed_rows(reader: csv.DictReader[str]) -> list[dict[str, str | None]]:
-    """The cells of :func:`numbered_rows` (a row's cells past the header's left out)."""
-    return [row.cells for row in numbered_rows(reader)]
+def csv_rows(data: bytes) -> list[Row]:
+    """:func:`numbered_rows` of a CSV file's bytes, UTF-8 with or without a byte-order mark (as
+    spreadsheets save it); raises ``UnicodeDecodeError``, ``csv.Error`` or :class:`DuplicateColumnError`,
+    for the caller to say which file it was."""
+    return numbered_rows(csv.DictReader(io.StringIO(data.decode("utf-8-sig"), newline="")))

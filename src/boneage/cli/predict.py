@@ -9,7 +9,6 @@ import argparse
 import contextlib
 import csv
 import fnmatch
-import io
 import itertools
 import json
 import os
@@ -23,7 +22,7 @@ from boneage.age import age_from_dates, parse_age
 from boneage.cli.figures import draw_chart, plot_target
 from boneage.cli.results import ResultFile
 from boneage.cli.table import format_table
-from boneage.columns import DuplicateColumnError, numbered_rows
+from boneage.columns import DuplicateColumnError, csv_rows
 from boneage.errors import AgeError, BoneAgeError, InputError, SexError, printable
 from boneage.estimator import BoneAgeEstimator
 from boneage.imageio import read_path
@@ -134,9 +133,8 @@ def list_jobs(path: Path) -> list[Job]:
     is a job with its error: it is reported, and never answered from a DICOM header instead."""
     try:
         # a regular file of bounded size: /dev/zero or a FIFO with no writer must not hang it
-        text = read_path(path).decode("utf-8-sig")
         # Path,Sex or " path " as spreadsheets write them: columns are matched case-insensitively
-        rows = [row for row in numbered_rows(csv.DictReader(io.StringIO(text, newline=""))) if not row.blank]
+        rows = [row for row in csv_rows(read_path(path)) if not row.blank]
     except (UnicodeDecodeError, csv.Error, DuplicateColumnError, BoneAgeError) as exc:
         raise InputError(f"cannot read the list {printable(str(path))}: {exc}") from exc
     if rows and not {"path", "sex"} <= set(rows[0].cells):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from boneage.columns import DuplicateColumnError, numbered_rows
+from boneage.columns import DuplicateColumnError, csv_rows
 from boneage.defaults import MAX_LABELS_BYTES
 from boneage.errors import BoneAgeError, ConfigError, printable
 from boneage.files import FileTooLargeError, NotRegularFileError, read_regular_file
@@ -73,10 +72,9 @@ def read_source(source: DataSource) -> list[Record]:
     cell's value (labels may hold personal data by mistake)."""
     records, missing = [], 0
     try:
-        text = read_labels(source.labels).decode("utf-8-sig")
         # "id, boneage, male" or "ID,BoneAge,Male" as spreadsheets write them: matched as --csv matches
         # its columns, stripped and case-insensitively (they were refused as lacking "boneage")
-        rows = [(row.line, row.cells) for row in numbered_rows(csv.DictReader(io.StringIO(text, newline="")))]
+        rows = [(row.line, row.cells) for row in csv_rows(read_labels(source.labels))]
     except DuplicateColumnError as exc:
         raise ConfigError(f"labels file {source.labels}: {exc}") from exc
     except (UnicodeDecodeError, csv.Error) as exc:  # a UTF-16 export was an internal error (exit 70)
