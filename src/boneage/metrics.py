@@ -55,3 +55,25 @@ def report(true: np.ndarray, pred: np.ndarray, male: np.ndarray) -> dict[str, An
         "by_age": {name: _defined(summary(true[sel], pred[sel])) for name, sel in age_bands(true).items()},
         "baseline_mean_mae": float(np.abs(true - true.mean()).mean()) if true.size else None,
     }
+
+
+def paired_difference(true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, *, resamples: int = 10_000,
+                      level: float = 0.95, seed: int = 0) -> dict[str, float]:
+    """MAE of b minus MAE of a on the same images, with a percentile bootstrap interval over the images: whether
+    a new model beats the shipped one by more than the sample's noise (the release rule, docs/experiments.md).
+    Paired, because two models' errors on one image are strongly correlated, which makes their difference far
+    better known than either MAE; an interval wholly below zero says b is better."""
+    true, pred_a, pred_b = (np.asarray(x, float) for x in (true, pred_a, pred_b))
+    if not (true.shape == pred_a.shape == pred_b.shape and true.ndim == 1 and true.size >= 2):
+        raise ValueError("paired_difference wants three 1-D arrays of the same length, at least 2")
+    if not 0 < level < 1 or resamples < 1:
+        raise ValueError("level must lie in (0, 1) and resamples be positive")
+    gain = np.abs(pred_b - true) - np.abs(pred_a - true)  # per image; negative where b is closer
+    rng = np.random.default_rng(seed)
+    means = np.concatenate([gain[rng.integers(0, gain.size, (min(1000, resamples - done), gain.size))].mean(1)
+                            for done in range(0, resamples, 1000)])  # in chunks: 1,000 x n at most in memory
+    tail = (1 - level) / 2
+    return {"n": int(gain.size), "mae_a": float(np.abs(pred_a - true).mean()),
+            "mae_b": float(np.abs(pred_b - true).mean()), "difference": float(gain.mean()),
+            "low": float(np.quantile(means, tail)), "high": float(np.quantile(means, 1 - tail)),
+            "b_closer": float((gain < 0).mean())}
