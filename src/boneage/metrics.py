@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 AGE_BANDS_YEARS = ((0, 2), (2, 6), (6, 10), (10, 14), (14, 19))  # the last holds every older label too
 
@@ -57,23 +58,23 @@ def report(true: np.ndarray, pred: np.ndarray, male: np.ndarray) -> dict[str, An
     }
 
 
-def paired_difference(true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, *, resamples: int = 10_000,
+def paired_difference(true: ArrayLike, pred_a: ArrayLike, pred_b: ArrayLike, *, resamples: int = 10_000,
                       level: float = 0.95, seed: int = 0) -> dict[str, float]:
     """MAE of b minus MAE of a on the same images, with a percentile bootstrap interval over the images: whether
     a new model beats the shipped one by more than the sample's noise (the release rule, docs/experiments.md).
     Paired, because two models' errors on one image are strongly correlated, which makes their difference far
     better known than either MAE; an interval wholly below zero says b is better."""
-    true, pred_a, pred_b = (np.asarray(x, float) for x in (true, pred_a, pred_b))
-    if not (true.shape == pred_a.shape == pred_b.shape and true.ndim == 1 and true.size >= 2):
+    t, a, b = (np.asarray(x, float) for x in (true, pred_a, pred_b))
+    if not (t.shape == a.shape == b.shape and t.ndim == 1 and t.size >= 2):
         raise ValueError("paired_difference wants three 1-D arrays of the same length, at least 2")
     if not 0 < level < 1 or resamples < 1:
         raise ValueError("level must lie in (0, 1) and resamples be positive")
-    gain = np.abs(pred_b - true) - np.abs(pred_a - true)  # per image; negative where b is closer
+    gain = np.abs(b - t) - np.abs(a - t)  # per image; negative where b is closer
     rng = np.random.default_rng(seed)
     means = np.concatenate([gain[rng.integers(0, gain.size, (min(1000, resamples - done), gain.size))].mean(1)
                             for done in range(0, resamples, 1000)])  # in chunks: 1,000 x n at most in memory
     tail = (1 - level) / 2
-    return {"n": int(gain.size), "mae_a": float(np.abs(pred_a - true).mean()),
-            "mae_b": float(np.abs(pred_b - true).mean()), "difference": float(gain.mean()),
+    return {"n": int(gain.size), "mae_a": float(np.abs(a - t).mean()),
+            "mae_b": float(np.abs(b - t).mean()), "difference": float(gain.mean()),
             "low": float(np.quantile(means, tail)), "high": float(np.quantile(means, 1 - tail)),
             "b_closer": float((gain < 0).mean())}
