@@ -17,23 +17,24 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from boneage.cli.arguments import DATA_HINT, require, usage_errors, whole_number
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", nargs="?")
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("BONEAGE_DATA", "../shared/data")))
-    parser.add_argument("--sizes", type=int, nargs="+", default=[32, 40, 48, 56, 64, 80, 100, 128, 160])
+    parser.add_argument("--sizes", type=whole_number(32, 4096), nargs="+", default=[32, 40, 48, 56, 64, 80, 100, 128, 160],
+                        help="short sides in pixels, each at least 32 (the smallest image boneage reads)")
     args = parser.parse_args()
     labels = args.data / "rsna-512" / "labels.csv"
-    if not labels.is_file():
-        parser.error(f"needs the file {labels} (give --data, or set BONEAGE_DATA)")
-    if any(s < 32 for s in args.sizes):
-        parser.error("--sizes: at least 32 (the smallest image boneage reads)")
+    require(parser, labels, hint=DATA_HINT)
 
     from boneage import BoneAgeEstimator
     from boneage.training.data import is_validation
 
-    estimator = BoneAgeEstimator(args.model, check_input=False)  # the model's answer, not the input checks'
+    with usage_errors(parser):  # a model that is not there
+        estimator = BoneAgeEstimator(args.model, check_input=False)  # the model's answer, not the input checks'
     with labels.open() as f:
         rows = [r for r in csv.DictReader(f) if is_validation(r["id"], 0.1, 42)]
     images = [cv2.imread(str(args.data / "rsna-512" / f"{r['id']}.png"), cv2.IMREAD_GRAYSCALE) for r in rows]
