@@ -203,3 +203,31 @@ def test_evaluate_keras_and_onnx(models: Path, data_dir: Path, tmp_path: Path) -
     with pytest.raises(ConfigError, match="--force"):
         evaluate("boneage-tiny_cnn", source, tmp_path / "onnx", ids=ids)  # never overwrites reports unasked
     assert evaluate("boneage-tiny_cnn", source, tmp_path / "onnx", ids=ids, force=True)["overall"] == onnx["overall"]
+
+
+def test_float16_weights_halve_the_file_and_are_measured_as_shipped(models: Path, tmp_path: Path,
+                                                                     data_dir: Path) -> None:
+    """The shipped form from 0.5.0: weights stored in 16 bits, computed in float32; the card's metrics are
+    the halved file's own, and it answers within HALF_LIMIT of the float32 model."""
+    from boneage.export.export import HALF_LIMIT, export_run
+
+    run = models.parent / "run"
+    (entry,) = export_run(run, "0.3.0", tmp_path / "half", with_keras=False, float16_weights=True)
+    full = models / "boneage-tiny_cnn-0.1.0.onnx"
+    half = tmp_path / "half" / entry.file
+    assert half.stat().st_size < 0.7 * full.stat().st_size
+    card = read_card(half.read_bytes(), entry.file)
+    assert card.notes["weights_storage"] == "float16, computed in float32"
+    assert 0 < card.metrics["validation"]["float16_shift_max_months"] <= HALF_LIMIT
+    images = val_images(models, data_dir)
+    a = [p.bone_age_months for p in BoneAgeEstimator(full).predict_batch(images, [True] * len(images))]
+    b = [p.bone_age_months for p in BoneAgeEstimator(half).predict_batch(images, [True] * len(images))]
+    assert np.abs(np.subtract(a, b)).max() <= HALF_LIMIT
+
+
+def test_float16_weights_and_int8_are_refused_together_before_any_work(models: Path, tmp_path: Path) -> None:
+    from boneage.export.export import export_run
+
+    with pytest.raises(ConfigError, match="separate exports"):
+        export_run(models.parent / "run", "0.4.0", tmp_path / "both", quantize="int8", float16_weights=True)
+    assert not (tmp_path / "both").exists()

@@ -9,8 +9,9 @@
 # resolution (rsna-512 and radiographs/), and runs the robustness benchmark. Reports go to
 # OUT/reports (default: ../release-VERSION, outside the work tree). Needs the train extra and
 # BONEAGE_DATA (default ../shared/data). MODELS=folder exports elsewhere than exported/ (a dry run).
-# KERAS=1 keeps the float .keras beside the ONNX (a real release: tools/ship_int8.py then ships
-# the int8 model with it, as 0.4.0 was).
+# KERAS=1 keeps the float .keras beside the ONNX (tools/ship_int8.py then ships the int8 model
+# with it, as 0.4.0 was). FLOAT16=1 exports the float model with its weights stored in 16 bits
+# instead of an int8 one (the form shipped from 0.5.0: float's accuracy and robustness at 15 MB).
 set -euo pipefail
 usage() {  # as argparse says it: the usage, the problem, exit 2, and nothing created before
   echo "usage: tools/release.sh RUN VERSION [OUT]" >&2
@@ -43,10 +44,12 @@ print(json.dumps({"steps": steps}, indent=1))
 PY
 
 lean=--without-keras; [ "${KERAS:-0}" = 1 ] && lean=
-boneage export "$run" --version "$version" --quantize int8 --default $lean \
+form=(--quantize int8); models=(boneage-densenet121-"$version" boneage-densenet121-int8-"$version")
+if [ "${FLOAT16:-0}" = 1 ]; then form=(--float16-weights); models=(boneage-densenet121-"$version"); fi
+boneage export "$run" --version "$version" "${form[@]}" --default $lean \
     --preprocessing "$out/area.json" --output "$BONEAGE_MODELS_DIR" | tee "$out/export.log"
 
-for model in boneage-densenet121-"$version" boneage-densenet121-int8-"$version"; do
+for model in "${models[@]}"; do
     boneage evaluate "$model" --data "$data/rsna-100/labels.csv:$data/rsna-100" --ids "$run/data.json" \
         --output "$out/reports/$model-a" --force
     boneage evaluate "$model" --data "$data/rsna-512/labels.csv:$data/rsna-512" \

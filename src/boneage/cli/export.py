@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     preprocessing = read_preprocessing(args.preprocessing) if args.preprocessing else None
     for entry in export_run(Path(args.source), args.version, Path(args.output), name=args.name, force=args.force,
                             make_default=args.default, quantize=args.quantize, preprocessing=preprocessing,
-                            with_keras=not args.without_keras):
+                            with_keras=not args.without_keras, float16_weights=args.float16_weights):
         note = "" if entry.recommended else "  (not recommended: see its card)"
         print(f"exported {printable(str(Path(args.output) / entry.file))}  sha256 {entry.sha256}  val MAE {entry.metrics.get('mae', float('nan')):.2f}{note}")
     return 0

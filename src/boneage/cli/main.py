@@ -168,6 +168,8 @@ def _export(p: argparse.ArgumentParser) -> None:
                    help="ship another preprocessing than the run's (same input size), e.g. another resize")
     p.add_argument("--without-keras", action="store_true",
                    help="leave the .keras out (a lean release; the TensorFlow runtime then needs the run's file)")
+    p.add_argument("--float16-weights", action="store_true",
+                   help="store the weights in 16 bits, computed in float32: half the file (not with --quantize)")
 
 
 def _serve(p: argparse.ArgumentParser) -> None:

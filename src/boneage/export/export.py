@@ -18,6 +18,7 @@ from boneage.defaults import MAX_IDS_BYTES
 from boneage.errors import ConfigError, ModelNotFoundError
 from boneage.errors import ExportError as ExportError  # re-exported: its home before errors.py
 from boneage.export.convert import OPSET, keras_to_onnx
+from boneage.export.halve import halve_weights
 from boneage.export.onnxcard import attach_card
 from boneage.export.publish import int8_file, register
 from boneage.export.publish import onnx_predict as onnx_predict  # re-exported: its home before publish.py
@@ -36,6 +37,7 @@ from boneage.training.state import read_state
 
 log = logging.getLogger(__name__)
 PARITY_LIMIT = 0.05  # months
+HALF_LIMIT = 0.5  # months: float16 weights moved s13's answers by 0.22 at most on 512 validation images
 MAX_NAME = 100  # NAME-int8-VERSION.onnx stays well under the 255 bytes file systems allow
 
 
@@ -144,16 +146,21 @@ def export_run(
     parity_images: int = 32,
     preprocessing: PreprocessConfig | None = None,
     with_keras: bool = True,
+    float16_weights: bool = False,
 ) -> list[RegistryEntry]:
     """``preprocessing`` replaces the run's (same input size), e.g. another resize for raw
     radiographs than the one the training images were made with; ``with_keras=False`` leaves the
-    30 MB ``.keras`` out of a release (the TensorFlow runtime then needs the run's own file)."""
+    30 MB ``.keras`` out of a release (the TensorFlow runtime then needs the run's own file);
+    ``float16_weights`` stores the weights in half the bytes (:mod:`boneage.export.halve`), and the
+    card's metrics and intervals are measured on that file."""
     # the registry's own pattern, whole: "^...$" with .match took "1.0.0\n" ($ matches before a final
     # newline), so the conversion ran and wrote "NAME-1.0.0\n.onnx" before the registry refused it
     if not VERSION.fullmatch(version):
         raise ConfigError(f"version {version!r} is not semantic (X.Y.Z)")
     if name is not None:
         check_name(name)
+    if float16_weights and quantize is not None:  # int8 is calibrated on the float32 graph
+        raise ConfigError("float16 weights and int8 are separate exports: give one of them")
     run, keras_file = locate_run(source)
     config = with_preprocessing(load_config(run / "config.json"), preprocessing)
     try:
@@ -186,6 +193,17 @@ def export_run(
         raise ExportError(f"ONNX and Keras differ by {parity:.4f} months on real radiographs (limit {PARITY_LIMIT})")
     predicted = onnx_predict(unsealed, images, male)
     metrics = {**summary(ages, predicted), "parity_max_abs_months": parity}
+    if float16_weights:
+        try:
+            halve_weights(proto.graph)
+        except ValueError as exc:
+            raise ExportError(f"cannot store the weights in float16: {exc}") from exc
+        halved = onnx_predict(proto.SerializeToString(), images, male)
+        shift = float(np.abs(halved - predicted).max())
+        if shift > HALF_LIMIT:
+            raise ExportError(f"float16 weights move answers by {shift:.2f} months (limit {HALF_LIMIT})")
+        predicted = halved
+        metrics = {**summary(ages, predicted), "parity_max_abs_months": parity, "float16_shift_max_months": shift}
     interval = calibrate(predicted, ages, [r.id for r in val], male.reshape(-1) > 0.5)
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -211,7 +229,8 @@ def export_run(
         package_version=__version__,
         git_commit=git_commit(),
         keras_sha256=file_sha256(keras_path) if keras_path is not None else None,
-        notes={"opset": OPSET, "training": _training_notes(state, config), "weights_sha256": file_sha256(keras_file)},
+        notes={"opset": OPSET, "training": _training_notes(state, config), "weights_sha256": file_sha256(keras_file),
+               **({"weights_storage": "float16, computed in float32"} if float16_weights else {})},
     )
     onnx_path.write_bytes(attach_card(proto, card))
     entries = [register(out_dir, onnx_path, card, make_default, keras_path)]
