@@ -16,6 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from boneage.errors import ConfigError
 
+# A card is data from the model file, and every image (and the model's load) runs all of its steps: 4,300
+# steps fit in the 1 MiB a card may take, about an hour an image (probe 13). A real pipeline has 4 to 7
+# (grayscale, invert, hand_crop, resize, clahe, a plugin's step, normalize); 16 leaves room for more.
+MAX_STEPS = 16
+# The same step at most twice: a second resize (after a crop) or a second CLAHE may make sense, a third
+# only multiplies the cost (CLAHE in float on a 5 MP radiograph: 3 s, each time).
+MAX_REPEATS = 2
 
 class StepConfig(BaseModel):
     """One step by its registered name; ``params`` stay plain JSON here and are checked against the
@@ -33,7 +40,17 @@ class PreprocessConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    steps: tuple[StepConfig, ...]
+    steps: tuple[StepConfig, ...] = Field(max_length=MAX_STEPS)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> PreprocessConfig:
+        """No step more than ``MAX_REPEATS`` times: each one costs every image its time again."""
+        names = [step.name for step in self.steps]
+        repeated = sorted({name for name in names if names.count(name) > MAX_REPEATS})
+        if repeated:
+            raise ValueError(f"the preprocessing runs {', '.join(repr(name[:40]) for name in repeated[:3])} more than {MAX_REPEATS} times; "
+                             "each step may appear at most twice")
+        return self
 
     @property
     def input_size(self) -> int | None:

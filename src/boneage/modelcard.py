@@ -8,12 +8,14 @@ protects and needs no ONNX parser to check.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import from_json
 
+from boneage.age import MAX_AGE_MONTHS
 from boneage.calibration import IntervalCalibration
 from boneage.configs import PreprocessConfig
 from boneage.errors import ChecksumMismatchError, InvalidModelError, validation_problems
@@ -28,10 +30,22 @@ MAX_CARD_BYTES = 1 << 20  # a real card is a few kB
 IMAGE_INPUT = "image"
 SEX_INPUT = "male"
 OUTPUT = "boneage_months"
+# How a release is named, here at the bottom so that a card's own name and version are held to what the
+# registry (boneage.release, which re-exports them) and export accept.
+VERSION = re.compile(r"([0-9]{1,9})\.([0-9]{1,9})\.([0-9]{1,9})([-+][0-9A-Za-z.-]{1,64})?")  # fullmatch
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # fullmatch
+MAX_NAME = 128  # an exported name (at most 100) and its "-int8"
 LICENCE = (
     "Trained on the RSNA Pediatric Bone Age Challenge data: research and education only, "
     "non-commercial, with attribution (Halabi et al., Radiology 2019;290(2):498-503)."
 )
+
+
+def is_plain_name(value: str, limit: int = MAX_NAME) -> bool:
+    """Whether ``value`` can name a release: export joins it into file names (``NAME-VERSION.onnx``), so
+    ASCII letters, digits, ``.``, ``_`` and ``-`` only, starting with a letter or digit, no ``..``: never
+    a path, a hidden file or a control character."""
+    return len(value) <= limit and NAME.fullmatch(value) is not None and ".." not in value
 
 
 class TrainingData(BaseModel):
@@ -75,7 +89,8 @@ class ModelCard(BaseModel):
     backbone: str
     input_size: int = Field(gt=0, le=4096)
     preprocessing: PreprocessConfig
-    output_unit: str = "months"
+    output_unit: Literal["months"] = Field("months", description="the only unit boneage reads: a card saying "
+                                          "years was answered as months")
     training_data: TrainingData = Field(default_factory=TrainingData)
     metrics: dict[str, Any] = Field(default_factory=dict)
     interval: IntervalCalibration | None = Field(None, description="prediction intervals; None in cards before 0.4")
@@ -88,6 +103,14 @@ class ModelCard(BaseModel):
                                       "and cropper at export; empty in cards before schema 1.1")
     notes: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("version")
+    @classmethod
+    def _semantic(cls, value: str) -> str:
+        """X.Y.Z, as the registry and export require: "latest" or "0.4.0\\n" was taken, and shown."""
+        if not VERSION.fullmatch(value):
+            raise ValueError(f"version {_shown(value)} is not semantic (X.Y.Z)")
+        return value
+
     @property
     def ref(self) -> str:
         """``name-version``: how the registry, messages and predictions name the model."""
@@ -99,11 +122,32 @@ class ModelCard(BaseModel):
         resized = self.preprocessing.input_size
         if resized is not None and resized != self.input_size:
             raise ValueError(f"input_size is {self.input_size} but the preprocessing resizes to {resized}")
+        other = [step.params.get("size", 256) for step in self.preprocessing.steps if step.name == "resize"]
+        other = [size for size in other if size != self.input_size]
+        if other:  # a resize up to 2048 px between two to 100 px multiplied the cost of every image
+            raise ValueError(f"every resize step must resize to the input_size {self.input_size}, not to {_shown(other[0])}")
+        if self.interval is not None:
+            _check_bands(self.interval)
         named = [f"{step.name}.{key}" for step in self.preprocessing.steps for key in _file_options(step.params)]
         if named:  # a model file would otherwise choose what boneage opens on the user's machine
             raise ValueError(f"the preprocessing names files to read ({', '.join(named)}); a card may not: "
                              "give such files through their environment variable (e.g. BONEAGE_MEDIAPIPE_MODEL)")
         return self
+
+
+def _check_bands(interval: IntervalCalibration) -> None:
+    """Bands in the order calibration writes them, by rising upper edge, only the last one open (None):
+    a band after an open one, or below a lower edge, is never used, so the card says what it does not do.
+    Edges and half-widths are ages, of at most ``MAX_AGE_MONTHS``: a width of 1e308 was answered."""
+    edges = [band.below_months for band in interval.bands]
+    if any(edge is not None and not 0 < edge <= MAX_AGE_MONTHS for edge in edges) or any(
+            band.half_width_months > MAX_AGE_MONTHS for band in interval.bands):
+        raise ValueError(f"the interval bands' edges and half-widths must be ages from 0 to {MAX_AGE_MONTHS:g} months")
+    if None in edges[:-1]:
+        raise ValueError("only the last interval band may be open (below_months null)")
+    closed = [edge for edge in edges if edge is not None]
+    if any(b <= a for a, b in zip(closed, closed[1:], strict=False)):
+        raise ValueError("the interval bands must be in rising order of below_months")
 
 
 FILE_OPTIONS = ("model_path",)
@@ -135,9 +179,13 @@ def parse_card(metadata: dict[str, str], what: str) -> ModelCard:
             f"(supported: {', '.join(SUPPORTED_SCHEMAS)}); upgrade boneage or re-export the model"
         )
     try:
-        return ModelCard.model_validate(raw)
+        card = ModelCard.model_validate(raw)
     except (ValidationError, ValueError) as exc:
         raise InvalidModelError(f"{what}: invalid model card: {one_line(exc)}") from exc
+    if not is_plain_name(card.name):  # an unexported run's card ("run:FOLDER") is made, never read from a file
+        raise InvalidModelError(f"{what}: invalid model card: name {_shown(card.name)} is not a plain name "
+                                f"(at most {MAX_NAME} letters, digits, '.', '_' and '-', as export writes it)")
+    return card
 
 
 SHOWN_CHARACTERS = 20

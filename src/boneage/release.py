@@ -14,19 +14,13 @@ from pathlib import Path, PurePosixPath
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator, model_validator
 
+from boneage.modelcard import MAX_NAME as MAX_NAME  # re-exported: defined with the card, which checks them too
+from boneage.modelcard import NAME as NAME
+from boneage.modelcard import VERSION as VERSION
 from boneage.modelcard import ModelCard
+from boneage.modelcard import is_plain_name as is_plain_name
 
-VERSION = re.compile(r"([0-9]{1,9})\.([0-9]{1,9})\.([0-9]{1,9})([-+][0-9A-Za-z.-]{1,64})?")  # fullmatch
 SHA256 = re.compile(r"[0-9a-f]{64}")
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # fullmatch
-MAX_NAME = 128  # an exported name (at most 100) and its "-int8"
-
-
-def is_plain_name(value: str, limit: int = MAX_NAME) -> bool:
-    """Whether ``value`` can name a release: export joins it into file names (``NAME-VERSION.onnx``), so
-    ASCII letters, digits, ``.``, ``_`` and ``-`` only, starting with a letter or digit, no ``..``: never
-    a path, a hidden file or a control character."""
-    return len(value) <= limit and NAME.fullmatch(value) is not None and ".." not in value
 
 
 def _file_name(value: str | None) -> str | None:

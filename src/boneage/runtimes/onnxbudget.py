@@ -1,0 +1,216 @@
+"""What an ONNX graph allocates for one image, read from its shapes before it runs, and a bound on it.
+
+A model file's weights are bounded by its size, but its graph is not: a 7.9 MB model that expands its
+(batch, 1) answer to (batch, 2**28) and averages it back declares the same inputs and output as the
+shipped one, and took 1.2 GB an image, times the batch (probe 13). Here the graph's inputs are fixed to one
+image of the card's size, ONNX shape inference (``onnx.shape_inference``, with data propagation) sizes every
+tensor a node makes, and a graph is refused when one of them has no static size (it could be as large as
+the data makes it), when it has control flow or functions (their inner tensors are not sized here), or when
+the tensors together, plus the largest convolution's work buffer, exceed :func:`budget`.
+
+Measured, for one 100x100 image (40 KB as float32), tensors plus the largest convolution work buffer: the
+float DenseNet121 (0.5.0) 44 MB, the int8 one (0.4.0, 0.5.0) 97 MB, as it dequantizes its 8 M weights (which
+do not grow with the image); at 224x224 with 3 channels (602 KB), ONNX's test copies of ResNet-50 260 MB and
+DenseNet121 368 MB. The budget at 100x100 is 412 MiB; the probe's graph needed 1,117 MiB. The check takes
+0.03-0.1 s at load (ONNX Runtime's own load of these models: 0.6-1 s).
+
+The ``onnx`` package is needed for the inference (it ships with boneage's export extra); without it the
+check is skipped, and the capped arena (:func:`boneage.runtimes.onnx.capped_allocator`) is what bounds a
+graph.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from boneage.errors import InvalidModelError
+
+log = logging.getLogger(__name__)
+
+# What does not grow with the image: the int8 DenseNet121's dequantized weights are 33 MB; 256 MiB is
+# room for a model eight times larger.
+FIXED_BYTES = 256 * 2**20
+# Bytes of tensors per byte of input image: DenseNet121 makes about 1,100 (float, 100x100, with its largest
+# convolution's work buffer; 600 at 224x224), ResNet-50 about 430. 4,096 leaves room for wider networks:
+# at the shipped 100x100 the budget is 256 MiB + 156 MiB, and a DenseNet121 at 1024x1024 (4.6 GB) fits too.
+BYTES_PER_INPUT_BYTE = 4096
+# Initializers of more elements than this are given to shape inference as inputs of their shape (their values
+# are weights, never shapes), so that it does not copy 30 MB of weights: 0.4 s became 0.05 s.
+SHAPE_VALUES = 1024
+CONVOLUTIONS = ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv")
+
+
+@dataclass(frozen=True)
+class GraphSize:
+    """What one image costs a graph: the bytes of all the tensors its nodes make, the largest convolution
+    work buffer (im2col: input channels per group x kernel x output pixels), the largest tensor by name,
+    and the bytes of the inputs they were sized for."""
+
+    tensors: int
+    workspace: int
+    largest: tuple[int, str]
+    inputs: int
+
+    @property
+    def total(self) -> int:
+        return self.tensors + self.workspace
+
+
+def budget(input_bytes: int) -> int:
+    """Bytes a graph may allocate for one image whose inputs take ``input_bytes``."""
+    return FIXED_BYTES + BYTES_PER_INPUT_BYTE * input_bytes
+
+
+def _onnx() -> Any:
+    try:
+        import onnx
+        import onnx.shape_inference
+    except ImportError:
+        return None
+    return onnx
+
+
+def _item_bytes(onnx: Any, elem_type: int) -> int | None:
+    """Bytes of one element; None for strings (of any length) or an unknown type."""
+    if elem_type == onnx.TensorProto.STRING:
+        return None
+    try:
+        return max(int(onnx.helper.tensor_dtype_to_np_dtype(elem_type).itemsize), 1)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _size(onnx: Any, value_type: Any) -> int | None:
+    """Bytes of a tensor of a static shape, else None."""
+    if not value_type.HasField("tensor_type") or not value_type.tensor_type.HasField("shape"):
+        return None
+    item = _item_bytes(onnx, value_type.tensor_type.elem_type)
+    count = 1
+    for dim in value_type.tensor_type.shape.dim:
+        if not dim.HasField("dim_value") or dim.dim_value < 0:
+            return None
+        count *= dim.dim_value
+    return None if item is None else count * item
+
+
+def _fix_inputs(graph: Any, what: str, input_size: int | None, image_input: str) -> None:
+    """One image: a symbolic first dimension is 1, the image's height and width the card's ``input_size``
+    and its channels 1, as the runtime feeds it; any other symbolic dimension is refused."""
+    initialized = {init.name for init in graph.initializer}
+    for value in graph.input:
+        if value.name in initialized:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        for i, dim in enumerate(dims):
+            if dim.HasField("dim_value"):
+                continue
+            if i == 0:
+                dim.dim_value = 1
+            elif value.name == image_input and i in (1, 2) and input_size is not None:
+                dim.dim_value = input_size
+            elif value.name == image_input and i == 3:
+                dim.dim_value = 1
+            else:
+                raise InvalidModelError(f"{what}: its input {value.name!r} has a dimension of no fixed size "
+                                        f"({dim.dim_param or 'unnamed'}), so what it allocates cannot be bounded")
+
+
+def _without_weights(onnx: Any, graph: Any) -> None:
+    """Large initializers become inputs of their type and shape: shape inference then need not copy them."""
+    listed = {value.name for value in graph.input}
+    kept = []
+    for init in graph.initializer:
+        count = 1
+        for dim in init.dims:
+            count *= dim
+        if count <= SHAPE_VALUES:
+            kept.append(init)
+        elif init.name not in listed:
+            graph.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+
+
+def graph_size(data: bytes, what: str, input_size: int | None, image_input: str = "image") -> GraphSize | None:
+    """The tensors the serialized model ``data`` makes for one image (see :class:`GraphSize`); None without the
+    ``onnx`` package. An :class:`InvalidModelError` for a graph whose tensors cannot all be sized."""
+    onnx = _onnx()
+    if onnx is None:
+        return None
+    try:
+        model = onnx.load_from_string(data)
+    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and others: ONNX Runtime read it, onnx could not
+        raise InvalidModelError(f"{what}: its graph could not be read to size it: {exc}"[:500]) from exc
+    graph = model.graph
+    if model.functions:
+        raise InvalidModelError(f"{what}: its graph defines functions, whose tensors cannot be sized before it runs")
+    for node in graph.node:
+        if any(attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for attr in node.attribute):
+            raise InvalidModelError(f"{what}: its graph has control flow ({node.op_type!r}), whose tensors cannot be "
+                                    "sized before it runs; a boneage model has none")
+    _fix_inputs(graph, what, input_size, image_input)
+    inputs = sum(_size(onnx, v.type) or 0 for v in graph.input if v.name not in {i.name for i in graph.initializer})
+    _without_weights(onnx, graph)
+    del graph.value_info[:]  # what the file says of its tensors' shapes is not taken: they are inferred,
+    for value in graph.output:  # the outputs' too (one that answers another shape than it declares fails when run)
+        value.type.tensor_type.ClearField("shape")
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True).graph
+    except Exception as exc:  # noqa: BLE001 - onnx's InferenceError, ValidationError and C++ errors
+        raise InvalidModelError(f"{what}: ONNX shape inference failed on its graph: {' '.join(str(exc).split())}"[:500]) from exc
+    types = {v.name: v.type for v in [*inferred.value_info, *inferred.output, *inferred.input]}
+    tensors, workspace, largest = 0, 0, (0, "")
+    for node in inferred.node:
+        for name in node.output:
+            if not name:
+                continue
+            size = _size(onnx, types[name]) if name in types else None
+            if size is None:
+                raise InvalidModelError(f"{what}: the tensor {name[:80]!r} made by its {node.op_type[:40]!r} node has no "
+                                        "static size for one image, so what the graph allocates cannot be bounded")
+            tensors += size
+            largest = max(largest, (size, name))
+        if node.op_type in CONVOLUTIONS:
+            workspace = max(workspace, _conv_workspace(onnx, node, types))
+    return GraphSize(tensors=tensors, workspace=workspace, largest=largest, inputs=inputs)
+
+
+def _conv_workspace(onnx: Any, node: Any, types: dict[str, Any]) -> int:
+    """The im2col buffer a convolution may take: input channels per group x kernel elements x output pixels
+    (for ConvTranspose, whose col2im buffer is output channels per group x kernel x input pixels, this bounds it
+    from above), in the weights' element size."""
+    at = 3 if node.op_type == "QLinearConv" else 1  # x, x_scale, x_zero_point, w, ...
+    weight = types.get(node.input[at]) if len(node.input) > at else None
+    output = types.get(node.output[0])
+    if weight is None or output is None:
+        return 0
+    kernel = [d.dim_value for d in weight.tensor_type.shape.dim]
+    out = [d.dim_value for d in output.tensor_type.shape.dim]
+    if len(kernel) < 3 or len(out) < 3:
+        return 0
+    per_output = 1
+    for d in kernel[1:]:
+        per_output *= d
+    pixels = 1
+    for d in out[2:]:
+        pixels *= d
+    return per_output * pixels * (_item_bytes(onnx, weight.tensor_type.elem_type) or 4)
+
+
+def check_graph_size(data: bytes, what: str, input_size: int | None, image_input: str = "image") -> GraphSize | None:
+    """Refuse (:class:`InvalidModelError`) a graph that allocates more than :func:`budget` for one image, or
+    whose tensors cannot be sized; the sizes, or None where the ``onnx`` package is not installed."""
+    size = graph_size(data, what, input_size, image_input)
+    if size is None:
+        log.debug("%s: the onnx package is not installed; the graph's allocations are bounded by the arena only", what)
+        return None
+    limit = budget(size.inputs)
+    if size.total > limit:
+        largest, name = size.largest
+        raise InvalidModelError(
+            f"{what}: its graph allocates {size.total / 2**20:,.0f} MiB for one image (its largest tensor, "
+            f"{name[:80]!r}, {largest / 2**20:,.0f} MiB), more than the {limit / 2**20:,.0f} MiB boneage allows a model "
+            "of this input size; a boneage model needs a fraction of that")
+    return size
