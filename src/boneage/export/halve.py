@@ -2,13 +2,17 @@
 
 Each large float32 initializer is stored as float16 and cast back to float32 by a ``Cast`` node at
 the head of the graph; ONNX Runtime folds those casts when it loads the model, so it runs the
-float32 graph with its weights rounded to 16 bits. This is the shipped model's form from 0.5.0 on:
+float32 graph with its weights rounded to 16 bits; the ``.keras`` beside it (the TensorFlow runtime, warm
+restarts) keeps its weights in 16 bits too. This is the shipped model's form from 0.5.0 on:
 int8 was the small file before, but on the same weights it moved answers under a 1-px crop by up to
 14 months against float's 3.9, and lost 0.55 months at higher resolution (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
+import io
+import zipfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,3 +41,35 @@ def halve_weights(graph: Any) -> int:
     del graph.node[:]
     graph.node.extend(nodes)
     return len(large)
+
+
+def halve_keras(path: Path) -> None:
+    """The ``.keras`` archive at ``path`` rewritten with its float32 weights of at least :data:`MIN_ELEMENTS`
+    values stored as float16 (a new weights file, not the old one with datasets deleted: HDF5 keeps their space).
+    boneage loads a ``.keras`` into its own float32 model (``load_keras_weights``), which casts them back."""
+    import h5py
+
+    def copy(source: Any, target: Any) -> None:
+        target.attrs.update(source.attrs)
+        for name, item in source.items():
+            if isinstance(item, h5py.Group):
+                copy(item, target.create_group(name))
+                continue
+            value = item[()]
+            if isinstance(value, np.ndarray) and value.dtype == np.float32 and value.size >= MIN_ELEMENTS:
+                if not np.all(np.abs(value) <= np.finfo(np.float16).max):
+                    raise ValueError(f"weight {item.name!r} holds values beyond float16's range")
+                value = value.astype(np.float16)
+            target.create_dataset(name, data=value).attrs.update(item.attrs)
+
+    with zipfile.ZipFile(path) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    halved = io.BytesIO()
+    with h5py.File(io.BytesIO(members["model.weights.h5"]), "r") as source, h5py.File(halved, "w") as target:
+        copy(source, target)
+    members["model.weights.h5"] = halved.getvalue()
+    partial = path.with_name(path.name + ".partial")
+    with zipfile.ZipFile(partial, "w", zipfile.ZIP_STORED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    partial.replace(path)
