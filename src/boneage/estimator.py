@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from boneage.age import check_age
+from boneage.containment import plugin_code
 from boneage.decoded import Loaded
 from boneage.defaults import BATCH_SIZE, MAX_BATCH_SIZE, MAX_MODEL_INPUTS, MAX_THREADS, MAX_VIEWS
 from boneage.errors import (
@@ -157,7 +158,7 @@ class BoneAgeEstimator:
         self.pipeline = build_pipeline(self.card.preprocessing, self.plugins)
         check_output(self.pipeline, self.card.input_size, InvalidModelError, self.card.ref)  # once, not per image
         self._steps = {step.name for step in self.card.preprocessing.steps}
-        with failures_as(PluginError, f"runtime {runtime!r} could not load {self.model.card.ref}"):
+        with failures_as(PluginError, f"runtime {runtime!r} could not load {self.model.card.ref}"), plugin_code():
             self.runtime: Runtime = spec.load(self.model, threads)
         self.runtime_name = runtime
 
@@ -201,7 +202,7 @@ class BoneAgeEstimator:
         if images.dtype.kind not in "fiu" or not np.isfinite(images).all():
             raise InputError("the batch holds NaN, infinite or non-numeric values: preprocess() makes the model's input")
         sexes = np.array([[float(check_male(m))] for m in male], dtype=np.float32)
-        with failures_as(ModelOutputError, f"runtime {self.runtime_name!r} failed on {self.card.ref}"):
+        with failures_as(ModelOutputError, f"runtime {self.runtime_name!r} failed on {self.card.ref}"), plugin_code():
             out = self.runtime.predict(np.ascontiguousarray(images, dtype=np.float32), sexes)
         return checked_months(out, len(sexes))  # NaN or a wrong shape is the model's fault: exit 3
 
@@ -232,8 +233,8 @@ class BoneAgeEstimator:
         )
 
     def predict(self, image: ImageInput, male: Any = None, age_months: float | None = None) -> Prediction:
-        """Bone age for one image: a path, encoded bytes, or an array (uint8/uint16, gray/RGB/RGBA,
-        or float in [0, 1]). With the child's age in months (see :mod:`boneage.age` for years and
+        """Bone age for one image: a path, encoded bytes, an array (uint8/uint16, gray/RGB/RGBA,
+        or float in [0, 1]) or a PIL image (read as its file would be: :func:`boneage.imageio.read_pil`). With the child's age in months (see :mod:`boneage.age` for years and
         dates) the prediction also compares the bone age with it. A DICOM's header gives the sex and
         age left as None (see docs/dicom.md). A thumbnail whose short side is under 80% of the model's
         input (80 px for a 100-px model) is answered with a warning (:func:`size_warnings`)."""

@@ -26,11 +26,13 @@ from __future__ import annotations
 import io
 import os
 import struct
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -64,7 +66,12 @@ from boneage.jpeg import (
     jpeg_to_decode,
 )
 
-ImageInput = str | os.PathLike[str] | os.PathLike[bytes] | bytes | bytearray | memoryview | np.ndarray
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
+    ImageInput = str | os.PathLike[str] | os.PathLike[bytes] | bytes | bytearray | memoryview | np.ndarray | PILImage
+else:  # Pillow is imported when a PIL image is read, not with boneage
+    ImageInput = str | os.PathLike[str] | os.PathLike[bytes] | bytes | bytearray | memoryview | np.ndarray
 DICOM_SUFFIXES = (".dcm", ".dicom")  # read as DICOM even without the DICM marker, unless the content is an image format's
 # The first bytes of the formats read here (and GIF, refused by name): a file that starts so is not a DICOM
 # without its preamble, whose first bytes are a group 0002 or 0008 tag.
@@ -437,9 +444,75 @@ def source_name(source: object) -> str | None:
     return None
 
 
+# A PIL image's mode -> the mode it is read in, as the file reader (OpenCV) decodes that kind of file: a palette to
+# RGB (RGBA where it has a transparent entry), gray with alpha to RGBA, 1-bit to 0/255, CMYK and YCbCr to RGB.
+PIL_MODES = {"1": "L", "L": "L", "P": "RGB", "PA": "RGBA", "LA": "RGBA", "La": "RGBA", "RGB": "RGB", "RGBA": "RGBA",
+             "RGBa": "RGBA", "RGBX": "RGB", "CMYK": "RGB", "YCbCr": "RGB", "I;16": "I;16", "I;16L": "I;16L",
+             "I;16B": "I;16B", "I;16N": "I;16N", "I": "I", "F": "F"}
+PIL_PIXEL_BYTES = {"L": 1, "RGB": 3, "RGBA": 4, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2, "I": 4, "F": 4}
+
+
+def read_pil(image: PILImage) -> Loaded:
+    """A PIL image (``PIL.Image.open(...)`` or one made in memory), read as its file would be: checked for size
+    before its pixels are loaded, one frame only (a multi-page TIFF or an animated image is refused; MPO reads its
+    first picture as a JPEG file does), its EXIF orientation applied with the same note, its mode as
+    :data:`PIL_MODES` says, 16-bit values by their bit depth (:func:`boneage.decoded.full_range`). Mode ``I``
+    (32-bit) is read as 16-bit when its values fit in 0-65535. Another mode is an :class:`UnsupportedImageError`."""
+    from PIL import Image
+
+    what = "the PIL image"
+    try:
+        mode, (width, height) = image.mode, image.size
+        frames = getattr(image, "n_frames", 1)
+        fmt = image.format
+    except (OSError, ValueError, AttributeError, struct.error) as exc:
+        raise ImageReadError(f"{what} cannot be read: {exc}") from exc
+    if isinstance(frames, int) and frames > 1 and fmt != "MPO":
+        raise UnsupportedImageError(f"{what} has {frames} frames ({fmt or 'in memory'}): one radiograph per image is "
+                                    "read (pass the file's path to read a TIFF whose other pages are reduced copies)")
+    if mode not in PIL_MODES:
+        raise UnsupportedImageError(f"{what} is of mode {mode!r}; readable modes: {', '.join(PIL_MODES)}")
+    target = PIL_MODES[mode]
+    if mode == "P" and "transparency" in image.info:
+        target = "RGBA"
+    check_size(width, height, what)
+    if width * height * PIL_PIXEL_BYTES[target] > MAX_DECODED_BYTES:
+        raise ImageTooLargeError(f"{what} ({width}x{height}, mode {mode}) needs more than the "
+                                 f"{MAX_DECODED_BYTES // 2**20} MiB allowed per image")
+    try:
+        with quiet_warnings():
+            image.load()  # a PNG's eXIf after its pixels is read with them
+            orientation = _pil_orientation(image)
+            array = np.asarray(image if target == mode else image.convert(target))
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"{what} has more than the {MAX_PIXELS:,} pixels allowed ({exc})") from exc
+    except (OSError, ValueError, SyntaxError, struct.error, EOFError) as exc:  # truncated, or closed
+        raise ImageReadError(f"{what} cannot be read: {' '.join(str(exc).split())[:300]}") from exc
+    if target == "I":  # 32-bit: a 16-bit image as older Pillows open a 16-bit PNG, or no grey levels at all
+        if array.size and (int(array.min()) < 0 or int(array.max()) > 65535):
+            raise UnsupportedImageError(f"{what} is of mode I with values from {int(array.min())} to "
+                                        f"{int(array.max())}: grey levels lie within 0-65535")
+        array = array.astype(np.uint16)
+    pixels, notes = full_range(check_array(array, what), None, what)
+    if orientation != 1:
+        description, turn = ORIENTATIONS[orientation]
+        pixels = np.ascontiguousarray(turn(pixels))
+        notes += (f"EXIF orientation {orientation} applied: the stored image was {description} to show it upright",)
+    return Loaded(pixels, notes)
+
+
+def _pil_orientation(image: object) -> int:
+    """The EXIF orientation of a PIL image, as :func:`exif_orientation` reads a file's (1 where it cannot be read)."""
+    try:
+        return _orientation(image)
+    except Exception:  # noqa: BLE001 - unreadable EXIF is no orientation, as in viewers
+        return 1
+
+
 def read_image(source: ImageInput) -> Loaded:
-    """A checked image from a path, encoded bytes or an array, with notes on what was done to it. A
-    uint16 array is read as :func:`boneage.decoded.full_range` reads a 16-bit file."""
+    """A checked image from a path, encoded bytes, an array or a PIL image, with notes on what was done to
+    it. A uint16 array is read as :func:`boneage.decoded.full_range` reads a 16-bit file; a PIL image as
+    :func:`read_pil` says."""
     if isinstance(source, np.ndarray):
         image, notes = full_range(check_array(source))
         return Loaded(image, notes)
@@ -448,9 +521,12 @@ def read_image(source: ImageInput) -> Loaded:
     if isinstance(source, (str, os.PathLike)):
         path = Path(path_text(source))
         return decode(read_path(path), str(path), dicom=path.suffix.lower() in DICOM_SUFFIXES)
+    pil = sys.modules.get("PIL.Image")  # a PIL image exists only once Pillow is imported
+    if pil is not None and isinstance(source, pil.Image):
+        return read_pil(source)
     raise UnsupportedImageError(f"cannot read an image from a {type(source).__name__}")
 
 
 def load_image(source: ImageInput) -> np.ndarray:
-    """A checked image array from a path, encoded bytes or an array."""
+    """A checked image array from a path, encoded bytes, an array or a PIL image."""
     return read_image(source).image

@@ -26,6 +26,7 @@ import pluggy
 
 from boneage import hookspecs
 from boneage._version import __version__
+from boneage.containment import plugin_code
 from boneage.errors import PluginError, PluginNotFoundError
 from boneage.specs import (
     API_ATTRIBUTE,
@@ -162,7 +163,7 @@ class Plugins:
 
     def _register(self, plugin: object, source: str, name: str, version: str) -> str | None:
         """Register, or leave nothing behind and say why not."""
-        with self._lock:
+        with self._lock, plugin_code():  # getattr and the hooks run the plugin's code: its print() is contained
             plugin_name: str | None = None
             api: Any = None
             items: list[Registered] = []
@@ -228,7 +229,8 @@ class Plugins:
         dist = getattr(ep, "dist", None)
         source = f"{dist.name} {dist.version}" if dist is not None else ep.value
         try:
-            plugin = ep.load()
+            with plugin_code():  # its import: a print() there reached --json's output (thirteenth probe)
+                plugin = ep.load()
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # SystemExit too: a plugin must not end the caller

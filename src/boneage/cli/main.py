@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 
 from boneage._version import __version__
+from boneage.containment import contained_output
 from boneage.defaults import BATCH_SIZE, MAX_BATCH_SIZE, MAX_MODEL_INPUTS, MAX_THREADS, MAX_VIEWS
 
 Configure = Callable[[argparse.ArgumentParser], None]
@@ -299,7 +300,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler = logging.StreamHandler()
         handler.setFormatter(PrintableFormatter("boneage: %(message)s"))
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
-        return _run(args, debug)
+        # plugin code's print() kept off stdout (results, --json), Python warnings off the terminal without -v
+        with contained_output(args.verbose or debug):
+            return _run(args, debug)
 
 
 def _run(args: argparse.Namespace, debug: bool) -> int:

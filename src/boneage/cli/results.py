@@ -17,6 +17,7 @@ import os
 import stat
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -36,6 +37,43 @@ def complete_lines(path: Path) -> tuple[str, int]:
     data = path.read_bytes()
     complete = data[: data.rfind(b"\n") + 1]
     return complete.decode("utf-8", errors="surrogateescape"), len(complete)
+
+
+def complete_records(path: Path) -> tuple[list[list[str]], int]:
+    """The CSV file's records up to the end of the last one written whole, and that length in bytes. A
+    cell may hold a newline (a file or model name), so the cut is at a record's end, not a line's: cutting
+    at the last newline left a row cut inside such a cell, of one cell ("list index out of range", probe 13).
+    A last record without its line end, or cut inside a quoted cell, is left out; a malformed one
+    before it is a ``csv.Error``. Nothing is written here (see :func:`complete_lines`)."""
+    if not path.is_file():
+        raise InputError(f"--resume: {path} is not a regular file")
+    text = path.read_bytes().decode("utf-8", errors="surrogateescape")
+    consumed, ended = 0, False
+
+    def lines() -> Iterator[str]:
+        nonlocal consumed, ended
+        for line in io.StringIO(text, newline=""):  # "\r\n", "\n" and "\r" end lines, as the csv module wants
+            consumed += len(line)
+            yield line
+        ended = True
+
+    records: list[list[str]] = []
+    end = 0
+    reader = csv.reader(lines(), strict=True)
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error:
+            if ended:  # the file ends inside a quoted cell: a record cut short
+                break
+            raise
+        if text[consumed - 1 : consumed] != "\n":  # its line end, "\r\n", not written whole
+            break
+        records.append(record)
+        end = consumed
+    return records, len(text[:end].encode("utf-8", errors="surrogateescape"))
 
 
 def cut_to(path: Path, length: int) -> None:
@@ -112,13 +150,16 @@ class ResultFile:
         command's results (same columns) before a line cut short by a kill is cut off it."""
         try:
             if self.suffix == ".csv":
-                text, length = complete_lines(self.path)
-                reader = csv.reader(io.StringIO(text))
-                if next(reader, None) != list(COLUMNS):
+                records, length = complete_records(self.path)
+                if records[:1] != [list(COLUMNS)]:
                     raise InputError(f"--resume: {self.path} is not a results file of this version of boneage "
                                      "(its columns differ)")
+                for number, row in enumerate(records[1:], 2):
+                    if row and len(row) != len(COLUMNS):
+                        raise InputError(f"--resume: record {number} of {self.path} has {len(row)} cells, not "
+                                         f"{len(COLUMNS)}: not a results file of this command")
                 # a source was written escaped (rows.spreadsheet_text): "'=1+2.png" stands for "=1+2.png"
-                done = Counter(unescaped_text(row[0]) for row in reader if row and not row[ERROR_TYPE])
+                done = Counter(unescaped_text(row[0]) for row in records[1:] if row and not row[ERROR_TYPE])
                 cut_to(self.path, length)
                 return done
             lines, length = self._journal_lines()

@@ -9,6 +9,7 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from boneage.configs import PreprocessConfig
+from boneage.containment import plugin_code
 from boneage.decoded import MAX_DECODED_BYTES, MAX_PIXELS
 from boneage.errors import (
     BoneAgeError,
@@ -108,6 +109,45 @@ def checked_output(image: object, name: str, trusted: bool) -> np.ndarray:
     return image
 
 
+def _plugin_label(plugin: str, source: str) -> str:
+    """"plugin NAME (SOURCE)", the source left out where the name holds it (an installed plugin's)."""
+    return f"plugin {plugin}" if source in plugin else f"plugin {plugin} ({source})"
+
+
+def read_only(image: np.ndarray) -> np.ndarray:
+    """A view of ``image`` that cannot be written to (the array itself stays writable): what the steps get, so a
+    step that writes into its input (``image[...] = 0``) fails instead of changing the caller's array; a
+    2-D uint8 image passes the ``grayscale`` step uncopied."""
+    if not isinstance(image, np.ndarray) or not image.flags.writeable:
+        return image
+    view = image.view()
+    view.flags.writeable = False
+    return view
+
+
+def _as_given(image: np.ndarray, given: np.ndarray, shown: np.ndarray) -> np.ndarray:
+    """The pipeline's output as it was before the steps got a read-only view (``shown``) of ``given``: the input
+    itself where no step changed it, a writable view of it where a step cut it (when NumPy allows)."""
+    if image is shown:
+        return given
+    if not image.flags.writeable and isinstance(given, np.ndarray) and given.flags.writeable \
+            and np.may_share_memory(image, given):
+        try:
+            image.flags.writeable = True
+        except ValueError:
+            image = image.copy()
+    return image
+
+
+def wrote_into_input(exc: BaseException) -> bool:
+    """Whether ``exc`` is NumPy's (or OpenCV's) refusal to write into a read-only array."""
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - a plugin's exception may not even print
+        return False
+    return isinstance(exc, Exception) and ("read-only" in text or "readonly" in text)
+
+
 def validated(params_model: type[BaseModel], params: dict[str, object], what: str) -> BaseModel:
     """``params`` checked against a step's or cropper's params model; a :class:`ConfigError` naming
     ``what`` instead of pydantic's own error."""
@@ -138,18 +178,23 @@ class Pipeline:
     def __init__(self, config: PreprocessConfig, plugins: Plugins | None = None) -> None:
         self.config = config
         self.plugins = get_plugins(plugins)
-        # (name, transform, trusted): a built-in step (with a built-in cropper), whose values are not checked
-        self._transforms: list[tuple[str, Transform, bool]] = []
+        # (name, transform, trusted, owner): trusted, a built-in step (with a built-in cropper), whose values are
+        # not checked; owner, the plugin that provides it, named when it writes into its input
+        self._transforms: list[tuple[str, Transform, bool, str]] = []
         for step in config.steps:
             registered = self.plugins.get("preprocess_steps", step.name)
             spec: StepSpec = registered.spec
-            params = validated(spec.params, step.params, f"step {step.name!r}")
-            with failures_as(PluginError, f"preprocessing step {step.name!r} could not be built"):
+            with plugin_code():
+                params = validated(spec.params, step.params, f"step {step.name!r}")
+            with failures_as(PluginError, f"preprocessing step {step.name!r} could not be built"), plugin_code():
                 transform: Transform = build_item(spec, params, self.plugins)
             cropper = getattr(params, "cropper", None) if step.name == "hand_crop" else None
-            trusted = registered.source == BUILTIN and (
-                not isinstance(cropper, str) or self.plugins.get("croppers", cropper).source == BUILTIN)
-            self._transforms.append((step.name, transform, trusted))
+            by = self.plugins.get("croppers", cropper) if isinstance(cropper, str) else None
+            trusted = registered.source == BUILTIN and (by is None or by.source == BUILTIN)
+            owner = _plugin_label(registered.plugin, registered.source)
+            if by is not None and by.source != BUILTIN:
+                owner = f"its cropper {cropper!r}, {_plugin_label(by.plugin, by.source)}"
+            self._transforms.append((step.name, transform, trusted, owner))
 
     def __call__(self, image: np.ndarray, notes: Notes | None = None) -> np.ndarray:
         """A step that fails on this image raises :class:`PreprocessError` naming it; its warnings go to ``notes``."""
@@ -161,20 +206,27 @@ class Pipeline:
         """The last step's output as it is (uint8 after grayscale and resize), not yet float32 (H, W, 1): for
         training, which keeps the part up to the resize in memory as uint8 and augments it there."""
         notes = notes if notes is not None else Notes()
-        for name, transform, trusted in self._transforms:
+        given = image
+        image = shown = read_only(image)  # the caller's array: no step may write into it (thirteenth probe)
+        for name, transform, trusted, owner in self._transforms:
             counts = len(notes.warnings), len(notes.applied), notes.dropped
             try:
-                image = transform(image, notes)
+                with plugin_code():  # its print() kept off the CLI's stdout, lock-free (boneage.containment)
+                    image = transform(image, notes)
             except (BoneAgeError, KeyboardInterrupt):
                 raise
             except BaseException as exc:  # a step (perhaps a plugin's) failed on this image: typed, not a traceback;
                 # sys.exit(), RecursionError and MemoryError too: one image's failure, not the whole batch's
+                if wrote_into_input(exc):  # the step's fault on every image, not this image's
+                    raise PluginError(f"preprocessing step {name!r} ({owner}) writes into the image it is given, "
+                                      "which is the caller's: a step must leave its input as it is and return a new "
+                                      f"array (image = image.copy() first); {failure_text(exc)}") from exc
                 raise PreprocessError(f"preprocessing step {name!r} failed on this image: "
                                       f"{failure_text(exc, with_type=False)}") from exc
             finally:
                 bound_notes(notes, name, *counts)
             image = checked_output(image, name, trusted)
-        return image
+        return _as_given(image, given, shown)
 
 
 def build_pipeline(config: PreprocessConfig, plugins: Plugins | None = None) -> Pipeline:
@@ -197,6 +249,8 @@ def check_output(pipeline: Pipeline, size: int, error: type[BoneAgeError], what:
     loaded) instead of on every image: it must give (size, size, 1) in [0, 1]."""
     try:
         out = pipeline(probe_image())
+    except PluginError:  # a step that writes into its input names its plugin itself
+        raise
     except BoneAgeError as exc:
         raise error(f"{what}: its preprocessing could not be checked on a test image: {exc}") from exc
     low, high = float(out.min()), float(out.max())

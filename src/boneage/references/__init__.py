@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from boneage.containment import plugin_code
 from boneage.errors import ConfigError, PluginError, failures_as
 from boneage.hookspecs import hookimpl
 from boneage.prediction import NORMAL_SDS, Category, Comparison
@@ -111,7 +112,7 @@ def load_reference(name: str | None = None, plugins: Plugins | None = None) -> R
 
     registry = get_plugins(plugins)
     spec: ReferenceSpec = registry.get("references", name or DEFAULT_REFERENCE).spec
-    with failures_as(PluginError, f"reference {spec.name!r} could not be loaded"):
+    with failures_as(PluginError, f"reference {spec.name!r} could not be loaded"), plugin_code():
         table = spec.load()
     if not isinstance(table, ReferenceTable):
         raise ConfigError(f"reference {spec.name!r} loaded a {type(table).__name__}, not a ReferenceTable")
