@@ -222,14 +222,6 @@ def test_a_graph_with_free_image_dimensions_is_sized_at_the_cards_input_size(tmp
     assert open_model(tmp_path / "free.onnx") and BoneAgeEstimator(tmp_path / "free.onnx")
 
 
-def test_without_the_onnx_package_the_graph_is_left_to_the_capped_arena(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from boneage.runtimes import onnxbudget
-
-    monkeypatch.setattr(onnxbudget, "_onnx", lambda: None)
-    assert BoneAgeEstimator(sealed(tmp_path / "expand.onnx", expanded(2**20)))
-
-
 def test_a_refused_graph_is_a_model_error_in_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     image = write_png(tmp_path / "hand.png", synthetic_radiograph())
     assert main(["predict", str(image), "--sex", "m", "--model", str(sealed(tmp_path / "x.onnx", expanded(2**28)))]) == 3

@@ -14,20 +14,16 @@ do not grow with the image); at 224x224 with 3 channels (602 KB), ONNX's test co
 DenseNet121 368 MB. The budget at 100x100 is 412 MiB; the probe's graph needed 1,117 MiB. The check takes
 0.03-0.1 s at load (ONNX Runtime's own load of these models: 0.6-1 s).
 
-The ``onnx`` package is needed for the inference (it ships with boneage's export extra); without it the
-check is skipped, and the capped arena (:func:`boneage.runtimes.onnx.capped_allocator`) is what bounds a
-graph.
+The ``onnx`` package is an inference dependency for this check alone (about 0.2 s to import, once): a
+check skipped where it is missing would bound nothing on the machines that lack it.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
 from boneage.errors import InvalidModelError
-
-log = logging.getLogger(__name__)
 
 # What does not grow with the image: the int8 DenseNet121's dequantized weights are 33 MB; 256 MiB is
 # room for a model eight times larger.
@@ -64,11 +60,9 @@ def budget(input_bytes: int) -> int:
 
 
 def _onnx() -> Any:
-    try:
-        import onnx
-        import onnx.shape_inference
-    except ImportError:
-        return None
+    import onnx
+    import onnx.shape_inference
+
     return onnx
 
 
@@ -133,12 +127,10 @@ def _without_weights(onnx: Any, graph: Any) -> None:
     graph.initializer.extend(kept)
 
 
-def graph_size(data: bytes, what: str, input_size: int | None, image_input: str = "image") -> GraphSize | None:
-    """The tensors the serialized model ``data`` makes for one image (see :class:`GraphSize`); None without the
-    ``onnx`` package. An :class:`InvalidModelError` for a graph whose tensors cannot all be sized."""
+def graph_size(data: bytes, what: str, input_size: int | None, image_input: str = "image") -> GraphSize:
+    """The tensors the serialized model ``data`` makes for one image (see :class:`GraphSize`). An
+    :class:`InvalidModelError` for a graph whose tensors cannot all be sized."""
     onnx = _onnx()
-    if onnx is None:
-        return None
     try:
         model = onnx.load_from_string(data)
     except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and others: ONNX Runtime read it, onnx could not
@@ -199,13 +191,10 @@ def _conv_workspace(onnx: Any, node: Any, types: dict[str, Any]) -> int:
     return per_output * pixels * (_item_bytes(onnx, weight.tensor_type.elem_type) or 4)
 
 
-def check_graph_size(data: bytes, what: str, input_size: int | None, image_input: str = "image") -> GraphSize | None:
+def check_graph_size(data: bytes, what: str, input_size: int | None, image_input: str = "image") -> GraphSize:
     """Refuse (:class:`InvalidModelError`) a graph that allocates more than :func:`budget` for one image, or
-    whose tensors cannot be sized; the sizes, or None where the ``onnx`` package is not installed."""
+    whose tensors cannot be sized; else its sizes."""
     size = graph_size(data, what, input_size, image_input)
-    if size is None:
-        log.debug("%s: the onnx package is not installed; the graph's allocations are bounded by the arena only", what)
-        return None
     limit = budget(size.inputs)
     if size.total > limit:
         largest, name = size.largest
