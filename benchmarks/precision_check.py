@@ -23,16 +23,17 @@ import argparse
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from boneage.cli.arguments import existing_file, existing_folder, require, usage_errors
 
 
-def keras_months(path: Path, images: np.ndarray, male: np.ndarray) -> np.ndarray:
-    from boneage.backbones import load_keras_model
+def keras_months(path: Path, images: np.ndarray, male: np.ndarray, config: Any) -> np.ndarray:
+    from boneage.training.train import load_saved
 
-    model = load_keras_model(path)
+    model = load_saved(path, f"cannot measure {path}", config=config)  # the weights in the run's backbone
     return np.concatenate([np.asarray(model({"image": images[i : i + 64], "male": male[i : i + 64]}, training=False))
                            .reshape(-1) for i in range(0, len(images), 64)])
 
@@ -57,9 +58,9 @@ def main() -> None:
             _, val = prepare_data(config)
         images, male, ages = preprocessed(val, config)
         if i == 0 and args.start:
-            start = keras_months(args.start, images, male)
+            start = keras_months(args.start, images, male, config)
             rows.append({"model": str(args.start), "images": len(ages), "keras_mae": float(np.abs(start - ages).mean())})
-        months = keras_months(run / "best.keras", images, male)
+        months = keras_months(run / "best.keras", images, male, config)
         with tempfile.TemporaryDirectory() as out:
             (entry,) = export_run(run, "0.0.1", Path(out), with_keras=False)
             onnx = onnx_predict((Path(out) / entry.file).read_bytes(), images, male)

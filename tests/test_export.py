@@ -32,14 +32,25 @@ def exported(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     tiny_backbone.register()
     run = train(small_config(data_dir, root / "run", epochs=1, limit=128, val_limit=48), verbose=0)
     plugins.reset_plugins()
+    tiny_backbone.register()  # export builds the run's backbone and reads the run's weights into it
     export_run(run, "0.1.0", root / "models", quantize="int8")
     return root / "models"
 
 
 @pytest.fixture
-def models(exported: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def models(exported: Path, monkeypatch: pytest.MonkeyPatch, tiny: None) -> Path:
     monkeypatch.setenv("BONEAGE_MODELS_DIR", str(exported))
     return exported
+
+
+@pytest.fixture
+def tiny() -> None:
+    """The run's backbone: export and the TensorFlow runtime build it, then read the run's weights into it."""
+    from boneage import plugins
+    from tests import tiny_backbone
+
+    if "tiny_cnn" not in plugins.get_plugins().registry("backbones"):
+        tiny_backbone.register()
 
 
 def val_images(models: Path, data_dir: Path, n: int = 6) -> list[Path]:
@@ -117,7 +128,7 @@ def test_export_never_overwrites(models: Path, exported: Path) -> None:
         export_run(run, "0.1.0", exported)
 
 
-def test_export_checks_the_run_before_writing(exported: Path, tmp_path: Path) -> None:
+def test_export_checks_the_run_before_writing(exported: Path, tmp_path: Path, tiny: None) -> None:
     from boneage.export.export import export_run
 
     run = tmp_path / "run"
@@ -134,7 +145,7 @@ def test_export_checks_the_run_before_writing(exported: Path, tmp_path: Path) ->
     assert not (tmp_path / "out").exists()
 
 
-def test_lean_release_with_another_resize(exported: Path, tmp_path: Path, data_dir: Path) -> None:
+def test_lean_release_with_another_resize(exported: Path, tmp_path: Path, data_dir: Path, tiny: None) -> None:
     """A release can ship another resize than its run's (same size) and leave the .keras out."""
     from boneage.export.export import export_run
     from boneage.modelcard import file_sha256
@@ -178,6 +189,7 @@ def test_a_fine_tune_names_the_model_it_started_from(exported: Path, data_dir: P
                     verbose=0)
     finally:
         plugins.reset_plugins()
+    tiny_backbone.register()  # export builds the run's backbone
     (entry,) = export_run(run, "0.1.1", tmp_path / "models")
     card = read_card((tmp_path / "models" / entry.file).read_bytes(), entry.file)
     assert card.notes["training"]["init_weights"] == {"file": "run/best.keras", "sha256": file_sha256(start)}

@@ -454,6 +454,7 @@ def tiny_keras(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     path = tmp_path_factory.mktemp("keras") / "tiny.keras"
     tiny_backbone.build(32).save(path)
+    (path.parent / "config.json").write_text('{"backbone": "tiny_cnn", "input_size": 32}')  # its run's config
     return path
 
 
@@ -463,24 +464,26 @@ def test_the_keras_file_is_loaded_from_the_bytes_that_were_hashed(tiny_keras: Pa
     import keras
 
     from boneage.backbones import load_keras_model
+    from tests import tiny_backbone
 
     path = tmp_path / "tiny.keras"
     path.write_bytes(tiny_keras.read_bytes())
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     seen: list[tuple[Path, str]] = []
-    real = keras.saving.load_model
+    real = keras.Model.load_weights
 
-    def swapping(source: Any, **options: Any) -> Any:  # the file is swapped just as Keras opens it
+    def swapping(model: Any, source: Any, **options: Any) -> Any:  # the file is swapped just as Keras reads it
         seen.append((Path(source), hashlib.sha256(Path(source).read_bytes()).hexdigest()))
         path.write_bytes(b"swapped for something else")
-        return real(source, **options)
+        return real(model, source, **options)
 
-    monkeypatch.setattr(keras.saving, "load_model", swapping)
-    assert load_keras_model(path, sha256=digest) is not None
+    tiny_backbone.register()
+    monkeypatch.setattr(keras.Model, "load_weights", swapping)
+    assert load_keras_model(path, "tiny_cnn", 32, sha256=digest) is not None
     copy, loaded = seen[0]
     assert copy != path and loaded == digest and not copy.exists()  # a private copy, removed after
     with pytest.raises(ChecksumMismatchError, match="does not match its registry entry or card"):
-        load_keras_model(path, sha256=digest)
+        load_keras_model(path, "tiny_cnn", 32, sha256=digest)
 
 
 @pytest.mark.tensorflow
@@ -494,4 +497,7 @@ def test_training_and_the_tensorflow_runtime_refuse_a_keras_bomb(tiny_keras: Pat
         load_saved(bomb, f"cannot start from {bomb}")
     with pytest.raises(InvalidModelError, match="config.json unpacks to 20,971,520 bytes"):
         TensorFlowRuntime(bomb.with_suffix(".onnx"), tiny_card(32))
-    assert load_saved(tiny_keras, "cannot start") is not None  # a real one still loads
+    from tests import tiny_backbone
+
+    tiny_backbone.register()
+    assert load_saved(tiny_keras, "cannot start") is not None  # a real one still loads (into its run's backbone)

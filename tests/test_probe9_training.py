@@ -226,6 +226,7 @@ def test_init_weights_that_do_not_load_are_a_config_error_with_the_reason(tmp_pa
     # text, empty and truncated files were typed but said "File not found" of a file that is there
     from boneage.training.train import warm_start
 
+    config = tiny(tmp_path / "run")
     model = build_tiny({}, tmp_path / "run")
     good = tmp_path / "good.keras"
     model.save(good)
@@ -239,8 +240,8 @@ def test_init_weights_that_do_not_load_are_a_config_error_with_the_reason(tmp_pa
         z.writestr("metadata.json", "{}")
     for name in [*files, "nocfg.keras", "lambda.keras"]:
         with pytest.raises(ConfigError, match="cannot start from") as caught:
-            warm_start(model, tmp_path / name)
+            warm_start(model, tmp_path / name, config)
         assert "File not found" not in str(caught.value), caught.value
     before = [w.copy() for w in model.get_weights()]
-    warm_start(model, good)
+    warm_start(model, good, config)
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))

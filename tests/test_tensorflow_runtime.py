@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from boneage.errors import InvalidModelError
 from boneage.modelcard import ModelCard
 from boneage.preprocess import PreprocessConfig
 
@@ -20,6 +19,13 @@ SIZE = 32
 def card(size: int = SIZE) -> ModelCard:
     return ModelCard(name="tiny", version="0.1.0", backbone="tiny_cnn", input_size=size,
                      preprocessing=PreprocessConfig.default(size))
+
+
+@pytest.fixture(autouse=True)
+def _tiny_backbone() -> None:
+    from tests import tiny_backbone
+
+    tiny_backbone.register()  # the runtime builds the card's backbone, then reads the file's weights into it
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +50,11 @@ def test_traced_once_for_every_batch_size(keras_file: Path) -> None:
     assert runtime.traces == 1  # at load, on a blank image; never again
 
 
-def test_image_size_checked_once_at_load(keras_file: Path) -> None:
-    from boneage.runtimes.tensorflow import TensorFlowRuntime
+def test_the_model_takes_the_cards_image_size(keras_file: Path) -> None:
+    # the runtime builds the card's backbone at the card's size and reads only the weights from the file (its
+    # own architecture, with its own input size, is never built): a convolutional backbone's weights fit any size
+    from boneage.runtimes.tensorflow import TensorFlowRuntime, image_shape
 
-    with pytest.raises(InvalidModelError, match=r"card says \(48, 48, 1\)"):
-        TensorFlowRuntime(keras_file.with_suffix(".onnx"), card(48))
+    runtime = TensorFlowRuntime(keras_file.with_suffix(".onnx"), card(48))
+    assert image_shape(runtime.model, keras_file) == (48, 48, 1)
+    assert runtime.predict(np.zeros((2, 48, 48, 1), np.float32), np.ones((2, 1), np.float32)).shape == (2,)

@@ -57,16 +57,20 @@ def finish(process: subprocess.Popen[str]) -> str:
 
 
 def predictions(run: Path, data_dir: Path, config: str) -> np.ndarray:
+    from boneage import plugins
     from boneage.backbones import load_keras_model
     from boneage.preprocess import build_pipeline
     from boneage.training.arrays import load_arrays
     from boneage.training.config import TrainConfig
     from boneage.training.data import prepare_data
+    from tests import tiny_backbone
 
     parsed = TrainConfig.model_validate_json(config)
     _, val = prepare_data(parsed)
     arrays = load_arrays(val, build_pipeline(parsed.resolved_preprocessing()))
-    model = load_keras_model(run / "best.keras")
+    if parsed.backbone not in plugins.get_plugins().registry("backbones"):
+        tiny_backbone.register()  # the run's backbone, which the weights are read into
+    model = load_keras_model(run / "best.keras", parsed.backbone, parsed.input_size, parsed.backbone_options)
     return np.asarray(model.predict_on_batch({"image": arrays.images, "male": arrays.male})).reshape(-1)
 
 

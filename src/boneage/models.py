@@ -13,7 +13,7 @@ import stat
 import struct
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from pydantic import ValidationError
 
@@ -162,13 +162,21 @@ def release_of(data: bytes, registry: Registry) -> RegistryEntry | None:
 def open_model(model: str | os.PathLike[str] | None) -> ModelFile:
     """The model resolved, read once and verified: registry checksum, sealed checksum, card, no
     external data. What is checked is the bytes that will run. A ``.keras`` from a run folder gets
-    the card its run's config describes (:func:`card_from_run`) and is read by its runtime."""
+    the card its run's config describes (:func:`card_from_run`) and is read by its runtime; one chosen
+    through the registry is checked against its registry sha256 first, as any release is."""
     path, entry = resolve(model)
     if path.suffix == ".keras":
         if not path.is_file():
             raise ModelNotFoundError(f"model file {path} not found")
-        check_keras_file(path)  # now, not after the card and the pipeline: its runtime loads it
-        return ModelFile(path, b"", card_from_run(path), None)
+        if entry is None:
+            check_keras_file(path)  # now, not after the card and the pipeline: its runtime loads it
+            return ModelFile(path, b"", card_from_run(path), None)
+        # a registered .keras: its bytes must have the registry's sha256 (ChecksumMismatchError), now, and its
+        # runtime reads the weights from bytes found to have it (the card carries the sha256 to it); a run
+        # model is never a known release
+        read_keras_file(path, entry.sha256)
+        card = card_from_run(path).model_copy(update={"keras_sha256": entry.sha256})
+        return ModelFile(path, b"", card, None)
     data = read_bounded(path, MAX_MODEL_BYTES, "model file")
     if entry is not None:
         actual = hashlib.sha256(data).hexdigest()
@@ -249,6 +257,8 @@ def check_keras_archive(file: BinaryIO, size: int, path: Path, error: type[BoneA
         file.seek(0)
         with zipfile.ZipFile(file) as archive:
             members = archive.infolist()
+    except MemoryError as exc:  # the directory is bounded above; should zipfile still run out, it is this file's fault
+        raise error(f"{path} is not a usable .keras model archive: reading its directory ran out of memory") from exc
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, struct.error, NotImplementedError) as exc:
         raise error(f"{path} is not a .keras model archive (empty, cut short, or another kind of file): "
                     f"{one_line(exc)}") from exc
@@ -270,13 +280,19 @@ def _directory_problem(file: BinaryIO, size: int) -> str | None:
     entries, directory = struct.unpack("<HI", tail[at + 10 : at + 16])
     locator = tail[at - 20 : at] if at >= 20 else b""
     if locator[:4] == b"PK\x06\x07":  # ZIP64: its own end record holds the counts zipfile uses
+        # zipfile reads the record just before the locator (not where the locator points): that one is
+        # checked, and a locator pointing anywhere else (a second, benign record) is refused
+        start = size - tail_size + at - 20 - 56
         (offset,) = struct.unpack("<Q", locator[8:16])
-        if offset > size - 56:
-            return "a ZIP64 end record past the end of the file"
-        file.seek(offset)
+        if start < 0:
+            return "a ZIP64 end record before the start of the file"
+        file.seek(start)
         record = file.read(56)
         if record[:4] != b"PK\x06\x06":
-            return "a ZIP64 end record that cannot be found"
+            return "a ZIP64 locator without its end record"
+        if offset != start:
+            return (f"its ZIP64 locator points at offset {offset:,}, but its ZIP64 end record is at {start:,} "
+                    "(two end records?)")
         entries, directory = struct.unpack("<QQ", record[32:48])
     if entries > KERAS_MEMBERS:
         return f"it declares {entries:,} members, more than the {KERAS_MEMBERS} a model may hold"
@@ -308,20 +324,34 @@ def _members_problem(members: list[zipfile.ZipInfo], limit: int) -> str | None:
     return None
 
 
-def card_from_run(path: Path) -> ModelCard:
-    """An unexported ``.keras`` model from a run folder: its card comes from the run's config, so it
-    can be evaluated through the facade (on the TensorFlow runtime) before export. Only the part of
-    the config that fixes the model is read (:class:`boneage.configs.ModelConfig`): the registry
-    does not import training."""
+class RunModel(ModelConfig):
+    """What a run's config says about its model, with the options its backbone was built with."""
+
+    backbone_options: dict[str, Any] = {}
+
+
+def run_model(path: Path) -> RunModel:
+    """The model config of the run folder that holds the ``.keras`` file at ``path`` (its ``config.json``):
+    the backbone, input size and options its weights belong to. Only that part is read: the registry does
+    not import training."""
     config_path = path.parent / "config.json"
     if not config_path.is_file():
         raise InvalidModelError(f"{path}: a .keras model needs the config.json of its run folder beside it")
     try:
-        config = ModelConfig.model_validate_json(read_bounded(config_path, MAX_CONFIG_BYTES, "run config"))
+        return RunModel.model_validate_json(read_bounded(config_path, MAX_CONFIG_BYTES, "run config"))
     except (ValidationError, OSError) as exc:
         raise InvalidModelError(f"{config_path} is not a valid run config: {one_line(exc)}") from exc
+
+
+def card_from_run(path: Path) -> ModelCard:
+    """An unexported ``.keras`` model from a run folder: its card comes from the run's config
+    (:func:`run_model`), so it can be evaluated through the facade (on the TensorFlow runtime) before
+    export; the card's notes carry the run's ``backbone_options``, for the runtime to build its backbone."""
+    config = run_model(path)
+    options = {"backbone_options": config.backbone_options} if config.backbone_options else {}
     return ModelCard(name=f"run:{path.parent.name}", version="0.0.0", backbone=config.backbone,
-                     input_size=config.input_size, preprocessing=config.resolved_preprocessing(), keras_sha256=None)
+                     input_size=config.input_size, preprocessing=config.resolved_preprocessing(), keras_sha256=None,
+                     notes=options)
 
 
 __all__ = ["ModelFile", "Registry", "RegistryEntry", "file_sha256", "load_registry", "open_model", "release_of", "resolve"]

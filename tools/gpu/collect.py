@@ -52,12 +52,12 @@ def pack(runs: Path, out: Path, models: int) -> None:
     ranked = sorted((r for r in rows if r["best_val_mae"] is not None), key=lambda r: float(r["best_val_mae"]))  # type: ignore[arg-type]
     import keras
 
-    from boneage.backbones import load_keras_model
+    from boneage.training.train import load_saved
 
     for row in ranked[:models]:
         name = str(row["run"])
         slim = runs / name / "best-slim.keras"
-        model = load_keras_model(runs / name / "best.keras", compile=False)
+        model = load_saved(runs / name / "best.keras", f"cannot collect {name}")  # the run's backbone, its weights
         keras.saving.save_model(model, slim)  # weights only: the optimizer state would triple the size
         data = slim.read_bytes()
         for i in range(0, len(data), PART):

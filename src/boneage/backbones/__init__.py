@@ -3,14 +3,19 @@ only when a backbone is built."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import math
 import tempfile
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from boneage.errors import BoneAgeError, InvalidModelError
+from boneage.errors import BoneAgeError, InvalidModelError, failures_as
 from boneage.extras import TRAIN, require
 from boneage.hookspecs import hookimpl
+from boneage.modelcard import OUTPUT, one_line
 from boneage.specs import BackboneSpec
 
 
@@ -43,31 +48,153 @@ def _resnet34_cbam(input_size: int, **options: Any) -> Any:
     return build_resnet34_cbam(input_size, **options)
 
 
-def load_keras_model(path: Path, compile: bool = False, *, sha256: str | None = None,
-                     error: type[BoneAgeError] = InvalidModelError, limit: int | None = None) -> Any:
-    """Load a saved model with boneage's custom layers registered (Keras only auto-imports its own).
+# A weight in the archive is read whole before Keras compares its shape with the variable it fills: one whose
+# shape no variable of the model has is refused unread, unless it is this small (scalars, counters).
+SMALL_WEIGHT_BYTES = 1 << 20
+MAX_WEIGHT_OBJECTS = 100_000  # groups and datasets in model.weights.h5: a DenseNet121 checkpoint has ~8,000
 
-    The archive is checked before Keras opens it (:func:`boneage.models.check_keras_archive`: its size,
-    packed and unpacked, at most ``limit`` bytes, default 1 GiB; its members' count, names and
-    compression ratios), as ``error``. With ``sha256`` the file is read once, its bytes are checked
-    against it (:class:`ChecksumMismatchError`) and Keras loads those very bytes, from a private
-    temporary copy: a file swapped after the check is never loaded."""
+
+def load_keras_model(path: Path, backbone: str, input_size: int, options: dict[str, Any] | None = None, *,
+                     sha256: str | None = None, error: type[BoneAgeError] = InvalidModelError,
+                     limit: int | None = None) -> Any:
+    """The registered ``backbone`` built at ``input_size`` with ``options`` (uncompiled, float32), holding the
+    weights of the ``.keras`` file at ``path``: see :func:`load_keras_weights`, which checks the file."""
+    from boneage.plugins import get_plugins
+
+    def build(scale: dict[str, float]) -> Any:  # once the archive is checked: a bad file is refused as such
+        spec = get_plugins().get("backbones", backbone).spec
+        with failures_as(error, f"the {backbone} backbone cannot be built with these backbone_options"):
+            return spec.build(input_size, **{**(options or {}), **scale})
+
+    return load_keras_weights(path, build, f"{backbone} model", sha256=sha256, error=error, limit=limit)
+
+
+def load_keras_weights(path: Path, build: Callable[[dict[str, float]], Any], what: str, *,
+                       sha256: str | None = None, error: type[BoneAgeError] = InvalidModelError,
+                       limit: int | None = None, optimizer: bool = False) -> Any:
+    """The model ``build(scale)`` returns, with the weights (and, with ``optimizer``, the optimizer's state) of
+    the ``.keras`` file at ``path``; ``what`` names the model in messages. The archive's own architecture is
+    never built: a 64 KB file declaring a layer of 3 GB made Keras allocate 10 GB before it found that the
+    weights did not fit. Only the weights store is read, into the variables of boneage's own model:
+
+    - the archive is checked first (:func:`boneage.models.check_keras_archive`: at most ``limit`` bytes,
+      default 1 GiB, packed and unpacked; its members' count, names and ratios), as ``error``;
+    - ``scale`` is what the model's weights cannot carry: the ``age_mean`` and ``age_std`` (months) of its
+      output layer, read from the archive's config (``{}`` where it has none; ``error`` where they are not
+      finite numbers), so a model answers in the months it was trained on;
+    - a stored weight whose shape none of the model's variables has (over ``SMALL_WEIGHT_BYTES``), one that
+      is not a number, or an optimizer state that is not the model's, is ``error`` before anything is read;
+      any other mismatch is Keras's, raised as ``error``.
+
+    With ``sha256`` the file is read once, its bytes are checked against it (:class:`ChecksumMismatchError`)
+    and Keras reads those very bytes from a private temporary copy: a file swapped after the check is never
+    loaded."""
+    require("keras", TRAIN, "a .keras model")
+    with _checked_copy(path, sha256, error, limit) as archive:
+        model = build(_output_scale(archive, path, error))
+        _check_weights(model, archive, path, error, what, optimizer)
+        try:
+            model.load_weights(archive)
+        except BoneAgeError:
+            raise
+        except Exception as exc:  # Keras's ValueError for a count or shape that does not fit, h5py's own
+            raise error(f"{path} does not hold the weights of a {what}: {one_line(exc)}"[:800]) from exc
+    return model
+
+
+@contextlib.contextmanager
+def _checked_copy(path: Path, sha256: str | None, error: type[BoneAgeError], limit: int | None) -> Iterator[Path]:
+    """``path`` checked as a .keras archive, or (with ``sha256``) a private copy of the bytes that were hashed."""
     from boneage.models import check_keras_file, read_keras_file
 
-    keras = require("keras", TRAIN, "a .keras model")
-
-    import boneage.backbones.resnet_cbam  # noqa: F401  (registers ChannelPool)
-
+    if path.suffix != ".keras":  # Keras reads the weights of a .keras by its name
+        raise error(f"{path} is not a .keras file")
     if sha256 is None:
         check_keras_file(path, error, limit)
-        return keras.saving.load_model(path, compile=compile)
+        yield path
+        return
     data = read_keras_file(path, sha256, error, limit)
-    # keras.saving.load_model takes a path only; the folder is the caller's own (mode 0700)
-    with tempfile.TemporaryDirectory(prefix="boneage-keras-") as folder:
+    with tempfile.TemporaryDirectory(prefix="boneage-keras-") as folder:  # the caller's own (mode 0700)
         copy = Path(folder) / "model.keras"
         copy.write_bytes(data)
         del data
-        return keras.saving.load_model(copy, compile=compile)
+        yield copy
+
+
+def _output_scale(archive: Path, path: Path, error: type[BoneAgeError]) -> dict[str, float]:
+    """``age_mean`` and ``age_std`` from the archive's output layer (``Rescaling`` named ``boneage_months``,
+    as :func:`build_model` makes it); ``{}`` for a model without one. The config is at most
+    ``KERAS_JSON_BYTES`` (checked with the archive); only this layer's two numbers are taken from it."""
+    try:
+        with zipfile.ZipFile(archive) as files:
+            config = json.loads(files.read("config.json"))
+    except KeyError as exc:
+        raise error(f"{path} is not a Keras model archive: it holds no config.json") from exc
+    except (OSError, ValueError, RecursionError, zipfile.BadZipFile) as exc:
+        raise error(f"{path} has a config.json that does not read as JSON: {one_line(exc)}"[:500]) from exc
+    stack = [config]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            layer = item.get("config")
+            if item.get("class_name") == "Rescaling" and isinstance(layer, dict) and layer.get("name") == OUTPUT:
+                mean, std = layer.get("offset"), layer.get("scale")
+                if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                           for v in (mean, std)) or not std > 0:  # type: ignore[operator]
+                    raise error(f"{path}: its output layer scales by {str(std)[:40]} from {str(mean)[:40]}, "
+                                "not by finite months above 0")
+                return {"age_mean": float(mean), "age_std": float(std)}  # type: ignore[arg-type]
+            stack.extend(item.values())
+    return {}
+
+
+def _check_weights(model: Any, archive: Path, path: Path, error: type[BoneAgeError], what: str,
+                   optimizer: bool) -> None:
+    """Every stored weight of ``model.weights.h5`` against ``model``'s variables, from the HDF5 headers only
+    (Keras reads each weight whole, then compares its shape): a shape the model does not have is refused
+    unread, so no stored weight takes more memory than the model's largest variable. With ``optimizer``,
+    the stored optimizer state must be the model's optimizer's (Keras only warns, and keeps a fresh one)."""
+    import h5py
+
+    variables = list(model.variables) + (list(model.optimizer.variables) if optimizer else [])
+    shapes = {tuple(int(d) for d in v.shape) for v in variables}
+    found: dict[str, int] = {"objects": 0, "optimizer": 0}
+    problems: list[str] = []
+
+    def visit(name: str, item: Any) -> Any:
+        found["objects"] += 1
+        if found["objects"] > MAX_WEIGHT_OBJECTS:
+            problems.append(f"it holds more than {MAX_WEIGHT_OBJECTS:,} groups and weights")
+            return True  # stops the walk
+        if not isinstance(item, h5py.Dataset):
+            return None
+        shape, dtype = tuple(item.shape or ()), item.dtype
+        if dtype.kind not in "fiub" or dtype.itemsize > 8:
+            problems.append(f"its weight {name[:200]!r} is of type {str(dtype)[:40]}, not a number")
+            return True
+        if shape not in shapes and math.prod(shape) * dtype.itemsize > SMALL_WEIGHT_BYTES:
+            problems.append(f"its weight {name[:200]!r} has shape {str(shape)[:100]}, which no variable of the "
+                            f"{what} has")
+            return True
+        if name.startswith("optimizer/vars/"):
+            found["optimizer"] += 1
+        return None
+
+    try:
+        with zipfile.ZipFile(archive) as files, files.open("model.weights.h5") as member, \
+                h5py.File(member, "r") as store:
+            store.visititems(visit)
+    except KeyError as exc:
+        raise error(f"{path} holds no model.weights.h5: only weights in that form are loaded") from exc
+    except Exception as exc:  # h5py: not HDF5, cut short
+        raise error(f"{path} has a model.weights.h5 that does not read as HDF5: {one_line(exc)}"[:500]) from exc
+    if problems:
+        raise error(f"{path} does not hold the weights of a {what}: {problems[0]}")
+    if optimizer and found["optimizer"] != len(model.optimizer.variables):
+        raise error(f"{path} holds {found['optimizer']:,} optimizer variables, but the {what}'s optimizer has "
+                    f"{len(model.optimizer.variables):,}: not a checkpoint of this run's model")
 
 
 @hookimpl

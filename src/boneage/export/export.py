@@ -177,7 +177,9 @@ def export_run(
     check_free([onnx_path, *([keras_path] if keras_path else []),
                 *([out_dir / int8_file(name, version)] if quantize == "int8" else [])], force)
 
-    model = as_float32(load_keras_model(keras_file))  # ONNX (and the released .keras) in float32, however trained
+    # the run's backbone holding the file's weights (never the file's own architecture), in float32 for ONNX
+    # (and the released .keras), however it was trained
+    model = as_float32(load_keras_model(keras_file, config.backbone, config.input_size, config.backbone_options))
     check_shapes(model, config, keras_file)
     train_records, val = prepare_data(config)
     images, male, ages = preprocessed(val, config)
@@ -230,7 +232,9 @@ def export_run(
         git_commit=git_commit(),
         keras_sha256=file_sha256(keras_path) if keras_path is not None else None,
         notes={"opset": OPSET, "training": _training_notes(state, config), "weights_sha256": file_sha256(keras_file),
-               **({"weights_storage": "float16, computed in float32"} if float16_weights else {})},
+               **({"weights_storage": "float16, computed in float32"} if float16_weights else {}),
+               # what the TensorFlow runtime builds the backbone with before it reads the .keras weights into it
+               **({"backbone_options": config.backbone_options} if config.backbone_options else {})},
     )
     onnx_path.write_bytes(attach_card(proto, card))
     entries = [register(out_dir, onnx_path, card, make_default, keras_path)]

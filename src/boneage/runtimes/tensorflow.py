@@ -22,20 +22,32 @@ from boneage.modelcard import IMAGE_INPUT, SEX_INPUT, ModelCard
 from boneage.runtimes import checked_months
 
 
-def _load(path: Path, threads: int | None, sha256: str | None = None) -> tuple[Any, Any]:
-    """TensorFlow and the Keras model at ``path``, checked as a ``.keras`` archive before Keras opens
-    it and, with ``sha256``, loaded from the very bytes that were checked against it."""
+def _load(path: Path, card: ModelCard, threads: int | None, sha256: str | None = None) -> tuple[Any, Any]:
+    """TensorFlow and the card's backbone holding the weights of the ``.keras`` file at ``path``: the archive
+    is checked before its weights are read, its own architecture is never built (:func:`load_keras_model`),
+    and with ``sha256`` the weights come from the very bytes that were checked against it."""
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     tf = require("tensorflow", TRAIN, "the TensorFlow runtime")
     if threads:
         with contextlib.suppress(RuntimeError):  # already initialized in this process
             tf.config.threading.set_intra_op_parallelism_threads(threads)
     try:
-        return tf, load_keras_model(path, sha256=sha256)
-    except BoneAgeError:  # refused before Keras opened it: too large, a bomb, another checksum
+        return tf, load_keras_model(path, card.backbone, card.input_size, backbone_options(card), sha256=sha256)
+    except BoneAgeError:  # refused before Keras read it: too large, a bomb, another checksum, weights that do not fit
         raise
     except Exception as exc:  # Keras raises many untyped errors for a bad file
         raise InvalidModelError(f"{path} is not a loadable Keras model: {exc}") from exc
+
+
+def backbone_options(card: ModelCard) -> dict[str, Any]:
+    """The ``backbone_options`` a model was built with, as its card's notes keep them (a run folder's config,
+    an export): ``{}`` (the backbone's defaults) where they say nothing."""
+    options = card.notes.get("backbone_options")
+    if options is None:
+        return {}
+    if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+        raise InvalidModelError(f"the card of {card.ref} gives backbone_options that are not a mapping of names")
+    return options
 
 
 def image_shape(model: Any, path: Path) -> tuple[int | None, ...]:
@@ -79,7 +91,7 @@ class TensorFlowRuntime:
         expected = keras_sha256 or card.keras_sha256
         if not path.is_file():
             raise ModelNotFoundError(f"{path} not found: this model can only run on the ONNX runtime")
-        tf, self.model = _load(path, threads, expected)  # hashed and loaded from the same bytes
+        tf, self.model = _load(path, card, threads, expected)  # hashed and loaded from the same bytes
         shape = image_shape(self.model, path)
         size = card.input_size
         if any(d not in (None, size) for d in shape[:2]) or shape[2] not in (None, 1):

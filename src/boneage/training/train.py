@@ -14,16 +14,17 @@ import math
 import os
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
-from boneage.backbones import load_keras_model
+from boneage.backbones import load_keras_weights
 from boneage.errors import BoneAgeError, ConfigError, failures_as
 from boneage.errors import TrainingInterrupted as TrainingInterrupted  # re-exported: its home before errors.py
-from boneage.models import MAX_MODEL_BYTES, check_keras_file
+from boneage.models import MAX_MODEL_BYTES, RunModel, run_model
 from boneage.plugins import Plugins, get_plugins
 from boneage.preprocess import build_pipeline
 from boneage.signals import interrupt_exit_code, stopped_by
@@ -55,13 +56,14 @@ def data_summary(config: TrainConfig, train: list[Record], val: list[Record]) ->
 
 
 def build_and_compile(config: TrainConfig, train: list[Record], steps_per_epoch: int,
-                      plugins: Plugins | None = None) -> Any:
+                      plugins: Plugins | None = None, scale: dict[str, float] | None = None) -> Any:
     """A new model of the configured backbone in the configured precision, its output scaled by the training
-    labels' mean and SD (months), compiled with AdamW on the :class:`~boneage.training.schedule.WarmupCosine`
-    schedule. The backbone comes from ``plugins`` (default: the process-wide registry)."""
+    labels' mean and SD (months; or ``scale``'s ``age_mean`` and ``age_std``: a checkpoint's), compiled with
+    AdamW on the :class:`~boneage.training.schedule.WarmupCosine` schedule. The backbone comes from
+    ``plugins`` (default: the process-wide registry)."""
     spec = get_plugins(plugins).get("backbones", config.backbone).spec
     options = {"age_mean": float(np.mean([r.boneage for r in train])), "age_std": age_std(train),
-               **config.backbone_options}
+               **config.backbone_options, **(scale or {})}
     # before anything is written: a bad option was a TypeError or ValueError (exit 70), or built and failed
     # at the first training step once the run folder held a run
     with precision_policy(config.precision), \
@@ -79,9 +81,7 @@ def age_std(records: list[Record]) -> float:
 
 
 def compile_model(model: Any, config: TrainConfig, optimizer: Any, label_std: float) -> Any:
-    """Compile with the run's loss (``label_std``: the training labels' SD, which scales L1 + MSE). Also after
-    loading a checkpoint: Keras restores the optimizer state but deserializes ``Huber(delta=15)`` as the
-    default ``delta=1``."""
+    """Compile with the run's loss (``label_std``: the training labels' SD, which scales L1 + MSE)."""
     model.compile(
         optimizer=optimizer,
         loss=build_loss(config.loss, config.huber_delta, label_std),
@@ -175,26 +175,51 @@ def _begin_run(config: TrainConfig) -> tuple[TrainConfig, dict[str, Any]]:
     return config, state
 
 
-def load_saved(path: Path, failure: str, compile: bool = False, limit: int | None = None) -> Any:
-    """A saved .keras model, or ``ConfigError("{failure}: reason")`` for any file that does not load: Keras
-    says "File not found" of a file that is there but is no zip (empty, text, cut short), and lets a
-    KeyError (no config.json inside) or a TypeError (an unknown layer) out. The archive is checked
-    first (:func:`boneage.models.check_keras_file`: at most ``limit`` bytes packed or unpacked, default
-    1 GiB, and no decompression bomb)."""
+def load_saved(path: Path, failure: str, limit: int | None = None, config: TrainConfig | None = None, *,
+               build: Callable[[dict[str, float]], Any] | None = None, optimizer: bool = False) -> Any:
+    """The weights of a saved .keras model in boneage's own model of its backbone (uncompiled, float32): the
+    backbone, input size and backbone_options of ``config``, by default those of the config.json of the run
+    folder the file is in (:func:`boneage.models.run_model`); or in the model ``build(scale)`` returns (with
+    ``optimizer``, its optimizer's state too). The file's own architecture is never built (:func:`boneage.backbones.load_keras_weights`, which checks the
+    archive first: at most ``limit`` bytes packed or unpacked, default 1 GiB, and no decompression bomb).
+    ``ConfigError("{failure}: reason")`` for any file that does not load."""
     if not zipfile.is_zipfile(path):
         raise ConfigError(f"{failure}: not a .keras model archive (empty, cut short, or another kind of file)")
+
+    def own(scale: dict[str, float]) -> Any:
+        run: TrainConfig | RunModel = config if config is not None else run_model(path)
+        spec = get_plugins().get("backbones", run.backbone).spec
+        with failures_as(ConfigError, f"the {run.backbone} backbone cannot be built with these backbone_options"):
+            return spec.build(run.input_size, **{**run.backbone_options, **scale})
+
+    what = f"{config.backbone} model" if config is not None else "model of its run's backbone"
     try:
-        check_keras_file(path, ConfigError, limit)
+        return load_keras_weights(path, build or own, what, error=ConfigError, limit=limit, optimizer=optimizer)
     except BoneAgeError as exc:
         raise ConfigError(f"{failure}: {exc}") from exc
-    with failures_as(ConfigError, f"{failure}: it does not load as a Keras model"):
-        return load_keras_model(path, compile=compile, error=ConfigError, limit=limit)
 
 
-def warm_start(model: Any, path: Path) -> None:
-    """Fine-tuning: a trained model's weights, not its optimizer state. The input size may differ
-    (the backbones are convolutional with global pooling), so a small-image run can seed a larger one."""
-    source = load_saved(path, f"cannot start from {path}")
+def resume_model(config: TrainConfig, checkpoint: Path, train: list[Record], steps: int) -> Any:
+    """The run's model built and compiled as a new one (:func:`build_and_compile`), with the weights and the
+    optimizer state of ``checkpoint``: the checkpoint's own architecture is never built, and its output layer
+    keeps the months it was trained on."""
+    def build(scale: dict[str, float]) -> Any:
+        model = build_and_compile(config, train, steps, scale=scale)
+        model.optimizer.build(model.trainable_variables)  # its variables, for the checkpoint's state to fill
+        return model
+
+    try:
+        return load_saved(checkpoint, f"{checkpoint} cannot be loaded (damaged?)", CHECKPOINT_BYTES, config,
+                          build=build, optimizer=True)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}; {_restart(config.output_dir)}") from exc
+
+
+def warm_start(model: Any, path: Path, config: TrainConfig) -> None:
+    """Fine-tuning: a trained model's weights, not its optimizer state, loaded into this run's backbone. The
+    input size may differ (the backbones are convolutional with global pooling), so a small-image run can seed
+    a larger one."""
+    source = load_saved(path, f"cannot start from {path}", config=config)
     with failures_as(ConfigError, f"cannot start from {path}: not a trained model of this backbone"):
         model.set_weights(source.get_weights())
 
@@ -335,17 +360,12 @@ def train(config: TrainConfig, resume: bool = False, verbose: int | str = "auto"
     checkpoint = config.output_dir / "checkpoint.keras"
     with distribution_scope(config):
         if resume and checkpoint.is_file():
-            try:
-                model = load_saved(checkpoint, f"{checkpoint} cannot be loaded (damaged?)", compile=True,
-                                   limit=CHECKPOINT_BYTES)
-            except ConfigError as exc:
-                raise ConfigError(f"{exc}; {_restart(config.output_dir)}") from exc
-            compile_model(model, config, model.optimizer, age_std(train_records))
+            model = resume_model(config, checkpoint, train_records, steps)
         else:
             keras.utils.set_random_seed(config.seed)
             model = build_and_compile(config, train_records, steps)
             if config.init_weights:
-                warm_start(model, config.init_weights)
+                warm_start(model, config.init_weights, config)
     run = config.output_dir
     if state is None:
         config, state = _begin_run(config)
