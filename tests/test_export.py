@@ -219,22 +219,25 @@ def test_evaluate_keras_and_onnx(models: Path, data_dir: Path, tmp_path: Path) -
 
 def test_float16_weights_halve_the_file_and_are_measured_as_shipped(models: Path, tmp_path: Path,
                                                                      data_dir: Path) -> None:
-    """The shipped form from 0.5.0: weights stored in 16 bits, computed in float32; the card's metrics are
-    the halved file's own, and it answers within HALF_LIMIT of the float32 model."""
+    """The shipped form from 0.5.0: weights stored in 16 bits, computed in float32, in the ONNX file and the
+    .keras beside it; the card's metrics are the halved file's, and both runtimes answer within HALF_LIMIT
+    of the float32 model."""
     from boneage.export.export import HALF_LIMIT, export_run
 
     run = models.parent / "run"
-    (entry,) = export_run(run, "0.3.0", tmp_path / "half", with_keras=False, float16_weights=True)
-    full = models / "boneage-tiny_cnn-0.1.0.onnx"
-    half = tmp_path / "half" / entry.file
+    (entry,) = export_run(run, "0.3.0", tmp_path / "half", float16_weights=True)
+    full, half = models / "boneage-tiny_cnn-0.1.0.onnx", tmp_path / "half" / entry.file
     assert half.stat().st_size < 0.7 * full.stat().st_size
+    assert entry.keras_file is not None
+    assert (tmp_path / "half" / entry.keras_file).stat().st_size < 0.7 * (models / "boneage-tiny_cnn-0.1.0.keras").stat().st_size
     card = read_card(half.read_bytes(), entry.file)
     assert card.notes["weights_storage"] == "float16, computed in float32"
     assert 0 < card.metrics["validation"]["float16_shift_max_months"] <= HALF_LIMIT
     images = val_images(models, data_dir)
-    a = [p.bone_age_months for p in BoneAgeEstimator(full).predict_batch(images, [True] * len(images))]
-    b = [p.bone_age_months for p in BoneAgeEstimator(half).predict_batch(images, [True] * len(images))]
-    assert np.abs(np.subtract(a, b)).max() <= HALF_LIMIT
+    answers = [[p.bone_age_months for p in BoneAgeEstimator(model, runtime=runtime).predict_batch(images, [True] * 6)]
+               for model, runtime in ((full, "onnx"), (half, "onnx"), (half, "tensorflow"))]
+    assert np.abs(np.subtract(answers[0], answers[1])).max() <= HALF_LIMIT
+    assert np.abs(np.subtract(answers[0], answers[2])).max() <= HALF_LIMIT
 
 
 def test_float16_weights_and_int8_are_refused_together_before_any_work(models: Path, tmp_path: Path) -> None:

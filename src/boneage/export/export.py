@@ -18,7 +18,7 @@ from boneage.defaults import MAX_IDS_BYTES
 from boneage.errors import ConfigError, ModelNotFoundError
 from boneage.errors import ExportError as ExportError  # re-exported: its home before errors.py
 from boneage.export.convert import OPSET, keras_to_onnx
-from boneage.export.halve import halve_weights
+from boneage.export.halve import halve_keras, halve_weights
 from boneage.export.onnxcard import attach_card
 from boneage.export.publish import int8_file, register
 from boneage.export.publish import onnx_predict as onnx_predict  # re-exported: its home before publish.py
@@ -211,6 +211,8 @@ def export_run(
     out_dir.mkdir(parents=True, exist_ok=True)
     if keras_path is not None:
         model.save(keras_path)
+        if float16_weights:
+            halve_keras(keras_path)
     card = ModelCard(
         name=name,
         version=version,
