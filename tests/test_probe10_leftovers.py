@@ -226,7 +226,6 @@ SCRIPT_MISTAKES = [
     ("tools/average_weights.py", ["out.keras", "missing.keras"], "no such file: missing.keras"),
     ("tools/recalibrate_bn.py", ["m.keras", "--run", ".", "--images", "0"], "--images: must be at least 1"),
     ("tools/fit_gap.py", ["missing.keras", "--run", "."], "no such file: missing.keras"),
-    ("tools/ship_int8.py", ["missing", "1.0.0"], "no such folder: missing"),
     ("tools/train_inversion.py", [], "the following arguments are required: output"),
     ("tools/train_orientation.py", ["out.json"], "needs the file data/rsna-100/labels.csv"),
     ("tools/gpu/collect.py", ["join", ".", "dest"], "needs the file runs.tar.gz"),

@@ -9,9 +9,11 @@
 # resolution (rsna-512 and radiographs/), and runs the robustness benchmark. Reports go to
 # OUT/reports (default: ../release-VERSION, outside the work tree). Needs the train extra and
 # BONEAGE_DATA (default ../shared/data). MODELS=folder exports elsewhere than exported/ (a dry run).
-# KERAS=1 keeps the float .keras beside the ONNX (tools/ship_int8.py then ships the int8 model
-# with it, as 0.4.0 was). FLOAT16=1 exports the float model with its weights stored in 16 bits
-# instead of an int8 one (the form shipped from 0.5.0: float's accuracy and robustness at 15 MB).
+# KERAS=1 keeps the float .keras beside the ONNX. FLOAT16=1 exports the float model with its weights
+# stored in 16 bits (the .keras too) instead of an int8 model: the form shipped from 0.5.0, float's
+# accuracy and robustness at 15 MB (docs/experiments.md). A release ships what MODELS holds then:
+#   KERAS=1 FLOAT16=1 MODELS=../rel/models tools/release.sh RUN 0.5.0 ../rel
+#   git rm exported/*; cp ../rel/models/* exported/
 set -euo pipefail
 usage() {  # as argparse says it: the usage, the problem, exit 2, and nothing created before
   echo "usage: tools/release.sh RUN VERSION [OUT]" >&2
