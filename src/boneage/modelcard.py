@@ -41,6 +41,14 @@ LICENCE = (
 )
 
 
+def semantic_version(value: str) -> str:
+    """``value`` if it is X.Y.Z, as cards, the registry and export require, else a ValueError quoting it
+    escaped (a card took "latest" and "0.4.0\\n", and showed them)."""
+    if not VERSION.fullmatch(value):
+        raise ValueError(f"version {_shown(value)} is not semantic (X.Y.Z)")
+    return value
+
+
 def is_plain_name(value: str, limit: int = MAX_NAME) -> bool:
     """Whether ``value`` can name a release: export joins it into file names (``NAME-VERSION.onnx``), so
     ASCII letters, digits, ``.``, ``_`` and ``-`` only, starting with a letter or digit, no ``..``: never
@@ -106,10 +114,7 @@ class ModelCard(BaseModel):
     @field_validator("version")
     @classmethod
     def _semantic(cls, value: str) -> str:
-        """X.Y.Z, as the registry and export require: "latest" or "0.4.0\\n" was taken, and shown."""
-        if not VERSION.fullmatch(value):
-            raise ValueError(f"version {_shown(value)} is not semantic (X.Y.Z)")
-        return value
+        return semantic_version(value)
 
     @property
     def ref(self) -> str:

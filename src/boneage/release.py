@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field
 from boneage.modelcard import MAX_NAME as MAX_NAME  # re-exported: defined with the card, which checks them too
 from boneage.modelcard import NAME as NAME
 from boneage.modelcard import VERSION as VERSION
-from boneage.modelcard import ModelCard
+from boneage.modelcard import ModelCard, semantic_version
 from boneage.modelcard import is_plain_name as is_plain_name
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -64,9 +64,7 @@ class RegistryEntry(BaseModel):
     @field_validator("version")
     @classmethod
     def _semantic(cls, value: str) -> str:
-        if not VERSION.fullmatch(value):
-            raise ValueError(f"version {value!r} is not semantic (X.Y.Z)")
-        return value
+        return semantic_version(value)
 
     @field_validator("sha256", "keras_sha256")
     @classmethod
