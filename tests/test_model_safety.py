@@ -350,9 +350,14 @@ def test_model_errors_exit_3() -> None:
 
 
 def test_onnx_runtime_parses_bytes_as_onnx_only() -> None:
-    """ORT-format bytes would bypass the protobuf check for external data: ONNX Runtime is told to
-    parse model bytes as ONNX only."""
-    from boneage.runtimes.onnx import OnnxRuntime
+    """ORT-format bytes would bypass the protobuf check for external data: the graph-size check parses them as
+    ONNX first, and ONNX Runtime is told to parse model bytes as ONNX only."""
+    import onnxruntime as ort
 
-    with pytest.raises(InvalidModelError, match="protobuf parsing failed"):
-        OnnxRuntime(Path("fake.ort"), b"\x10\x00\x00\x00ORTM" + bytes(64))
+    from boneage.runtimes.onnx import OnnxRuntime, session_options
+
+    fake = b"\x10\x00\x00\x00ORTM" + bytes(64)
+    with pytest.raises(InvalidModelError, match="could not be read to size it"):
+        OnnxRuntime(Path("fake.ort"), fake)
+    with pytest.raises(Exception, match="protobuf parsing failed"):
+        ort.InferenceSession(fake, session_options(None), providers=["CPUExecutionProvider"])

@@ -144,10 +144,12 @@ class OnnxRuntime:
         if path.suffix == ".keras":
             raise InvalidModelError(f"{path} is a Keras model: use runtime='tensorflow', or export it to ONNX")
         options = session_options(checked_threads(threads))  # a bad setting is a ConfigError, not a bad model
+        data = data if data is not None else path.read_bytes()
+        # what the graph allocates for one image, from its shapes (a 7.9 MB model took 1.2 GB an image), before
+        # ONNX Runtime folds its constants: a 170-byte graph expanding a constant peaked at 1 GB in the session
+        check_graph_size(data, str(path), input_size, IMAGE_INPUT)
         try:
-            self.session = ort.InferenceSession(
-                data if data is not None else str(path), options, providers=["CPUExecutionProvider"]
-            )
+            self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise InvalidModelError(f"{path} is not a loadable ONNX model: {exc}") from exc
         names = {i.name for i in self.session.get_inputs()}
@@ -156,8 +158,6 @@ class OnnxRuntime:
                 f"{path} has inputs {sorted(names)}; a boneage model has {IMAGE_INPUT!r} and {SEX_INPUT!r}"
             )
         self.output = check_signature(self.session, str(path), input_size)
-        # what the graph allocates for one image, from its shapes: a 7.9 MB model took 1.2 GB an image
-        check_graph_size(data if data is not None else path.read_bytes(), str(path), input_size, IMAGE_INPUT)
 
     def predict(self, images: np.ndarray, male: np.ndarray) -> np.ndarray:
         """Months as (N,) float32, checked: NaN, infinity or another shape is a ModelOutputError."""

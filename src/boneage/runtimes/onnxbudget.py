@@ -35,6 +35,12 @@ BYTES_PER_INPUT_BYTE = 4096
 # Initializers of more elements than this are given to shape inference as inputs of their shape (their values
 # are weights, never shapes), so that it does not copy 30 MB of weights: 0.4 s became 0.05 s.
 SHAPE_VALUES = 1024
+# Work (multiply-adds or element visits, :func:`_work`) per image: 4 G plus 256 K per byte of input image.
+# DenseNet121 at 100x100 does 0.54 G (float or int8; about 25 ms here), ResNet-50 at 224x224 about 4 G: the
+# budget, 14.5 G at 100x100 (under a second here), leaves room for wider networks and stops a graph built to
+# compute for minutes.
+FIXED_WORK = 4 * 10**9
+WORK_PER_INPUT_BYTE = 2**18
 CONVOLUTIONS = ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv")
 
 
@@ -48,6 +54,7 @@ class GraphSize:
     workspace: int
     largest: tuple[int, str]
     inputs: int
+    work: int = 0
 
     @property
     def total(self) -> int:
@@ -89,8 +96,8 @@ def _size(onnx: Any, value_type: Any) -> int | None:
     return None if item is None else count * item
 
 
-def _fix_inputs(graph: Any, what: str, input_size: int | None, image_input: str) -> None:
-    """One image: a symbolic first dimension is 1, the image's height and width the card's ``input_size``
+def _fix_inputs(graph: Any, what: str, input_size: int | None, image_input: str, batch: int = 1) -> None:
+    """``batch`` images (one by default): a symbolic first dimension is ``batch``, the image's height and width the card's ``input_size``
     and its channels 1, as the runtime feeds it; any other symbolic dimension is refused."""
     initialized = {init.name for init in graph.initializer}
     for value in graph.input:
@@ -101,7 +108,7 @@ def _fix_inputs(graph: Any, what: str, input_size: int | None, image_input: str)
             if dim.HasField("dim_value"):
                 continue
             if i == 0:
-                dim.dim_value = 1
+                dim.dim_value = batch
             elif value.name == image_input and i in (1, 2) and input_size is not None:
                 dim.dim_value = input_size
             elif value.name == image_input and i == 3:
@@ -127,8 +134,9 @@ def _without_weights(onnx: Any, graph: Any) -> None:
     graph.initializer.extend(kept)
 
 
-def graph_size(data: bytes, what: str, input_size: int | None, image_input: str = "image") -> GraphSize:
-    """The tensors the serialized model ``data`` makes for one image (see :class:`GraphSize`). An
+def graph_size(data: bytes, what: str, input_size: int | None, image_input: str = "image",
+               batch: int = 1) -> GraphSize:
+    """The tensors the serialized model ``data`` makes for ``batch`` images (see :class:`GraphSize`). An
     :class:`InvalidModelError` for a graph whose tensors cannot all be sized."""
     onnx = _onnx()
     try:
@@ -142,7 +150,7 @@ def graph_size(data: bytes, what: str, input_size: int | None, image_input: str 
         if any(attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for attr in node.attribute):
             raise InvalidModelError(f"{what}: its graph has control flow ({node.op_type!r}), whose tensors cannot be "
                                     "sized before it runs; a boneage model has none")
-    _fix_inputs(graph, what, input_size, image_input)
+    _fix_inputs(graph, what, input_size, image_input, batch)
     inputs = sum(_size(onnx, v.type) or 0 for v in graph.input if v.name not in {i.name for i in graph.initializer})
     _without_weights(onnx, graph)
     del graph.value_info[:]  # what the file says of its tensors' shapes is not taken: they are inferred,
@@ -153,12 +161,15 @@ def graph_size(data: bytes, what: str, input_size: int | None, image_input: str 
     except Exception as exc:  # noqa: BLE001 - onnx's InferenceError, ValidationError and C++ errors
         raise InvalidModelError(f"{what}: ONNX shape inference failed on its graph: {' '.join(str(exc).split())}"[:500]) from exc
     types = {v.name: v.type for v in [*inferred.value_info, *inferred.output, *inferred.input]}
-    tensors, workspace, largest = 0, 0, (0, "")
+    tensors, workspace, largest, work = 0, 0, (0, ""), 0
+    outputs = {value.name for value in graph.output}
     for node in inferred.node:
         for name in node.output:
             if not name:
                 continue
             size = _size(onnx, types[name]) if name in types else None
+            if size is None and name in outputs:  # an answer of the wrong type: check_signature says so, once loaded
+                continue
             if size is None:
                 raise InvalidModelError(f"{what}: the tensor {name[:80]!r} made by its {node.op_type[:40]!r} node has no "
                                         "static size for one image, so what the graph allocates cannot be bounded")
@@ -166,7 +177,45 @@ def graph_size(data: bytes, what: str, input_size: int | None, image_input: str 
             largest = max(largest, (size, name))
         if node.op_type in CONVOLUTIONS:
             workspace = max(workspace, _conv_workspace(onnx, node, types))
-    return GraphSize(tensors=tensors, workspace=workspace, largest=largest, inputs=inputs)
+        work += _work(onnx, node, types)
+    return GraphSize(tensors=tensors, workspace=workspace, largest=largest, inputs=inputs, work=work)
+
+
+def _elements(value: Any) -> int:
+    count = 1
+    for d in value.tensor_type.shape.dim:
+        count *= max(d.dim_value, 1)
+    return count
+
+
+def _work(onnx: Any, node: Any, types: dict[str, Any]) -> int:
+    """Multiply-adds (or element visits) a node costs, from its shapes: each output element of a convolution
+    costs its kernel (input channels per group x kernel size), of a pooling its window, of a matrix product its
+    inner dimension; any other node one visit per output element. A 14.7 MB graph of large max-pooling windows
+    took 40 minutes an image within the memory budget (probe 14)."""
+    out = types.get(node.output[0]) if node.output and node.output[0] else None
+    if out is None:
+        return 0
+    elements = _elements(out)
+    per_output = 1
+    if node.op_type in CONVOLUTIONS:
+        at = 3 if node.op_type == "QLinearConv" else 1
+        weight = types.get(node.input[at]) if len(node.input) > at else None
+        if weight is not None:
+            per_output = _elements(weight) // max(weight.tensor_type.shape.dim[0].dim_value, 1) \
+                if weight.tensor_type.shape.dim else 1
+    elif node.op_type in ("MaxPool", "AveragePool", "LpPool"):
+        for attr in node.attribute:
+            if attr.name == "kernel_shape":
+                for k in attr.ints:
+                    per_output *= max(int(k), 1)
+    elif node.op_type in ("MatMul", "Gemm", "MatMulInteger", "QLinearMatMul") and node.input:
+        a = types.get(node.input[0])
+        dims = a.tensor_type.shape.dim if a is not None else []
+        if dims:
+            transposed = node.op_type == "Gemm" and any(x.name == "transA" and x.i for x in node.attribute)
+            per_output = max((dims[0] if transposed else dims[-1]).dim_value, 1)
+    return elements * per_output
 
 
 def _conv_workspace(onnx: Any, node: Any, types: dict[str, Any]) -> int:
@@ -192,8 +241,10 @@ def _conv_workspace(onnx: Any, node: Any, types: dict[str, Any]) -> int:
 
 
 def check_graph_size(data: bytes, what: str, input_size: int | None, image_input: str = "image") -> GraphSize:
-    """Refuse (:class:`InvalidModelError`) a graph that allocates more than :func:`budget` for one image, or
-    whose tensors cannot be sized; else its sizes."""
+    """Refuse (:class:`InvalidModelError`) a graph that allocates more than :func:`budget` for one image, whose
+    second image costs more than its first (memory that grows faster than the batch: a tensor of N**27
+    elements for N images passed at one image), that computes more than the work budget for one image, or
+    whose tensors cannot be sized; else its sizes for one image."""
     size = graph_size(data, what, input_size, image_input)
     limit = budget(size.inputs)
     if size.total > limit:
@@ -202,4 +253,13 @@ def check_graph_size(data: bytes, what: str, input_size: int | None, image_input
             f"{what}: its graph allocates {size.total / 2**20:,.0f} MiB for one image (its largest tensor, "
             f"{name[:80]!r}, {largest / 2**20:,.0f} MiB), more than the {limit / 2**20:,.0f} MiB boneage allows a model "
             "of this input size; a boneage model needs a fraction of that")
+    work_limit = FIXED_WORK + WORK_PER_INPUT_BYTE * size.inputs
+    if size.work > work_limit:
+        raise InvalidModelError(f"{what}: its graph computes {size.work / 1e9:,.1f} G operations for one image, more than "
+                                f"the {work_limit / 1e9:,.1f} G boneage allows a model of this input size (DenseNet121 "
+                                "at 100 px: 0.5 G)")
+    pair = graph_size(data, what, input_size, image_input, batch=2)
+    if pair.total - size.total > size.total:
+        raise InvalidModelError(f"{what}: its graph allocates {size.total / 2**20:,.0f} MiB for one image but "
+                                f"{pair.total / 2**20:,.0f} MiB for two: its memory grows faster than the batch")
     return size
