@@ -23,7 +23,7 @@ def model(weight: np.ndarray, bias: np.ndarray) -> Any:
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, weight.shape[0]])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, weight.shape[1]])],
         [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)  # ONNX Runtime reads 8
 
 
 def run(proto: Any, x: np.ndarray) -> np.ndarray:

@@ -45,6 +45,9 @@ def test_model_trained_on_jax_exports_and_serves(data_dir: Path, tmp_path: Path)
     with (tmp_path / "run" / "history.csv").open() as f:
         jax_val_mae = float(list(csv.DictReader(f))[-1]["val_mae"])
 
+    from tests import tiny_backbone
+
+    tiny_backbone.register()  # export builds the run's backbone and loads the file's weights into it
     (entry,) = export_run(tmp_path / "run", "0.0.1", tmp_path / "models")  # here: TensorFlow + tf2onnx
     assert abs(entry.metrics["mae"] - jax_val_mae) < 0.05, (entry.metrics["mae"], jax_val_mae)
     estimator = BoneAgeEstimator(tmp_path / "models" / entry.file)
