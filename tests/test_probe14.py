@@ -3,6 +3,8 @@ minutes (runtimes/onnxbudget.check_graph_size), refused at load; the shipped mod
 
 from __future__ import annotations
 
+import struct
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +75,26 @@ def test_a_graph_that_computes_for_minutes_is_refused_at_load(tmp_path: Path) ->
 def test_the_shipped_model_is_well_inside_both_budgets() -> None:
     size = check_graph_size(shipped().read_bytes(), "shipped", 100)
     assert 0.3e9 < size.work < (FIXED_WORK + WORK_PER_INPUT_BYTE * size.inputs) / 20  # measured: 0.54 G of 14.5
+
+
+@pytest.mark.parametrize("flag, method, message", [(1, zipfile.ZIP_STORED, "is encrypted"),
+                                                  (0, 9, "compressed with method 9"),
+                                                  (0, 99, "compressed with method 99")])
+def test_a_keras_member_encrypted_or_compressed_oddly_is_refused_from_the_directory(
+        tmp_path: Path, flag: int, method: int, message: str) -> None:
+    """zipfile raised RuntimeError or NotImplementedError reading such a member: exit 70 in train and export."""
+    from boneage.errors import ConfigError
+    from boneage.models import check_keras_file
+
+    path = tmp_path / "m.keras"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", "{}")
+        archive.writestr("model.weights.h5", b"\0" * 64)
+    data = bytearray(path.read_bytes())
+    entry = data.rfind(b"PK\x01\x02", 0, data.rfind(b"PK\x01\x02"))  # config.json's central directory entry
+    struct.pack_into("<HH", data, entry + 8, flag, method)  # general purpose flags, compression method
+    path.write_bytes(bytes(data))
+    with pytest.raises(InvalidModelError, match=message):
+        check_keras_file(path)
+    with pytest.raises(ConfigError, match=message):
+        check_keras_file(path, ConfigError)

@@ -313,6 +313,10 @@ def _members_problem(members: list[zipfile.ZipInfo], limit: int) -> str | None:
         if name in names:
             return f"it holds two members named {printable(name)[:80]!r}"
         names.add(name)
+        if info.flag_bits & 1:  # zipfile raises RuntimeError for it, past every caller's except (probe 14)
+            return f"its member {printable(name)[:80]!r} is encrypted"
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):  # Keras writes these two only
+            return f"its member {printable(name)[:80]!r} is compressed with method {info.compress_type}, not stored or deflated"
         if name in ("config.json", "metadata.json") and info.file_size > KERAS_JSON_BYTES:
             return f"its {name} unpacks to {info.file_size:,} bytes, more than the {KERAS_JSON_BYTES:,} allowed"
         if info.file_size > KERAS_RATIO_FLOOR and info.file_size > KERAS_RATIO * max(info.compress_size, 1):
