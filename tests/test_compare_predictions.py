@@ -97,3 +97,18 @@ def test_the_tool_refuses_a_file_that_is_not_a_predictions_csv(tmp_path: Path) -
     other.write_text("id,boneage,male\n1,100,1\n")
     done = tool(a, other)
     assert done.returncode == 2 and "is not a predictions.csv" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_nan_ages_are_refused_not_carried_into_every_figure(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="finite"):
+        paired_difference([1.0, float("nan")], [1.0, 2.0], [1.0, 2.0])
+    a = write(tmp_path / "a.csv", [("1", 100, 110), ("2", 50, float("nan"))])
+    done = tool(a, write(tmp_path / "b.csv", [("1", 100, 100), ("2", 50, 50)]))
+    assert done.returncode == 2 and "not a finite number" in done.stderr
+
+
+def test_an_id_that_looks_like_a_repeat_is_not_taken_for_one(tmp_path: Path) -> None:
+    a = write(tmp_path / "a.csv", [("1", 100, 110), ("1#2", 50, 40), ("1", 100, 120)])
+    b = write(tmp_path / "b.csv", [("1", 100, 100), ("1#2", 50, 50), ("1", 100, 100)])
+    done = tool(a, b)
+    assert done.returncode == 0 and "3 images" in done.stdout, done.stderr

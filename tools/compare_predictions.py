@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 from pathlib import Path
 
 from boneage.cli.arguments import existing_file, positive
@@ -21,9 +22,9 @@ from boneage.columns import csv_rows
 from boneage.metrics import paired_difference
 
 
-def read(parser: argparse.ArgumentParser, path: Path) -> dict[str, tuple[float, float]]:
-    """id (with "#2", "#3" on its later occurrences) -> (true age, predicted age); a usage error for anything
-    that is not evaluate's predictions.csv."""
+def read(parser: argparse.ArgumentParser, path: Path) -> dict[tuple[str, int], tuple[float, float]]:
+    """(id, its occurrence: 1, 2, ...) -> (true age, predicted age); a usage error for anything that is not
+    evaluate's predictions.csv."""
     try:
         rows = csv_rows(path.read_bytes())
         pairs = [(row.cells["id"], float(row.cells["boneage"] or ""), float(row.cells["predicted"] or ""))
@@ -32,11 +33,13 @@ def read(parser: argparse.ArgumentParser, path: Path) -> dict[str, tuple[float, 
         parser.error(f"{path} is not a predictions.csv of boneage evaluate ({type(exc).__name__}: {exc})")
     if any(not i for i, _, _ in pairs):
         parser.error(f"{path} has a row without an id")
+    if not all(math.isfinite(x) for _, true, predicted in pairs for x in (true, predicted)):
+        parser.error(f"{path} holds an age that is not a finite number")
     seen: dict[str, int] = {}
     keyed = {}
     for i, true, predicted in pairs:
         seen[str(i)] = seen.get(str(i), 0) + 1
-        keyed[str(i) if seen[str(i)] == 1 else f"{i}#{seen[str(i)]}"] = (true, predicted)
+        keyed[(str(i), seen[str(i)])] = (true, predicted)
     return keyed
 
 

@@ -67,6 +67,8 @@ def paired_difference(true: ArrayLike, pred_a: ArrayLike, pred_b: ArrayLike, *, 
     t, a, b = (np.asarray(x, float) for x in (true, pred_a, pred_b))
     if not (t.shape == a.shape == b.shape and t.ndim == 1 and t.size >= 2):
         raise ValueError("paired_difference wants three 1-D arrays of the same length, at least 2")
+    if not (np.isfinite(t).all() and np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("paired_difference wants finite ages: a NaN would make every figure NaN")
     if not 0 < level < 1 or resamples < 1:
         raise ValueError("level must lie in (0, 1) and resamples be positive")
     gain = np.abs(b - t) - np.abs(a - t)  # per image; negative where b is closer

@@ -212,7 +212,11 @@ def export_run(
     if keras_path is not None:
         model.save(keras_path)
         if float16_weights:
-            halve_keras(keras_path)
+            try:
+                halve_keras(keras_path)
+            except ValueError as exc:
+                keras_path.unlink(missing_ok=True)  # not left beside no ONNX file
+                raise ExportError(f"cannot store the Keras weights in float16: {exc}") from exc
     card = ModelCard(
         name=name,
         version=version,
