@@ -120,6 +120,36 @@ def test_the_weights_and_the_output_scale_are_the_files(tiny: None, tmp_path: Pa
 
 
 @pytest.mark.tensorflow
+def test_compressed_weights_are_checked_from_memory_stored_ones_in_place(tiny: None, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # h5py read a DEFLATE member through zipfile, each backward seek decompressing it again: 10 s against 1.4 s
+    import h5py
+
+    from boneage.backbones import load_keras_model
+
+    saved = tiny_keras(tmp_path / "run" / "best.keras")
+    deflated = tmp_path / "run" / "deflated.keras"
+    with zipfile.ZipFile(tmp_path / "run" / "best.keras") as zin, \
+            zipfile.ZipFile(deflated, "w", zipfile.ZIP_DEFLATED) as zout:
+        for name in zin.namelist():
+            zout.writestr(name, zin.read(name))
+    stored = edited(tmp_path / "run" / "best.keras", tmp_path / "run" / "stored.keras")
+    opened: list[str] = []
+    real = h5py.File
+
+    def spy(name: Any, *args: Any, **kwargs: Any) -> Any:
+        opened.append(type(name).__name__)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(h5py, "File", spy)
+    x = inputs()
+    for path in (deflated, stored):
+        loaded = load_keras_model(path, "tiny_cnn", SIZE)
+        assert np.allclose(np.asarray(loaded(x, training=False)), np.asarray(saved(x, training=False)), atol=1e-5)
+    assert opened[0] == "BytesIO" and "ZipExtFile" in opened  # deflated: read once into memory; stored: in place
+
+
+@pytest.mark.tensorflow
 def test_weights_that_do_not_fit_are_the_callers_typed_error(tiny: None, tmp_path: Path) -> None:
     from keras import layers
 
@@ -164,13 +194,14 @@ def test_a_stored_weight_of_a_shape_the_model_lacks_is_refused_unread(tiny: None
 
 
 @pytest.mark.tensorflow
-def test_resume_restores_the_optimizer_into_its_own_model(tiny: None, tmp_path: Path) -> None:
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])  # real runs train in mixed_bfloat16
+def test_resume_restores_the_optimizer_into_its_own_model(tiny: None, tmp_path: Path, precision: str) -> None:
     from boneage.training.config import TrainConfig
     from boneage.training.data import Record
     from boneage.training.train import build_and_compile, resume_model
 
     config = TrainConfig.model_validate({"backbone": "tiny_cnn", "input_size": SIZE, "output_dir": str(tmp_path / "run"),
-                                         "sources": [{"labels": "x.csv", "images": "x"}]})
+                                         "sources": [{"labels": "x.csv", "images": "x"}], "precision": precision})
     records = [Record(str(i), Path(f"{i}.png"), 100.0 + i, bool(i % 2)) for i in range(4)]
     model = build_and_compile(config, records, steps_per_epoch=2)
     x = inputs(4)

@@ -4,6 +4,7 @@ only when a backbone is built."""
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import tempfile
@@ -12,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from boneage.errors import BoneAgeError, InvalidModelError, failures_as
+from boneage.errors import BoneAgeError, InvalidModelError, failures_as, printable
 from boneage.extras import TRAIN, require
 from boneage.hookspecs import hookimpl
 from boneage.modelcard import OUTPUT, one_line
@@ -54,17 +55,92 @@ SMALL_WEIGHT_BYTES = 1 << 20
 MAX_WEIGHT_OBJECTS = 100_000  # groups and datasets in model.weights.h5: a DenseNet121 checkpoint has ~8,000
 
 
+# backbone_options come from files (a card's notes, a run's config.json, a training config), and Keras allocates
+# what they ask before any weight is compared: {"head_units": 10**6} or a huge growth took gigabytes. A built-in
+# backbone takes only the options it has, within these bounds; a plugin's, scalars with numbers up to PLUGIN_NUMBER.
+MAX_OPTION_UNITS = 4096
+MAX_GROWTH = 128
+PLUGIN_NUMBER = 65_536
+PLUGIN_TEXT = 200
+
+
+def _number(low: float, high: float, *, whole: bool = False, above: bool = False,
+            below: bool = False) -> Callable[[Any], str | None]:
+    """A check of one option: a (whole) number from ``low`` to ``high`` (``above``/``below``: excluding them)."""
+    def check(value: Any) -> str | None:
+        kind = (int,) if whole else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value) \
+                or value < low or value > high or (above and value == low) or (below and value == high):
+            left, right = "(" if above else "[", ")" if below else "]"
+            return f"{'a whole' if whole else 'a'} number in {left}{low:g}, {high:g}{right}"
+        return None
+
+    return check
+
+
+_HEAD_OPTIONS: dict[str, Callable[[Any], str | None]] = {
+    "dropout": _number(0, 1, below=True),
+    "l2": _number(0, 1),
+    "sex_units": _number(1, MAX_OPTION_UNITS, whole=True),
+    "age_mean": _number(-10_000, 10_000),
+    "age_std": _number(0, 10_000, above=True),
+}
+# by builder, not by name: a plugin registering another backbone is checked as a plugin
+_BUILTIN_OPTIONS: dict[Callable[..., Any], dict[str, Callable[[Any], str | None]]] = {
+    _densenet121: {**_HEAD_OPTIONS, "head_units": _number(1, MAX_OPTION_UNITS, whole=True),
+                   "growth": _number(1, MAX_GROWTH, whole=True), "compression": _number(0, 1, above=True)},
+    _resnet34_cbam: _HEAD_OPTIONS,  # its head has 512 units, fixed
+}
+
+
+def checked_options(spec: BackboneSpec, options: Any, error: type[BoneAgeError]) -> dict[str, Any]:
+    """``options`` read from a file, checked before ``spec.build`` allocates what they ask: for a built-in
+    backbone only its own options, each within its bounds (``error`` for an unknown key or a value out of
+    range); for a plugin's, scalars (bool, number, text up to 200 characters, null) with no number beyond
+    ±65,536."""
+    def refuse(reason: str) -> BoneAgeError:
+        return error(f"the {spec.name} backbone cannot be built with these backbone_options: {reason}")
+
+    if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+        raise refuse("they are not a mapping of names")
+    allowed = _BUILTIN_OPTIONS.get(spec.build)
+    for key, value in options.items():
+        shown = printable(key)[:60]
+        if allowed is not None:
+            if key not in allowed:
+                raise refuse(f"{shown!r} is not one of its options ({', '.join(sorted(allowed))})")
+            wanted = allowed[key](value)
+            if wanted:
+                raise refuse(f"{shown} must be {wanted}, not {printable(str(value))[:40]}")
+        elif not (value is None or isinstance(value, bool)
+                  or (isinstance(value, str) and len(value) <= PLUGIN_TEXT)
+                  or (isinstance(value, (int, float)) and math.isfinite(value) and abs(value) <= PLUGIN_NUMBER)):
+            raise refuse(f"{shown} must be a boolean, a finite number within ±{PLUGIN_NUMBER:,}, text up to "
+                         f"{PLUGIN_TEXT} characters or null, not {type(value).__name__} {printable(str(value)[:40])}")
+    return dict(options)
+
+
+def build_backbone(backbone: str, input_size: int, options: Any, scale: dict[str, float] | None = None, *,
+                   error: type[BoneAgeError] = InvalidModelError) -> Any:
+    """The registered ``backbone`` built at ``input_size`` with ``options`` read from a file (checked first:
+    :func:`checked_options`) and ``scale`` (an archive's ``age_mean`` and ``age_std``, checked where read);
+    any failure of the builder is ``error``."""
+    from boneage.plugins import get_plugins
+
+    spec = get_plugins().get("backbones", backbone).spec
+    options = checked_options(spec, options, error)
+    with failures_as(error, f"the {backbone} backbone cannot be built with these backbone_options"):
+        return spec.build(input_size, **{**options, **(scale or {})})
+
+
 def load_keras_model(path: Path, backbone: str, input_size: int, options: dict[str, Any] | None = None, *,
                      sha256: str | None = None, error: type[BoneAgeError] = InvalidModelError,
                      limit: int | None = None) -> Any:
-    """The registered ``backbone`` built at ``input_size`` with ``options`` (uncompiled, float32), holding the
-    weights of the ``.keras`` file at ``path``: see :func:`load_keras_weights`, which checks the file."""
-    from boneage.plugins import get_plugins
-
+    """The registered ``backbone`` built at ``input_size`` with ``options`` (uncompiled, float32; checked:
+    :func:`checked_options`), holding the weights of the ``.keras`` file at ``path``: see
+    :func:`load_keras_weights`, which checks the file."""
     def build(scale: dict[str, float]) -> Any:  # once the archive is checked: a bad file is refused as such
-        spec = get_plugins().get("backbones", backbone).spec
-        with failures_as(error, f"the {backbone} backbone cannot be built with these backbone_options"):
-            return spec.build(input_size, **{**(options or {}), **scale})
+        return build_backbone(backbone, input_size, options or {}, scale, error=error)
 
     return load_keras_weights(path, build, f"{backbone} model", sha256=sha256, error=error, limit=limit)
 
@@ -183,8 +259,7 @@ def _check_weights(model: Any, archive: Path, path: Path, error: type[BoneAgeErr
         return None
 
     try:
-        with zipfile.ZipFile(archive) as files, files.open("model.weights.h5") as member, \
-                h5py.File(member, "r") as store:
+        with zipfile.ZipFile(archive) as files, _weights_member(files) as member, h5py.File(member, "r") as store:
             store.visititems(visit)
     except KeyError as exc:
         raise error(f"{path} holds no model.weights.h5: only weights in that form are loaded") from exc
@@ -195,6 +270,20 @@ def _check_weights(model: Any, archive: Path, path: Path, error: type[BoneAgeErr
     if optimizer and found["optimizer"] != len(model.optimizer.variables):
         raise error(f"{path} holds {found['optimizer']:,} optimizer variables, but the {what}'s optimizer has "
                     f"{len(model.optimizer.variables):,}: not a checkpoint of this run's model")
+
+
+@contextlib.contextmanager
+def _weights_member(files: zipfile.ZipFile) -> Iterator[Any]:
+    """``model.weights.h5`` for h5py: the member as it is where it is stored, in memory where it is compressed.
+    h5py seeks back and forth, and each backward seek in a DEFLATE stream decompresses it again from the start
+    (10 s against 1.4 s for a DenseNet121); its size was bounded with the archive (``check_keras_archive``)."""
+    info = files.getinfo("model.weights.h5")  # KeyError: none
+    if info.compress_type == zipfile.ZIP_STORED:
+        with files.open(info) as member:
+            yield member
+        return
+    with io.BytesIO(files.read(info)) as member:
+        yield member
 
 
 @hookimpl

@@ -21,7 +21,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from boneage.backbones import load_keras_weights
+from boneage.backbones import build_backbone, checked_options, load_keras_weights
 from boneage.errors import BoneAgeError, ConfigError, failures_as
 from boneage.errors import TrainingInterrupted as TrainingInterrupted  # re-exported: its home before errors.py
 from boneage.models import MAX_MODEL_BYTES, RunModel, run_model
@@ -63,7 +63,7 @@ def build_and_compile(config: TrainConfig, train: list[Record], steps_per_epoch:
     ``plugins`` (default: the process-wide registry)."""
     spec = get_plugins(plugins).get("backbones", config.backbone).spec
     options = {"age_mean": float(np.mean([r.boneage for r in train])), "age_std": age_std(train),
-               **config.backbone_options, **(scale or {})}
+               **checked_options(spec, config.backbone_options, ConfigError), **(scale or {})}
     # before anything is written: a bad option was a TypeError or ValueError (exit 70), or built and failed
     # at the first training step once the run folder held a run
     with precision_policy(config.precision), \
@@ -188,9 +188,7 @@ def load_saved(path: Path, failure: str, limit: int | None = None, config: Train
 
     def own(scale: dict[str, float]) -> Any:
         run: TrainConfig | RunModel = config if config is not None else run_model(path)
-        spec = get_plugins().get("backbones", run.backbone).spec
-        with failures_as(ConfigError, f"the {run.backbone} backbone cannot be built with these backbone_options"):
-            return spec.build(run.input_size, **{**run.backbone_options, **scale})
+        return build_backbone(run.backbone, run.input_size, run.backbone_options, scale, error=ConfigError)
 
     what = f"{config.backbone} model" if config is not None else "model of its run's backbone"
     try:
