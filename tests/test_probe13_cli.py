@@ -194,20 +194,38 @@ def test_plugin_output_in_a_worker_thread_leaves_the_main_threads_output_alone(
         with plugin_code():
             contained.write("a plugin's half line")
             started.set()
-            printed.wait()
+            assert printed.wait(10)
             contained.write(", ended\n")
             contained.write("and its unended last")
 
     worker = threading.Thread(target=step)
     with caplog.at_level(logging.INFO, logger="boneage.plugins"):
         worker.start()
-        started.wait()
+        assert started.wait(10), "the worker failed before it printed"
         contained.write('{"results": 1}\n')  # the main thread's output while the worker is inside plugin code
         printed.set()
-        worker.join()
+        worker.join(10)
+    assert not worker.is_alive()
     assert stream.getvalue() == '{"results": 1}\n'
     assert [r.getMessage() for r in caplog.records] == ["plugin code printed: a plugin's half line, ended",
                                                         "plugin code printed: and its unended last"]
+
+
+def test_contained_stdout_answers_what_its_stream_answers() -> None:
+    class Colorama:  # colorama's and some IDEs' streams: write returns None
+        def __init__(self) -> None:
+            self.text = ""
+
+        def write(self, text: str) -> None:
+            self.text += text
+
+    stream = Colorama()
+    contained = ContainedStdout(stream)
+    assert contained.write("results\n") is None  # was: TypeError from int(None)
+    assert ContainedStdout(io.StringIO()).write("four") == 4
+    with plugin_code():
+        assert contained.write("a plugin's line\n") == len("a plugin's line\n")
+    assert stream.text == "results\n"
 
 
 def test_a_command_puts_stdout_and_the_warning_hook_back(tiny_model: Path, radiograph_png: Path,
@@ -269,6 +287,48 @@ def test_a_step_that_writes_into_its_input_is_a_plugin_error_and_the_callers_arr
     assert np.array_equal(image, before)
 
 
+class FailingPlugin:
+    """A step that raises WRITES["error"] (an exception that mentions read-only, but is no write into its input)."""
+
+    @hookimpl
+    def boneage_register_preprocess_steps(self) -> list[StepSpec]:
+        def apply(image: np.ndarray, trace: Any) -> np.ndarray:
+            raise FAILS[0]
+
+        return [StepSpec(name="fails", build=lambda p: apply, doc="fails")]
+
+
+FAILS: list[BaseException] = []
+
+
+@pytest.mark.parametrize("error", [OSError(30, "Read-only file system"), RuntimeError("cache is read-only"),
+                                   ValueError("the template is read-only, choose another")])
+def test_a_step_failing_with_read_only_in_its_message_fails_that_image_only(error: BaseException) -> None:
+    # was: any exception whose text held "read-only" became a PluginError blaming the step, ending the batch
+    plugins.get_plugins().register(FailingPlugin(), "probe13 1.0", name="FailingPlugin")
+    FAILS[:] = [error]
+    pipeline = build_pipeline(PreprocessConfig(steps=(StepConfig(name="fails"),)))
+    with pytest.raises(PreprocessError, match="preprocessing step 'fails' failed on this image") as caught:
+        pipeline.raw(synthetic_radiograph())
+    assert not isinstance(caught.value, PluginError)
+
+
+def test_numpy_and_opencv_refusals_to_write_are_what_counts_as_writing_into_the_input() -> None:
+    from boneage.preprocess.pipeline import wrote_into_input
+
+    image = synthetic_radiograph()
+    image.flags.writeable = False
+    refusals: list[BaseException] = []
+    for write in (lambda: image.__setitem__(0, 1), lambda: np.add(image, 1, out=image),
+                  lambda: cv2.GaussianBlur(image, (3, 3), 0, dst=image)):
+        try:
+            write()
+        except Exception as exc:  # noqa: BLE001 - what NumPy and OpenCV raise
+            refusals.append(exc)
+    assert len(refusals) == 3 and all(map(wrote_into_input, refusals))
+    assert not wrote_into_input(OSError(30, "Read-only file system"))
+
+
 INPUTS = {
     "gray uint8": synthetic_radiograph(),
     "gray uint16": synthetic_radiograph().astype(np.uint16) * 257,
@@ -322,6 +382,34 @@ def test_a_pil_image_reads_as_its_png_file_does(mode: str, tmp_path: Path) -> No
     assert from_pil.notes == from_file.notes  # a 12-bit image is scaled by its bit depth, with the same note
     in_memory = read_image(PIL_IMAGES[mode]())  # made in memory, never saved
     assert np.array_equal(in_memory.image, from_file.image)
+
+
+def test_a_pil_image_of_premultiplied_mode_la_reads_as_its_la_image() -> None:
+    la = Image.fromarray(np.dstack([synthetic_radiograph(), np.full((300, 240), 255, np.uint8)]), mode="LA")
+    # was: "cannot be read: conversion from La to L not supported" for a mode PIL_MODES lists
+    assert np.array_equal(read_image(la.convert("La")).image, read_image(la).image)
+
+
+def test_a_pil_image_is_decoded_outside_the_warnings_lock() -> None:
+    from boneage.formats import _warnings_lock
+
+    image = Image.fromarray(synthetic_radiograph()).convert("P")
+    held: list[tuple[str, bool]] = []
+    load, convert = image.load, image.convert
+    owned = _warnings_lock._is_owned  # type: ignore[attr-defined,unused-ignore]  # RLock.locked(): Python 3.14
+
+    def spy_load() -> Any:
+        held.append(("load", owned()))
+        return load()
+
+    def spy_convert(*args: Any, **kwargs: Any) -> Any:
+        held.append(("convert", owned()))
+        return convert(*args, **kwargs)
+
+    image.load, image.convert = spy_load, spy_convert  # type: ignore[method-assign]
+    read_image(image)
+    assert {name for name, _ in held} == {"load", "convert"}
+    assert not any(locked for _, locked in held)  # was: both under the process-wide lock
 
 
 def test_a_pil_image_of_mode_i_reads_as_16_bits() -> None:

@@ -81,9 +81,9 @@ class ContainedStdout:
         self._pending = threading.local()  # a plugin's line not yet ended, per thread: print writes it in parts
         self._lines = itertools.count()  # next() is atomic under the GIL: no lock
 
-    def write(self, text: str) -> int:
+    def write(self, text: str) -> Any:
         if not in_plugin_code() or getattr(self._pending, "logging", False):  # a log handler on stdout: no loop
-            return int(self.stream.write(text))
+            return self.stream.write(text)  # as the stream answers: colorama's and IDE streams return None
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         pending = getattr(self._pending, "text", "") + text

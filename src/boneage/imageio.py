@@ -445,7 +445,8 @@ def source_name(source: object) -> str | None:
 
 
 # A PIL image's mode -> the mode it is read in, as the file reader (OpenCV) decodes that kind of file: a palette to
-# RGB (RGBA where it has a transparent entry), gray with alpha to RGBA, 1-bit to 0/255, CMYK and YCbCr to RGB.
+# RGB (RGBA where it has a transparent entry), gray with alpha to RGBA (premultiplied La unmultiplied first, through
+# LA), 1-bit to 0/255, CMYK and YCbCr to RGB.
 PIL_MODES = {"1": "L", "L": "L", "P": "RGB", "PA": "RGBA", "LA": "RGBA", "La": "RGBA", "RGB": "RGB", "RGBA": "RGBA",
              "RGBa": "RGBA", "RGBX": "RGB", "CMYK": "RGB", "YCbCr": "RGB", "I;16": "I;16", "I;16L": "I;16L",
              "I;16B": "I;16B", "I;16N": "I;16N", "I": "I", "F": "F"}
@@ -479,11 +480,13 @@ def read_pil(image: PILImage) -> Loaded:
     if width * height * PIL_PIXEL_BYTES[target] > MAX_DECODED_BYTES:
         raise ImageTooLargeError(f"{what} ({width}x{height}, mode {mode}) needs more than the "
                                  f"{MAX_DECODED_BYTES // 2**20} MiB allowed per image")
-    try:
+    try:  # decoded outside the process-wide warnings lock: the estimator's threads decode at once
+        image.load()  # a PNG's eXIf after its pixels is read with them
         with quiet_warnings():
-            image.load()  # a PNG's eXIf after its pixels is read with them
             orientation = _pil_orientation(image)
-            array = np.asarray(image if target == mode else image.convert(target))
+        if mode == "La":  # premultiplied alpha: Pillow converts it to LA only, then LA on as a file's LA
+            image = image.convert("LA")
+        array = np.asarray(image if target == image.mode else image.convert(target))
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"{what} has more than the {MAX_PIXELS:,} pixels allowed ({exc})") from exc
     except (OSError, ValueError, SyntaxError, struct.error, EOFError) as exc:  # truncated, or closed

@@ -140,12 +140,21 @@ def _as_given(image: np.ndarray, given: np.ndarray, shown: np.ndarray) -> np.nda
 
 
 def wrote_into_input(exc: BaseException) -> bool:
-    """Whether ``exc`` is NumPy's (or OpenCV's) refusal to write into a read-only array."""
+    """Whether ``exc`` is NumPy's (or OpenCV's) refusal to write into a read-only array: NumPy's ValueError
+    ("assignment destination is read-only", "output array is read-only"), OpenCV's error for an output
+    argument "marked as readonly". Only those: any text with "read-only" in it (an ``OSError: Read-only file
+    system`` from a cropper's cache) blamed the step and stopped the batch, where it is this image's failure."""
+    import cv2
+
+    if type(exc) is not ValueError and not isinstance(exc, cv2.error):
+        return False
     try:
         text = str(exc)
     except Exception:  # noqa: BLE001 - a plugin's exception may not even print
         return False
-    return isinstance(exc, Exception) and ("read-only" in text or "readonly" in text)
+    if isinstance(exc, cv2.error):
+        return "NumPy array marked as readonly" in text
+    return text.endswith("is read-only")
 
 
 def validated(params_model: type[BaseModel], params: dict[str, object], what: str) -> BaseModel:
