@@ -353,3 +353,27 @@ def test_the_runtime_builds_the_backbone_with_the_options_its_card_or_run_names(
     (path.parent / "config.json").write_text(json.dumps({"backbone": "tiny_cnn", "input_size": SIZE,
                                                          "backbone_options": {"sex_units": 8}}))
     assert card_from_run(path).notes == {"backbone_options": {"sex_units": 8}}  # a run's config, likewise
+
+
+def test_a_weight_stored_in_a_chunk_far_larger_than_itself_is_refused_unread(tiny: None, tmp_path: Path) -> None:
+    """Probe 14: a weight of a shape the model has, in one gzip chunk of 2**26 elements (HDF5 inflates a chunk
+    whole: 256 MB for a few floats; the probe's 2**29 took 2.8 GB)."""
+    import h5py
+
+    from boneage.backbones import load_keras_model
+
+    source = tmp_path / "run" / "best.keras"
+    tiny_keras(source)
+    with zipfile.ZipFile(source) as archive:
+        (tmp_path / "w.h5").write_bytes(archive.read("model.weights.h5"))
+    with h5py.File(tmp_path / "w.h5", "a") as store:
+        names: list[str] = []
+        store.visititems(lambda name, item: names.append(name) if isinstance(item, h5py.Dataset) else None)
+        name = next(n for n in names if n.startswith("layers/"))
+        value = store[name][()]
+        del store[name]
+        store.create_dataset(name, data=value, maxshape=(None,) * value.ndim,
+                             chunks=(2**26,) + value.shape[1:], compression="gzip")
+    bomb = edited(source, tmp_path / "run" / "chunk.keras", weights=(tmp_path / "w.h5").read_bytes())
+    with pytest.raises(InvalidModelError, match="is stored in chunks of"):
+        load_keras_model(bomb, "tiny_cnn", SIZE)

@@ -254,6 +254,11 @@ def _check_weights(model: Any, archive: Path, path: Path, error: type[BoneAgeErr
             problems.append(f"its weight {name[:200]!r} has shape {str(shape)[:100]}, which no variable of the "
                             f"{what} has")
             return True
+        chunk = math.prod(item.chunks) * dtype.itemsize if item.chunks else 0
+        if chunk > max(math.prod(shape) * dtype.itemsize, SMALL_WEIGHT_BYTES):  # HDF5 inflates a chunk whole
+            problems.append(f"its weight {name[:200]!r} of shape {str(shape)[:100]} is stored in chunks of "
+                            f"{chunk:,} bytes, more than the weight itself")
+            return True
         if name.startswith("optimizer/vars/"):
             found["optimizer"] += 1
         return None
