@@ -20,6 +20,7 @@ check skipped where it is missing would bound nothing on the machines that lack 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -181,11 +182,18 @@ def graph_size(data: bytes, what: str, input_size: int | None, image_input: str 
     return GraphSize(tensors=tensors, workspace=workspace, largest=largest, inputs=inputs, work=work)
 
 
+def _dims(value: Any) -> list[int]:
+    return [d.dim_value for d in value.tensor_type.shape.dim]
+
+
 def _elements(value: Any) -> int:
-    count = 1
-    for d in value.tensor_type.shape.dim:
-        count *= max(d.dim_value, 1)
-    return count
+    return math.prod(max(d, 1) for d in _dims(value))
+
+
+def _conv_weight(node: Any, types: dict[str, Any]) -> Any:
+    """The type of a convolution's weight input (QLinearConv's fourth: x, x_scale, x_zero_point, w), or None."""
+    at = 3 if node.op_type == "QLinearConv" else 1
+    return types.get(node.input[at]) if len(node.input) > at else None
 
 
 def _work(onnx: Any, node: Any, types: dict[str, Any]) -> int:
@@ -199,11 +207,9 @@ def _work(onnx: Any, node: Any, types: dict[str, Any]) -> int:
     elements = _elements(out)
     per_output = 1
     if node.op_type in CONVOLUTIONS:
-        at = 3 if node.op_type == "QLinearConv" else 1
-        weight = types.get(node.input[at]) if len(node.input) > at else None
+        weight = _conv_weight(node, types)
         if weight is not None:
-            per_output = _elements(weight) // max(weight.tensor_type.shape.dim[0].dim_value, 1) \
-                if weight.tensor_type.shape.dim else 1
+            per_output = math.prod(max(d, 1) for d in _dims(weight)[1:])
     elif node.op_type in ("MaxPool", "AveragePool", "LpPool"):
         for attr in node.attribute:
             if attr.name == "kernel_shape":
@@ -222,22 +228,14 @@ def _conv_workspace(onnx: Any, node: Any, types: dict[str, Any]) -> int:
     """The im2col buffer a convolution may take: input channels per group x kernel elements x output pixels
     (for ConvTranspose, whose col2im buffer is output channels per group x kernel x input pixels, this bounds it
     from above), in the weights' element size."""
-    at = 3 if node.op_type == "QLinearConv" else 1  # x, x_scale, x_zero_point, w, ...
-    weight = types.get(node.input[at]) if len(node.input) > at else None
+    weight = _conv_weight(node, types)
     output = types.get(node.output[0])
     if weight is None or output is None:
         return 0
-    kernel = [d.dim_value for d in weight.tensor_type.shape.dim]
-    out = [d.dim_value for d in output.tensor_type.shape.dim]
+    kernel, out = _dims(weight), _dims(output)
     if len(kernel) < 3 or len(out) < 3:
         return 0
-    per_output = 1
-    for d in kernel[1:]:
-        per_output *= d
-    pixels = 1
-    for d in out[2:]:
-        pixels *= d
-    return per_output * pixels * (_item_bytes(onnx, weight.tensor_type.elem_type) or 4)
+    return math.prod(kernel[1:]) * math.prod(out[2:]) * (_item_bytes(onnx, weight.tensor_type.elem_type) or 4)
 
 
 def check_graph_size(data: bytes, what: str, input_size: int | None, image_input: str = "image") -> GraphSize:
