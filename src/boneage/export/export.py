@@ -194,7 +194,7 @@ def export_run(
     if parity > PARITY_LIMIT:
         raise ExportError(f"ONNX and Keras differ by {parity:.4f} months on real radiographs (limit {PARITY_LIMIT})")
     predicted = onnx_predict(unsealed, images, male)
-    metrics = {**summary(ages, predicted), "parity_max_abs_months": parity}
+    halving: dict[str, float] = {}
     if float16_weights:
         try:
             halve_weights(proto.graph)
@@ -204,8 +204,8 @@ def export_run(
         shift = float(np.abs(halved - predicted).max())
         if shift > HALF_LIMIT:
             raise ExportError(f"float16 weights move answers by {shift:.2f} months (limit {HALF_LIMIT})")
-        predicted = halved
-        metrics = {**summary(ages, predicted), "parity_max_abs_months": parity, "float16_shift_max_months": shift}
+        predicted, halving = halved, {"float16_shift_max_months": shift}
+    metrics = {**summary(ages, predicted), "parity_max_abs_months": parity, **halving}
     interval = calibrate(predicted, ages, [r.id for r in val], male.reshape(-1) > 0.5)
 
     out_dir.mkdir(parents=True, exist_ok=True)

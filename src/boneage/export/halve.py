@@ -21,22 +21,29 @@ MIN_ELEMENTS = 1024  # smaller tensors stay float32 (most biases and batch-norm 
 # or more are halved too: 0.5.0's answers moved by 0.18 months at most, measured by export)
 
 
+def _halved(values: Any, name: str) -> np.ndarray | None:
+    """``values`` as float16 when they are float32 and at least :data:`MIN_ELEMENTS` of them, else None; a
+    value outside float16's range is a ValueError (it would become infinity)."""
+    if not isinstance(values, np.ndarray) or values.dtype != np.float32 or values.size < MIN_ELEMENTS:
+        return None
+    if not np.all(np.abs(values) <= np.finfo(np.float16).max):
+        raise ValueError(f"weight {name!r} holds values beyond float16's range")
+    return values.astype(np.float16)
+
+
 def halve_weights(graph: Any) -> int:
     """Store ``graph``'s float32 initializers of at least :data:`MIN_ELEMENTS` values as float16, each read
     through a Cast to float32 under its old name, so no node changes; returns how many were halved. A value
     outside float16's range refuses the whole model (ValueError): it would become infinity."""
     from onnx import TensorProto, helper, numpy_helper
 
-    large = [t for t in graph.initializer
-             if t.data_type == TensorProto.FLOAT and np.prod(t.dims, dtype=np.int64) >= MIN_ELEMENTS]
-    values = [numpy_helper.to_array(t) for t in large]
-    for tensor, array in zip(large, values, strict=True):  # all checked before any is changed
-        if not np.all(np.abs(array) <= np.finfo(np.float16).max):
-            raise ValueError(f"initializer {tensor.name!r} holds values beyond float16's range")
+    found = [(t, _halved(numpy_helper.to_array(t), t.name)) for t in graph.initializer
+             if t.data_type == TensorProto.FLOAT]  # all checked before any is changed
+    large = [(t, half) for t, half in found if half is not None]
     casts = []
-    for tensor, array in zip(large, values, strict=True):
+    for tensor, half in large:
         name = tensor.name
-        tensor.CopyFrom(numpy_helper.from_array(array.astype(np.float16), f"{name}.fp16"))
+        tensor.CopyFrom(numpy_helper.from_array(half, f"{name}.fp16"))
         casts.append(helper.make_node("Cast", [f"{name}.fp16"], [name], to=TensorProto.FLOAT, name=f"{name}.cast"))
     nodes = casts + list(graph.node)
     del graph.node[:]
@@ -57,11 +64,8 @@ def halve_keras(path: Path) -> None:
                 copy(item, target.create_group(name))
                 continue
             value = item[()]
-            if isinstance(value, np.ndarray) and value.dtype == np.float32 and value.size >= MIN_ELEMENTS:
-                if not np.all(np.abs(value) <= np.finfo(np.float16).max):
-                    raise ValueError(f"weight {item.name!r} holds values beyond float16's range")
-                value = value.astype(np.float16)
-            target.create_dataset(name, data=value).attrs.update(item.attrs)
+            half = _halved(value, item.name)
+            target.create_dataset(name, data=value if half is None else half).attrs.update(item.attrs)
 
     with zipfile.ZipFile(path) as archive:
         members = {info.filename: archive.read(info) for info in archive.infolist()}
