@@ -133,14 +133,14 @@ def build_backbone(backbone: str, input_size: int, options: Any, scale: dict[str
         return spec.build(input_size, **{**options, **(scale or {})})
 
 
-def load_keras_model(path: Path, backbone: str, input_size: int, options: dict[str, Any] | None = None, *,
+def load_keras_model(path: Path, backbone: str, input_size: int, options: Any = None, *,
                      sha256: str | None = None, error: type[BoneAgeError] = InvalidModelError,
                      limit: int | None = None) -> Any:
     """The registered ``backbone`` built at ``input_size`` with ``options`` (uncompiled, float32; checked:
     :func:`checked_options`), holding the weights of the ``.keras`` file at ``path``: see
     :func:`load_keras_weights`, which checks the file."""
     def build(scale: dict[str, float]) -> Any:  # once the archive is checked: a bad file is refused as such
-        return build_backbone(backbone, input_size, options or {}, scale, error=error)
+        return build_backbone(backbone, input_size, {} if options is None else options, scale, error=error)
 
     return load_keras_weights(path, build, f"{backbone} model", sha256=sha256, error=error, limit=limit)
 

@@ -39,15 +39,12 @@ def _load(path: Path, card: ModelCard, threads: int | None, sha256: str | None =
         raise InvalidModelError(f"{path} is not a loadable Keras model: {exc}") from exc
 
 
-def backbone_options(card: ModelCard) -> dict[str, Any]:
+def backbone_options(card: ModelCard) -> Any:
     """The ``backbone_options`` a model was built with, as its card's notes keep them (a run folder's config,
-    an export): ``{}`` (the backbone's defaults) where they say nothing."""
+    an export): ``{}`` (the backbone's defaults) where they say nothing; checked where the backbone is built
+    (:func:`boneage.backbones.checked_options`)."""
     options = card.notes.get("backbone_options")
-    if options is None:
-        return {}
-    if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
-        raise InvalidModelError(f"the card of {card.ref} gives backbone_options that are not a mapping of names")
-    return options
+    return {} if options is None else options
 
 
 def image_shape(model: Any, path: Path) -> tuple[int | None, ...]:

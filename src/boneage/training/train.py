@@ -179,9 +179,10 @@ def load_saved(path: Path, failure: str, limit: int | None = None, config: Train
                build: Callable[[dict[str, float]], Any] | None = None, optimizer: bool = False) -> Any:
     """The weights of a saved .keras model in boneage's own model of its backbone (uncompiled, float32): the
     backbone, input size and backbone_options of ``config``, by default those of the config.json of the run
-    folder the file is in (:func:`boneage.models.run_model`); or in the model ``build(scale)`` returns (with
-    ``optimizer``, its optimizer's state too). The file's own architecture is never built (:func:`boneage.backbones.load_keras_weights`, which checks the
-    archive first: at most ``limit`` bytes packed or unpacked, default 1 GiB, and no decompression bomb).
+    folder the file is in (:func:`boneage.models.run_model`); or in the model ``build(scale)`` returns, as it
+    builds it (with ``optimizer``, its optimizer's state too). The file's own architecture is never built
+    (:func:`boneage.backbones.load_keras_weights`, which checks the archive first: at most ``limit`` bytes
+    packed or unpacked, default 1 GiB, and no decompression bomb).
     ``ConfigError("{failure}: reason")`` for any file that does not load."""
     if not zipfile.is_zipfile(path):
         raise ConfigError(f"{failure}: not a .keras model archive (empty, cut short, or another kind of file)")
