@@ -20,6 +20,9 @@ MAX_PIXELS = 64_000_000  # a large CR plate is ~4300x3500 = 15 MP
 # The decoded image's bytes: a 64 MP 16-bit grayscale plate (128 MB) passes, an 8000x8000 16-bit
 # RGBA PNG (512 MB, about 1.5 GB while converted) does not.
 MAX_DECODED_BYTES = 160 * 1024 * 1024
+# An array passed in (or a decoder's result) once read, float as float32: a caller's own array may be larger
+# than a file's decoded pixels (a 15 MP RGB plate in float32 is 180 MiB), as a preprocessing step's output may.
+MAX_ARRAY_BYTES = 4 * MAX_DECODED_BYTES
 
 
 @dataclass(frozen=True)
@@ -43,28 +46,42 @@ def check_size(width: int, height: int, what: str) -> None:
 
 
 def check_array(image: np.ndarray, what: str = "array") -> np.ndarray:
-    """Accept (H, W), (H, W, 1|3|4) of uint8, uint16, or float in [0, 1]."""
+    """Accept (H, W), (H, W, 1|3|4) of uint8, uint16, or float in [0, 1]. Its size is checked from its shape
+    before any pixel is converted or scanned: a broadcast view of 4 bytes may claim 50000x50000 pixels, and a
+    big-endian copy or a scan for NaN took 2.6 GB and 14 s before it was refused."""
     if not isinstance(image, np.ndarray):
         raise UnsupportedImageError(f"{what} is a {type(image).__name__}, not a numpy array")
     if isinstance(image, np.ma.MaskedArray):  # its data was read as it is, the mask ignored
         raise UnsupportedImageError(f"{what} is a masked array, whose masked pixels would be read as the values "
                                     "under the mask: fill it first (e.g. image.filled(0))")
-    if image.dtype.kind in "uf" and not image.dtype.isnative:  # big-endian (FITS, np.frombuffer(..., ">u2"))
-        image = image.astype(image.dtype.newbyteorder("="))
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
         raise UnsupportedImageError(
             f"{what} has shape {image.shape}; expected (H, W) or (H, W, C) with C in 1, 3, 4"
         )
-    if image.dtype.kind == "f":
-        if not np.all(np.isfinite(image)):
+    # big-endian (FITS, np.frombuffer(..., ">u2")) is read as its native twin
+    dtype = image.dtype.newbyteorder("=") if image.dtype.kind in "uf" else image.dtype
+    if dtype.kind != "f" and dtype not in (np.uint8, np.uint16):
+        raise UnsupportedImageError(f"{what} has dtype {dtype}; expected uint8, uint16 or float in [0, 1]")
+    check_array_size(image.shape, 4 if dtype.kind == "f" else dtype.itemsize, what)
+    if dtype.kind == "f":  # scanned as it is (NaN is both its min and max), then one float32 copy at most
+        low, high = image.min(), image.max()
+        if not (np.isfinite(low) and np.isfinite(high)):
             raise UnsupportedImageError(f"{what} holds NaN or infinite values")
-        if image.size and (image.min() < 0 or image.max() > 1):
-            raise UnsupportedImageError(f"{what} is float but not in [0, 1] (min {image.min():g}, max {image.max():g})")
-        image = image.astype(np.float32, copy=False)
-    elif image.dtype not in (np.uint8, np.uint16):
-        raise UnsupportedImageError(f"{what} has dtype {image.dtype}; expected uint8, uint16 or float in [0, 1]")
-    check_size(image.shape[1], image.shape[0], what)
-    return image
+        if low < 0 or high > 1:
+            raise UnsupportedImageError(f"{what} is float but not in [0, 1] (min {low:g}, max {high:g})")
+        return image.astype(np.float32, copy=False)
+    return image if dtype == image.dtype else image.astype(dtype)
+
+
+def check_array_size(shape: tuple[int, ...], sample_bytes: int, what: str) -> None:
+    """:func:`check_size`, and the bytes the array takes once read (float as float32), at most
+    ``MAX_ARRAY_BYTES``: from the shape alone, before any pixel is touched."""
+    height, width = shape[:2]
+    check_size(width, height, what)
+    channels = shape[2] if len(shape) == 3 else 1
+    if width * height * channels * sample_bytes > MAX_ARRAY_BYTES:
+        raise ImageTooLargeError(f"{what} is {width}x{height} pixels of {channels} channel(s) of {8 * sample_bytes} "
+                                 f"bits: more than the {MAX_ARRAY_BYTES // 2**20} MiB an image array may take")
 
 
 # 16-bit images: which of their bits hold the picture. A 16-bit PNG or TIFF may hold 8-bit values

@@ -95,6 +95,9 @@ ORIENTATIONS: dict[int, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
     7: ("transversed", lambda a: np.rot90(a, 2).swapaxes(0, 1)),
     8: ("rotated 90 degrees counter-clockwise", lambda a: np.rot90(a, 1)),
 }
+# TIFF photometric tags of Lab colour: OpenCV (libtiff) decodes them to an RGB tinted by a and b (a radiograph
+# was answered 7 months off), so they are refused, as a PIL image of mode LAB is.
+LAB_PHOTOMETRICS = {8: "CIELab", 9: "ICCLab", 10: "ITULab"}
 # OpenCV's TIFF decoder applies the orientation itself, even with IMREAD_UNCHANGED.
 ORIENT_AFTER_DECODE = {"PNG", "JPEG", "MPO", "WEBP"}
 
@@ -233,7 +236,11 @@ def structure_checked(header: Header, data: bytes, what: str, tiff: TiffInfo | N
             header = replace(header, sample_bytes=3)
     elif header.format == "TIFF":
         info = tiff or tiff_info(data, what)
-        channels = max(info.samples, 3 if info.photometric in (2, 6, 8) else 1)
+        if info.photometric in LAB_PHOTOMETRICS:
+            raise UnsupportedImageError(f"{what} is a TIFF of {LAB_PHOTOMETRICS[info.photometric]} colour (photometric "
+                                        f"{info.photometric}), which the decoder reads as a tinted RGB: save the "
+                                        "radiograph as a grayscale (or RGB) image")
+        channels = max(info.samples, 3 if info.photometric in (2, 6) else 1)
         header = replace(header, channels=channels, sample_bytes=max(header.sample_bytes, (info.bits + 7) // 8),
                          photometric=info.photometric)
         if info.tile is not None:
@@ -453,20 +460,72 @@ PIL_MODES = {"1": "L", "L": "L", "P": "RGB", "PA": "RGBA", "LA": "RGBA", "La": "
 PIL_PIXEL_BYTES = {"L": 1, "RGB": 3, "RGBA": 4, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2, "I": 4, "F": 4}
 
 
+@dataclass
+class _Reading:
+    """A PIL image being read: its lock and how many threads hold or wait for it."""
+
+    lock: threading.Lock
+    users: int = 0
+
+
+_readings_lock = threading.Lock()
+_readings: dict[int, _Reading] = {}  # id(image) -> its reading, while some thread reads it
+
+
+@contextmanager
+def pil_image_held(image: object) -> Iterator[None]:
+    """One thread at a time reads a given PIL image; other images are read at once. Pillow's loaders share
+    the image's file and decoder state: two threads loading one lazily opened image (one image given twice
+    to ``predict_many``, or to ``predict`` from two threads) raised an ``AssertionError`` that lost the batch,
+    or gave wrong pixels and wrong bone ages silently. Keyed by ``id``, which the image, alive until this
+    ends, keeps to itself (a PIL image is unhashable); the entry goes with its last user."""
+    key = id(image)
+    with _readings_lock:
+        reading = _readings.setdefault(key, _Reading(threading.Lock()))
+        reading.users += 1
+    try:
+        with reading.lock:
+            yield
+    finally:
+        with _readings_lock:
+            reading.users -= 1
+            if not reading.users:
+                del _readings[key]
+
+
+# What Pillow raises for an image it cannot read: truncated, closed, or damaged (its loaders check their own
+# state with assert, and index tables the file gives).
+PIL_READ_ERRORS = (OSError, ValueError, SyntaxError, struct.error, EOFError, AssertionError, IndexError, KeyError)
+
+
 def read_pil(image: PILImage) -> Loaded:
     """A PIL image (``PIL.Image.open(...)`` or one made in memory), read as its file would be: checked for size
     before its pixels are loaded, one frame only (a multi-page TIFF or an animated image is refused; MPO reads its
     first picture as a JPEG file does), its EXIF orientation applied with the same note, its mode as
     :data:`PIL_MODES` says, 16-bit values by their bit depth (:func:`boneage.decoded.full_range`). Mode ``I``
-    (32-bit) is read as 16-bit when its values fit in 0-65535. Another mode is an :class:`UnsupportedImageError`."""
+    (32-bit) is read as 16-bit when its values fit in 0-65535. Another mode is an :class:`UnsupportedImageError`.
+    One thread at a time reads one image object (:func:`pil_image_held`)."""
+    what = "the PIL image"
+    with pil_image_held(image):
+        array, orientation = _pil_pixels(image, what)
+    pixels, notes = full_range(check_array(array, what), None, what)
+    if orientation != 1:
+        description, turn = ORIENTATIONS[orientation]
+        pixels = np.ascontiguousarray(turn(pixels))
+        notes += (f"EXIF orientation {orientation} applied: the stored image was {description} to show it upright",)
+    return Loaded(pixels, notes)
+
+
+def _pil_pixels(image: PILImage, what: str) -> tuple[np.ndarray, int]:
+    """The image's pixels in the mode :data:`PIL_MODES` gives, and its EXIF orientation, after the checks
+    :func:`read_pil` lists; every error Pillow raises is typed."""
     from PIL import Image
 
-    what = "the PIL image"
     try:
         mode, (width, height) = image.mode, image.size
         frames = getattr(image, "n_frames", 1)
         fmt = image.format
-    except (OSError, ValueError, AttributeError, struct.error) as exc:
+    except (*PIL_READ_ERRORS, AttributeError) as exc:
         raise ImageReadError(f"{what} cannot be read: {exc}") from exc
     if isinstance(frames, int) and frames > 1 and fmt != "MPO":
         raise UnsupportedImageError(f"{what} has {frames} frames ({fmt or 'in memory'}): one radiograph per image is "
@@ -480,7 +539,7 @@ def read_pil(image: PILImage) -> Loaded:
     if width * height * PIL_PIXEL_BYTES[target] > MAX_DECODED_BYTES:
         raise ImageTooLargeError(f"{what} ({width}x{height}, mode {mode}) needs more than the "
                                  f"{MAX_DECODED_BYTES // 2**20} MiB allowed per image")
-    try:  # decoded outside the process-wide warnings lock: the estimator's threads decode at once
+    try:  # decoded outside the process-wide warnings lock: the estimator's threads decode other images at once
         image.load()  # a PNG's eXIf after its pixels is read with them
         with quiet_warnings():
             orientation = _pil_orientation(image)
@@ -489,19 +548,14 @@ def read_pil(image: PILImage) -> Loaded:
         array = np.asarray(image if target == image.mode else image.convert(target))
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"{what} has more than the {MAX_PIXELS:,} pixels allowed ({exc})") from exc
-    except (OSError, ValueError, SyntaxError, struct.error, EOFError) as exc:  # truncated, or closed
-        raise ImageReadError(f"{what} cannot be read: {' '.join(str(exc).split())[:300]}") from exc
+    except PIL_READ_ERRORS as exc:  # truncated, closed or damaged
+        raise ImageReadError(f"{what} cannot be read: {' '.join(str(exc).split())[:300] or type(exc).__name__}") from exc
     if target == "I":  # 32-bit: a 16-bit image as older Pillows open a 16-bit PNG, or no grey levels at all
         if array.size and (int(array.min()) < 0 or int(array.max()) > 65535):
             raise UnsupportedImageError(f"{what} is of mode I with values from {int(array.min())} to "
                                         f"{int(array.max())}: grey levels lie within 0-65535")
         array = array.astype(np.uint16)
-    pixels, notes = full_range(check_array(array, what), None, what)
-    if orientation != 1:
-        description, turn = ORIENTATIONS[orientation]
-        pixels = np.ascontiguousarray(turn(pixels))
-        notes += (f"EXIF orientation {orientation} applied: the stored image was {description} to show it upright",)
-    return Loaded(pixels, notes)
+    return array, orientation
 
 
 def _pil_orientation(image: object) -> int:
@@ -516,11 +570,21 @@ def read_image(source: ImageInput) -> Loaded:
     """A checked image from a path, encoded bytes, an array or a PIL image, with notes on what was done to
     it. A uint16 array is read as :func:`boneage.decoded.full_range` reads a 16-bit file; a PIL image as
     :func:`read_pil` says."""
+    try:
+        return _read(source)
+    except MemoryError as exc:  # the sizes were checked first: the machine is short of memory for an allowed one
+        name = source_name(source) or f"the {type(source).__name__} image"
+        raise ImageTooLargeError(f"{name} could not be read: not enough memory left to read an image of "
+                                 "its size (fewer images at once, or a smaller one)") from exc
+
+
+def _read(source: ImageInput) -> Loaded:
+    """:func:`read_image`, each kind of source by its reader."""
     if isinstance(source, np.ndarray):
         image, notes = full_range(check_array(source))
         return Loaded(image, notes)
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return decode(bytes(source), "image bytes")
+        return decode(encoded_bytes(source), "image bytes")
     if isinstance(source, (str, os.PathLike)):
         path = Path(path_text(source))
         return decode(read_path(path), str(path), dicom=path.suffix.lower() in DICOM_SUFFIXES)
@@ -528,6 +592,19 @@ def read_image(source: ImageInput) -> Loaded:
     if pil is not None and isinstance(source, pil.Image):
         return read_pil(source)
     raise UnsupportedImageError(f"cannot read an image from a {type(source).__name__}")
+
+
+def encoded_bytes(source: bytes | bytearray | memoryview) -> bytes:
+    """The bytes of an encoded image, at most ``MAX_BYTES`` as a file is (checked before they are copied);
+    a released ``memoryview`` is an :class:`UnsupportedImageError`."""
+    try:
+        size = source.nbytes if isinstance(source, memoryview) else len(source)
+    except ValueError as exc:  # "operation forbidden on released memoryview object"
+        raise UnsupportedImageError(f"cannot read image bytes from this {type(source).__name__}: {exc}") from exc
+    if size > MAX_BYTES:
+        raise ImageTooLargeError(f"the image bytes are {size / 2**20:,.0f} MiB, more than the "
+                                 f"{MAX_BYTES // 2**20} MiB an image file may take")
+    return bytes(source)
 
 
 def load_image(source: ImageInput) -> np.ndarray:
