@@ -8,6 +8,7 @@ author's contract then needs no registry code.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -21,6 +22,19 @@ from boneage.modelcard import ModelCard, semantic_version
 from boneage.modelcard import is_plain_name as is_plain_name
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def finite_float(value: object) -> float | None:
+    """``value`` as a float if it is a finite number (not a bool), else None. JSON, TOML and YAML read a
+    400-digit literal as a whole number that no float holds: ``math.isfinite`` and ``float`` raise
+    ``OverflowError`` on it (an internal error, exit 70), so it is taken here as not finite."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _file_name(value: str | None) -> str | None:
@@ -37,8 +51,8 @@ class RegistryEntry(BaseModel):
     """One released model file: its name and semantic version, its sha256 and size (checked before it
     runs), its backbone and validation metrics, whether it is quantized or recommended, and the
     ``.keras`` beside it for the TensorFlow runtime. File names must stay inside the models folder, the
-    name must be one export could have written (:func:`is_plain_name`), and metrics are numbers (a text
-    MAE made ``boneage models`` an internal error)."""
+    name must be one export could have written (:func:`is_plain_name`), and metrics are numbers a float
+    holds (a text MAE, or a 400-digit one, made ``boneage models`` an internal error)."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
@@ -65,6 +79,17 @@ class RegistryEntry(BaseModel):
     @classmethod
     def _semantic(cls, value: str) -> str:
         return semantic_version(value)
+
+    @field_validator("metrics")
+    @classmethod
+    def _floats(cls, value: dict[str, int | float]) -> dict[str, int | float]:
+        """Whole numbers past float range refused (NaN and infinities, which a metric of no images is, load):
+        listing and comparing one raised OverflowError, an internal error."""
+        for key, number in value.items():
+            if isinstance(number, int) and finite_float(number) is None:
+                raise ValueError(f"metric {key[:60]!r} is a whole number of {len(str(abs(number)))} digits, "
+                                 "past what a float holds")
+        return value
 
     @field_validator("sha256", "keras_sha256")
     @classmethod

@@ -17,6 +17,7 @@ from boneage.errors import BoneAgeError, InvalidModelError, failures_as, printab
 from boneage.extras import TRAIN, require
 from boneage.hookspecs import hookimpl
 from boneage.modelcard import OUTPUT, one_line
+from boneage.release import finite_float
 from boneage.specs import BackboneSpec
 
 
@@ -68,9 +69,9 @@ def _number(low: float, high: float, *, whole: bool = False, above: bool = False
             below: bool = False) -> Callable[[Any], str | None]:
     """A check of one option: a (whole) number from ``low`` to ``high`` (``above``/``below``: excluding them)."""
     def check(value: Any) -> str | None:
-        kind = (int,) if whole else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value) \
-                or value < low or value > high or (above and value == low) or (below and value == high):
+        number = finite_float(value)
+        if number is None or (whole and not isinstance(value, int)) or number < low or number > high \
+                or (above and number == low) or (below and number == high):
             left, right = "(" if above else "[", ")" if below else "]"
             return f"{'a whole' if whole else 'a'} number in {left}{low:g}, {high:g}{right}"
         return None
@@ -78,6 +79,7 @@ def _number(low: float, high: float, *, whole: bool = False, above: bool = False
     return check
 
 
+_PLUGIN_NUMBER = _number(-PLUGIN_NUMBER, PLUGIN_NUMBER)
 _HEAD_OPTIONS: dict[str, Callable[[Any], str | None]] = {
     "dropout": _number(0, 1, below=True),
     "l2": _number(0, 1),
@@ -114,7 +116,7 @@ def checked_options(spec: BackboneSpec, options: Any, error: type[BoneAgeError])
                 raise refuse(f"{shown} must be {wanted}, not {printable(str(value))[:40]}")
         elif not (value is None or isinstance(value, bool)
                   or (isinstance(value, str) and len(value) <= PLUGIN_TEXT)
-                  or (isinstance(value, (int, float)) and math.isfinite(value) and abs(value) <= PLUGIN_NUMBER)):
+                  or _PLUGIN_NUMBER(value) is None):
             raise refuse(f"{shown} must be a boolean, a finite number within ±{PLUGIN_NUMBER:,}, text up to "
                          f"{PLUGIN_TEXT} characters or null, not {type(value).__name__} {printable(str(value)[:40])}")
     return dict(options)
@@ -159,7 +161,8 @@ def load_keras_weights(path: Path, build: Callable[[dict[str, float]], Any], wha
       output layer, read from the archive's config (``{}`` where it has none; ``error`` where they are not
       finite numbers), so a model answers in the months it was trained on;
     - a stored weight whose shape none of the model's variables has (over ``SMALL_WEIGHT_BYTES``), one that
-      is not a number, or an optimizer state that is not the model's, is ``error`` before anything is read;
+      is not a number or not stored as Keras stores it (compressed, or in other files), or an optimizer
+      state that is not the model's, is ``error`` before anything is read;
       any other mismatch is Keras's, raised as ``error``.
 
     With ``sha256`` the file is read once, its bytes are checked against it (:class:`ChecksumMismatchError`)
@@ -217,11 +220,11 @@ def _output_scale(archive: Path, path: Path, error: type[BoneAgeError]) -> dict[
             layer = item.get("config")
             if item.get("class_name") == "Rescaling" and isinstance(layer, dict) and layer.get("name") == OUTPUT:
                 mean, std = layer.get("offset"), layer.get("scale")
-                if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                           for v in (mean, std)) or not std > 0:  # type: ignore[operator]
+                months, spread = finite_float(mean), finite_float(std)
+                if months is None or spread is None or not spread > 0:
                     raise error(f"{path}: its output layer scales by {str(std)[:40]} from {str(mean)[:40]}, "
                                 "not by finite months above 0")
-                return {"age_mean": float(mean), "age_std": float(std)}  # type: ignore[arg-type]
+                return {"age_mean": months, "age_std": spread}
             stack.extend(item.values())
     return {}
 
@@ -230,7 +233,8 @@ def _check_weights(model: Any, archive: Path, path: Path, error: type[BoneAgeErr
                    optimizer: bool) -> None:
     """Every stored weight of ``model.weights.h5`` against ``model``'s variables, from the HDF5 headers only
     (Keras reads each weight whole, then compares its shape): a shape the model does not have is refused
-    unread, so no stored weight takes more memory than the model's largest variable. With ``optimizer``,
+    unread, so no stored weight takes more memory than the model's largest variable, and so is one stored
+    compressed or outside this file (:func:`_storage_problem`). With ``optimizer``,
     the stored optimizer state must be the model's optimizer's (Keras only warns, and keeps a fresh one)."""
     import h5py
 
@@ -259,6 +263,10 @@ def _check_weights(model: Any, archive: Path, path: Path, error: type[BoneAgeErr
             problems.append(f"its weight {name[:200]!r} of shape {str(shape)[:100]} is stored in chunks of "
                             f"{chunk:,} bytes, more than the weight itself")
             return True
+        stored = _storage_problem(item)
+        if stored:
+            problems.append(f"its weight {name[:200]!r} {stored}")
+            return True
         if name.startswith("optimizer/vars/"):
             found["optimizer"] += 1
         return None
@@ -275,6 +283,25 @@ def _check_weights(model: Any, archive: Path, path: Path, error: type[BoneAgeErr
     if optimizer and found["optimizer"] != len(model.optimizer.variables):
         raise error(f"{path} holds {found['optimizer']:,} optimizer variables, but the {what}'s optimizer has "
                     f"{len(model.optimizer.variables):,}: not a checkpoint of this run's model")
+
+
+def _storage_problem(dataset: Any) -> str | None:
+    """How ``dataset`` is stored, if not as Keras stores a weight (its bytes in this file, unfiltered), from its
+    header. HDF5 inflates a compressed chunk to the end of its stream whatever size the header declares (3 MB
+    of a 256-byte weight inflated to 3 GiB), and external or virtual storage reads the values from files
+    the weights name (any path on the machine, a FIFO)."""
+    import h5py
+
+    plist = dataset.id.get_create_plist()
+    if plist.get_layout() not in (h5py.h5d.CONTIGUOUS, h5py.h5d.CHUNKED, h5py.h5d.COMPACT):
+        return "takes its values from other HDF5 files (a virtual dataset), not from this one"
+    if plist.get_external_count():
+        return "takes its values from a file outside the archive (external storage)"
+    if plist.get_nfilters():
+        name = printable(bytes(plist.get_filter(0)[3]).decode("ascii", "replace"))[:40]
+        return (f"is stored through the HDF5 filter {name!r}: Keras stores weights uncompressed, and a "
+                "compressed chunk may inflate far past its declared size")
+    return None
 
 
 @contextlib.contextmanager

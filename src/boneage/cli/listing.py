@@ -8,6 +8,7 @@ from boneage.cli.table import format_table
 from boneage.errors import printable
 from boneage.models import load_registry, models_dir
 from boneage.plugins import KINDS, describe_error, get_plugins
+from boneage.prediction import readable
 from boneage.specs import API_VERSION, BackboneSpec
 
 
@@ -63,7 +64,8 @@ def _parameter_count(spec: BackboneSpec) -> tuple[str, str | None]:
 
 def models(args: argparse.Namespace) -> int:
     """The registered models in the models folder (``BONEAGE_MODELS_DIR`` or the packaged one), with
-    the default and whether each is recommended; an empty folder is not an error."""
+    the default and whether each is recommended; an empty folder is not an error. Metrics are numbers a float
+    holds (checked with the registry); a huge one is shown in 3 significant digits, not 300."""
     directory = models_dir()
     registry = load_registry(directory)
     if not registry.models:
@@ -72,7 +74,7 @@ def models(args: argparse.Namespace) -> int:
     rows = [("model", "backbone", "file", "MB", "sha256", "val MAE", "default", "recommended")]
     for e in registry.models:
         mae = e.metrics.get("mae")
-        rows.append((e.ref, e.backbone, e.file, f"{e.size / 1e6:.1f}", e.sha256[:12], f"{mae:.2f}" if mae is not None else "-",
+        rows.append((e.ref, e.backbone, e.file, f"{e.size / 1e6:.1f}", e.sha256[:12], readable(mae, ".2f") if mae is not None else "-",
                      "*" if e.ref == registry.default else "", "yes" if e.recommended else "no"))
     print(format_table(rows))
     print(f"\n({printable(str(directory))})")
