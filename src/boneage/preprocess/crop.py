@@ -13,6 +13,9 @@ def is_uniform(values: np.ndarray) -> bool:
     return values.size == 0 or int(values.max()) - int(values.min()) < 16
 
 
+MAX_WORK_SIZE = 8192  # the largest working copy a card may ask for (a 401-digit one overflowed on every image)
+
+
 def downscale(gray: np.ndarray, work_size: int) -> tuple[np.ndarray, float]:
     """The image shrunk so its longest side is at most ``work_size``, and the scale used."""
     h, w = gray.shape[:2]

@@ -18,6 +18,9 @@ MAX_CONFIG_DEPTH = 32  # groups within groups: a config has three levels
 MAX_CONFIG_VALUES = 100_000  # every value, a YAML alias counted each time it is used
 MAX_SEED = 2**32 - 1  # NumPy takes no negative seed, TensorFlow none past 2**63: a 32-bit seed is plenty
 MAX_WARMUP_EPOCHS = 1000  # steps_per_epoch * 1e308 overflowed the schedule's integer step count
+MAX_EPOCHS = 100_000  # a count past any real schedule: a 401-digit one overflowed the schedule (exit 70)
+MAX_STEPS_PER_EPOCH = 10_000_000  # 640 M images an epoch at batch 64; beyond, the step count overflowed a float
+MAX_IMAGES = 10**9  # --limit and --val-limit: more images than any labels file this project reads may hold
 MAX_TIME_LIMIT = 366 * 24 * 3600  # seconds: a limit past a year limits nothing, and inf turned fit_epochs_to_time NaN
 
 
@@ -69,11 +72,11 @@ class TrainConfig(ModelConfig):
     sources: list[DataSource] = Field(min_length=1)
     val_fraction: float = Field(0.1, gt=0, lt=1)
     split_seed: int = 42
-    limit: int | None = Field(None, ge=2, description="use only this many training images (quick runs)")
-    val_limit: int | None = Field(None, ge=1)
+    limit: int | None = Field(None, ge=2, le=MAX_IMAGES, description="use only this many training images (quick runs)")
+    val_limit: int | None = Field(None, ge=1, le=MAX_IMAGES)
     batch_size: int = Field(64, ge=1, le=MAX_BATCH_SIZE)
-    epochs: int = Field(30, ge=1)
-    steps_per_epoch: int | None = Field(None, ge=1)
+    epochs: int = Field(30, ge=1, le=MAX_EPOCHS)
+    steps_per_epoch: int | None = Field(None, ge=1, le=MAX_STEPS_PER_EPOCH)
     learning_rate: float = Field(1e-3, gt=0)
     warmup_epochs: float = Field(1.0, ge=0, le=MAX_WARMUP_EPOCHS)
     weight_decay: float = Field(1e-4, ge=0)
@@ -82,7 +85,7 @@ class TrainConfig(ModelConfig):
         "of the training labels' standard deviation"
     )
     huber_delta: float = Field(15.0, gt=0)
-    patience: int = Field(6, ge=1)
+    patience: int = Field(6, ge=1, le=MAX_EPOCHS)
     augment: Augment = Field(default_factory=Augment)
     seed: int = Field(0, ge=0, le=MAX_SEED, description="shuffling, augmentation and the thinning of --limit; "
                       "NumPy refuses a negative seed (-1 was an internal error once the data had loaded)")
