@@ -16,9 +16,9 @@ import pytest
 from boneage.backbones import checked_options
 from boneage.cli.main import main
 from boneage.errors import ConfigError, InvalidModelError
+from boneage.finite import finite_float
 from boneage.models import load_registry
 from boneage.plugins import get_plugins
-from boneage.release import finite_float
 from boneage.specs import BackboneSpec
 from tests import test_backbone_options, test_probe13_keras
 from tests.test_probe8_export import entry, write_registry

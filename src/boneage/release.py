@@ -8,13 +8,13 @@ author's contract then needs no registry code.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator, model_validator
 
+from boneage.finite import finite_float
 from boneage.modelcard import MAX_NAME as MAX_NAME  # re-exported: defined with the card, which checks them too
 from boneage.modelcard import NAME as NAME
 from boneage.modelcard import VERSION as VERSION
@@ -22,19 +22,6 @@ from boneage.modelcard import ModelCard, semantic_version
 from boneage.modelcard import is_plain_name as is_plain_name
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-def finite_float(value: object) -> float | None:
-    """``value`` as a float if it is a finite number (not a bool), else None. JSON, TOML and YAML read a
-    400-digit literal as a whole number that no float holds: ``math.isfinite`` and ``float`` raise
-    ``OverflowError`` on it (an internal error, exit 70), so it is taken here as not finite."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
 
 
 def _file_name(value: str | None) -> str | None:

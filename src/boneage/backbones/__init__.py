@@ -15,9 +15,9 @@ from typing import Any
 
 from boneage.errors import BoneAgeError, InvalidModelError, failures_as, printable
 from boneage.extras import TRAIN, require
+from boneage.finite import finite_float
 from boneage.hookspecs import hookimpl
 from boneage.modelcard import OUTPUT, one_line
-from boneage.release import finite_float
 from boneage.specs import BackboneSpec
 
 

@@ -3,7 +3,6 @@ the regression head, and an output in months."""
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Callable
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import keras
 from keras import layers
 
+from boneage.finite import finite_float
 from boneage.modelcard import IMAGE_INPUT, OUTPUT, SEX_INPUT
 
 # RSNA training-set statistics (../shared/data/README.md): the head predicts a standardized age
@@ -21,9 +21,10 @@ MAX_UNITS = 65_536
 
 
 def _number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+    number = finite_float(value)
+    if number is None:
         raise ValueError(f"{name} must be a finite number, not {type(value).__name__} {str(value)[:40]}")
-    return float(value)
+    return number
 
 
 def check_options(dropout: Any, l2: Any, head_units: Any, sex_units: Any, age_mean: Any, age_std: Any) -> None:
