@@ -4,6 +4,8 @@ or the cropper's downscale on every image. They are refused where the config or 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from boneage.errors import BoneAgeError, ConfigError
@@ -31,3 +33,17 @@ def test_a_cards_cropper_working_size_is_bounded_when_the_pipeline_is_built(crop
     with pytest.raises(BoneAgeError, match="work_size"):
         pipeline(BIG)
     pipeline(512)
+
+
+def test_a_card_whose_steps_cannot_be_built_is_a_model_error(tmp_path: Path) -> None:
+    """A step parameter out of bounds in a model's card was a ConfigError (exit 2, "your input") at load."""
+    pytest.importorskip("onnx")
+    from boneage import BoneAgeEstimator
+    from boneage.errors import InvalidModelError
+    from tests.helpers import tiny_card
+    from tests.test_probe13_cards import SIZE, sealed
+
+    card = tiny_card(SIZE).model_dump(mode="json")
+    card["preprocessing"]["steps"].insert(1, {"name": "hand_crop", "params": {"options": {"work_size": BIG}}})
+    with pytest.raises(InvalidModelError, match="its preprocessing cannot be built: .*work_size"):
+        BoneAgeEstimator(str(sealed(tmp_path / "m.onnx", card=card)))

@@ -155,7 +155,10 @@ class BoneAgeEstimator:
         runtime = runtime or ("tensorflow" if self.model.path.suffix == ".keras" else "onnx")
         spec: RuntimeSpec = self.plugins.get("runtimes", runtime).spec
         self.card = self.model.card
-        self.pipeline = build_pipeline(self.card.preprocessing, self.plugins)
+        try:  # the card's steps: a parameter out of bounds is the model's fault, not the caller's (exit 3, not 2)
+            self.pipeline = build_pipeline(self.card.preprocessing, self.plugins)
+        except ConfigError as exc:
+            raise InvalidModelError(f"{self.card.ref}: its preprocessing cannot be built: {exc}") from exc
         check_output(self.pipeline, self.card.input_size, InvalidModelError, self.card.ref)  # once, not per image
         self._steps = {step.name for step in self.card.preprocessing.steps}
         with failures_as(PluginError, f"runtime {runtime!r} could not load {self.model.card.ref}"), plugin_code():
