@@ -22,7 +22,7 @@ from boneage.age import age_from_dates, parse_age
 from boneage.cli.figures import draw_chart, plot_target
 from boneage.cli.results import ResultFile
 from boneage.cli.table import format_table
-from boneage.columns import DuplicateColumnError, csv_rows
+from boneage.columns import ColumnsError, csv_rows
 from boneage.errors import AgeError, BoneAgeError, InputError, SexError, printable
 from boneage.estimator import BoneAgeEstimator
 from boneage.imageio import read_path
@@ -135,7 +135,7 @@ def list_jobs(path: Path) -> list[Job]:
         # a regular file of bounded size: /dev/zero or a FIFO with no writer must not hang it
         # Path,Sex or " path " as spreadsheets write them: columns are matched case-insensitively
         rows = [row for row in csv_rows(read_path(path)) if not row.blank]
-    except (UnicodeDecodeError, csv.Error, DuplicateColumnError, BoneAgeError) as exc:
+    except (UnicodeDecodeError, csv.Error, ColumnsError, BoneAgeError) as exc:
         raise InputError(f"cannot read the list {printable(str(path))}: {exc}") from exc
     if rows and not {"path", "sex"} <= set(rows[0].cells):
         # Only the names it lacks: a list without a header line starts with a row of data (a name, a

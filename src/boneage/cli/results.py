@@ -14,8 +14,6 @@ import csv
 import io
 import json
 import os
-import stat
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +23,7 @@ from boneage.errors import InputError, MissingDependencyError
 from boneage.files import lookup_errors
 from boneage.rows import COLUMNS, ERROR_TYPE, NUMBERS, csv_row, unescaped_text
 from boneage.rows import flat as flat  # re-exported: its home before rows.py
+from boneage.whole import write_whole
 
 FORMATS = (".csv", ".jsonl", ".parquet")
 
@@ -108,6 +107,69 @@ def parquet_schema(pa: Any) -> Any:
     return pa.schema([(c, pa.float64() if c in NUMBERS else pa.string()) for c in COLUMNS])
 
 
+MAX_RESUME_ROWS = 1_000_000
+"""The most rows ``--resume`` reads back from a Parquet file: a run of a million radiographs takes days,
+and the file is rewritten whole, through Python rows of about a kilobyte each, when the run ends.
+Parquet stores repeated rows in a few bytes: 20 million in 1.2 MB took 4 GB and ended in ``MemoryError``."""
+MAX_RESUME_BYTES = 1 << 30
+"""The most bytes of its columns, decompressed and then with its text spelled out, that ``--resume`` reads
+back from a Parquet file: a million rows of results hold a few hundred MB. A value stored once in a
+dictionary may stand for every row (1,000 rows of one 10 MB name took 816 bytes)."""
+
+
+def parquet_table(path: Path, columns: tuple[str, ...]) -> Any:
+    """The ``columns`` of :data:`COLUMNS` that the Parquet file at ``path`` holds, as an Arrow table of text read
+    as dictionaries (each value once). Refused (:class:`InputError`) when it holds more than a run could have
+    written: its metadata gives the rows and the decompressed bytes before any column is read
+    (:data:`MAX_RESUME_ROWS`, :data:`MAX_RESUME_BYTES`), the dictionaries the bytes of its text as rows; and
+    when a column holds another type (a list, a struct): not this command's."""
+    pa, pq = _parquet()
+    schema = pq.read_schema(path)
+    present = [c for c in columns if c in schema.names]
+    for column in present:
+        kind = schema.field(column).type
+        if not (pa.types.is_null(kind) or (_number(pa, kind) if column in NUMBERS else _text(pa, kind))):
+            raise InputError(f"--resume: {path} is not a results file of this command: its column {column!r} "
+                             f"holds {kind}")
+    with pq.ParquetFile(path, read_dictionary=[c for c in present if c not in NUMBERS]) as file:
+        meta = file.metadata
+        groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
+        rows = max(meta.num_rows, sum(group.num_rows for group in groups))  # the reader sizes by the groups'
+        if rows > MAX_RESUME_ROWS:
+            raise InputError(f"--resume: {path} holds {rows:,} rows, more than a run writes ({MAX_RESUME_ROWS:,}): "
+                             "continue into another --output file")
+        stored = sum(group.column(i).total_uncompressed_size for group in groups for i in range(group.num_columns)
+                     if group.column(i).path_in_schema in present)
+        table = file.read(columns=present) if stored <= MAX_RESUME_BYTES else None
+    if table is None or _text_bytes(pa, table) > MAX_RESUME_BYTES:
+        raise InputError(f"--resume: {path} holds more than {MAX_RESUME_BYTES >> 20:,} MiB of results, more than a "
+                         "run writes: continue into another --output file")
+    return table
+
+
+def _number(pa: Any, kind: Any) -> bool:
+    return bool(pa.types.is_floating(kind) or pa.types.is_integer(kind))
+
+
+def _text(pa: Any, kind: Any) -> bool:
+    """A column of text, or of text read as a dictionary."""
+    kind = kind.value_type if pa.types.is_dictionary(kind) else kind
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
+
+
+def _text_bytes(pa: Any, table: Any) -> int:
+    """The bytes of the table's text as Python will hold it: each row's value, not each dictionary entry once."""
+    import pyarrow.compute as pc
+
+    total = 0
+    for chunk in (chunk for column in table.columns for chunk in column.chunks):
+        if pa.types.is_dictionary(chunk.type):
+            total += pc.sum(pc.take(pc.binary_length(chunk.dictionary), chunk.indices)).as_py() or 0
+        elif _text(pa, chunk.type):
+            total += pc.sum(pc.binary_length(chunk)).as_py() or 0
+    return total
+
+
 class ResultFile:
     """Appends one line per result and flushes after each batch (see the module's docstring)."""
 
@@ -148,6 +210,7 @@ class ResultFile:
         then hold an error row and, after it, the answer). Counted, because a list may name one image
         twice (another sex or age): one answer covers one of them. The file is checked to be this
         command's results (same columns) before a line cut short by a kill is cut off it."""
+        earlier = self._parquet_done()  # read before the journal is cut: it may not be results
         try:
             if self.suffix == ".csv":
                 records, length = complete_records(self.path)
@@ -166,9 +229,15 @@ class ResultFile:
             done = Counter(source for source, failed in map(self._source, lines) if not failed)
             if self.journal.exists():
                 cut_to(self.journal, length)
-            return done + Counter(r["source"] for r in self._parquet_rows() if not r.get("error_type"))
+            return done + earlier
+        except MemoryError as exc:  # a CSV or JSON Lines file larger than memory: its rows follow its bytes
+            raise self._too_large() from exc
         except (ValueError, KeyError, IndexError, TypeError, csv.Error, OSError, RecursionError) as exc:
             raise InputError(f"--resume: cannot read the results in {self.path}: {exc}") from exc
+
+    def _too_large(self) -> InputError:
+        return InputError(f"--resume: {self.path} is too large to read back into memory: continue into another "
+                          "--output file")
 
     def answered(self, source: str) -> bool:
         """Whether ``--resume`` found ``source`` answered (a Parquet file holds it as ``stored_text``);
@@ -193,13 +262,27 @@ class ResultFile:
         text, length = complete_lines(self.journal)
         return [line for line in text.splitlines() if line.strip()], length
 
-    def _parquet_rows(self) -> list[dict[str, Any]]:
+    def _parquet_done(self) -> Counter[str]:
+        """The sources the earlier Parquet file holds answers for; only its source and error_type are read."""
+        rows = self._parquet_rows(("source", "error_type"))
+        if rows and "source" not in rows[0]:
+            raise InputError(f"--resume: {self.path} has no source column: not a results file of this command")
+        return Counter(row["source"] for row in rows if not row.get("error_type"))
+
+    def _parquet_rows(self, columns: tuple[str, ...] = COLUMNS) -> list[dict[str, Any]]:
+        """The earlier Parquet file's rows, with those of ``columns`` it holds: ``--resume`` needs two of
+        them. Refused when it holds more than a run writes (see :func:`parquet_table`), and typed when
+        memory runs out (it was ``MemoryError``, exit 70)."""
         if self.suffix != ".parquet" or not self.path.exists():
             return []
-        pa, pq = _parquet()
+        pa, _ = _parquet()
         try:
-            return list(pq.read_table(self.path).to_pylist())
-        except (pa.ArrowException, OSError) as exc:
+            return list(parquet_table(self.path, columns).to_pylist())
+        except InputError:
+            raise
+        except MemoryError as exc:
+            raise self._too_large() from exc
+        except (pa.ArrowException, OSError, ValueError) as exc:  # ValueError: text that is not UTF-8
             raise InputError(f"--resume: {self.path} is not a readable Parquet file: {exc}") from exc
 
     def write(self, results: list[dict[str, Any]]) -> None:
@@ -229,17 +312,7 @@ class ResultFile:
         pa, pq = _parquet()
         rows = self._parquet_rows() + [json.loads(line) for line in self._journal_lines()[0]]
         rows = [{k: stored_text(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows]
-        # a name no file had (O_EXCL): a fixed "NAME.writing" replaced the user's own file of that name,
-        # and, if it was a link, wrote through it
-        handle, partial = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".writing", dir=self.path.parent)
-        os.close(handle)
-        try:
-            pq.write_table(pa.Table.from_pylist(rows, schema=parquet_schema(pa)), partial)
-            # mkstemp makes it 0600: the mode of the file it replaces, else the journal's, which open() made
-            # as it makes a CSV or JSON Lines file (0644 under umask 022), so the results are as readable
-            os.chmod(partial, stat.S_IMODE(os.stat(self.path if self.path.exists() else self.journal).st_mode))
-            os.replace(partial, self.path)
-        finally:
-            if os.path.exists(partial):
-                os.unlink(partial)
+        # a name no file had: a fixed "NAME.writing" replaced the user's own file of that name, and, if it
+        # was a link, wrote through it
+        write_whole(self.path, lambda partial: pq.write_table(pa.Table.from_pylist(rows, schema=parquet_schema(pa)), partial))
         self.journal.unlink()

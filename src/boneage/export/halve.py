@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from boneage.whole import write_whole
+
 MIN_ELEMENTS = 1024  # smaller tensors stay float32 (most biases and batch-norm vectors; those of 1,024 channels
 # or more are halved too: 0.5.0's answers moved by 0.18 months at most, measured by export)
 
@@ -73,11 +75,11 @@ def halve_keras(path: Path) -> None:
     with h5py.File(io.BytesIO(members["model.weights.h5"]), "r") as source, h5py.File(halved, "w") as target:
         copy(source, target)
     members["model.weights.h5"] = halved.getvalue()
-    partial = path.with_name(path.name + ".partial")
-    try:
-        with zipfile.ZipFile(partial, "w", zipfile.ZIP_STORED) as archive:
+
+    def write(temporary: Path) -> None:
+        with zipfile.ZipFile(temporary, "w", zipfile.ZIP_STORED) as archive:
             for name, data in members.items():
                 archive.writestr(name, data)
-        partial.replace(path)
-    finally:
-        partial.unlink(missing_ok=True)
+
+    # a new name (a fixed NAME-VERSION.keras.partial wrote through a link, or over a file, of that name)
+    write_whole(path, write)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from boneage.columns import DuplicateColumnError, csv_rows
+from boneage.columns import ColumnsError, csv_rows
 from boneage.defaults import MAX_LABELS_BYTES
 from boneage.errors import BoneAgeError, ConfigError, printable
 from boneage.files import FileTooLargeError, NotRegularFileError, read_regular_file
@@ -75,7 +75,7 @@ def read_source(source: DataSource) -> list[Record]:
         # "id, boneage, male" or "ID,BoneAge,Male" as spreadsheets write them: matched as --csv matches
         # its columns, stripped and case-insensitively (they were refused as lacking "boneage")
         rows = [(row.line, row.cells) for row in csv_rows(read_labels(source.labels))]
-    except DuplicateColumnError as exc:
+    except ColumnsError as exc:
         raise ConfigError(f"labels file {source.labels}: {exc}") from exc
     except (UnicodeDecodeError, csv.Error) as exc:  # a UTF-16 export was an internal error (exit 70)
         raise ConfigError(f"labels file {source.labels} is not a UTF-8 CSV ({type(exc).__name__})") from exc

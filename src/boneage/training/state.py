@@ -1,5 +1,7 @@
 """A run's ``state.json``: where ``--resume`` goes on from and what ``export`` writes into the card.
-Read in one place, so that a damaged file is the same :class:`~boneage.errors.ConfigError` to both."""
+Read in one place, so that a damaged file is the same :class:`~boneage.errors.ConfigError` to both;
+written, as the run's models and the export's float16 ``.keras`` are, through
+:func:`boneage.whole.write_whole`."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from boneage.defaults import MAX_CONFIG_BYTES
 from boneage.errors import ConfigError, validation_problems
 from boneage.files import read_regular_file
+from boneage.whole import write_whole
 
 
 class RunState(BaseModel):
@@ -53,6 +56,5 @@ def read_state(path: Path) -> dict[str, Any]:
 def write_state(run: Path, state: dict[str, Any]) -> None:
     """Through a temporary file (a kill never leaves half a state), and as strict JSON: a NaN would
     be written as a bare ``NaN`` token that strict parsers, and :func:`read_state`, refuse."""
-    tmp = run / "state.json.tmp"
-    tmp.write_text(json.dumps(state, indent=1, allow_nan=False))
-    tmp.replace(run / "state.json")
+    text = json.dumps(state, indent=1, allow_nan=False)
+    write_whole(run / "state.json", lambda temporary: temporary.write_text(text))

@@ -11,7 +11,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import time
 import zipfile
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from boneage.training.losses import build_loss
 from boneage.training.precision import precision_policy
 from boneage.training.schedule import WarmupCosine
 from boneage.training.state import read_state, write_state
+from boneage.whole import write_whole
 
 log = logging.getLogger(__name__)
 # A run's own checkpoint holds the optimizer's state beside the weights (Adam: two more copies), so it
@@ -125,9 +125,7 @@ def save_model(model: Any, path: Path) -> None:
     """Save through a temporary file, so a kill during the write keeps the previous file whole."""
     if hasattr(model, "jax_state_sync"):
         model.jax_state_sync()  # JAX keeps the live weights outside the variables during fit()
-    tmp = path.with_name(f".{path.stem}.tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    write_whole(path, model.save)
 
 
 class _TimeUp(Exception):
