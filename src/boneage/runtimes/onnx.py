@@ -13,6 +13,7 @@ from boneage.errors import ConfigError, InvalidModelError
 from boneage.modelcard import IMAGE_INPUT, SEX_INPUT
 from boneage.runtimes import checked_months
 from boneage.runtimes.onnxbudget import check_graph_size
+from boneage.signals import interruptible
 
 FLOAT_OUTPUTS = ("tensor(float)", "tensor(float16)", "tensor(double)")
 MEMORY_ENV = "BONEAGE_MODEL_MEMORY_MB"
@@ -160,9 +161,16 @@ class OnnxRuntime:
         self.output = check_signature(self.session, str(path), input_size)
 
     def predict(self, images: np.ndarray, male: np.ndarray) -> np.ndarray:
-        """Months as (N,) float32, checked: NaN, infinity or another shape is a ModelOutputError."""
+        """Months as (N,) float32, checked: NaN, infinity or another shape is a ModelOutputError. Ctrl-C or
+        SIGTERM ends the run between two nodes (``RunOptions.terminate``) rather than after its last."""
+        options = ort.RunOptions()
+
+        def stop() -> None:
+            options.terminate = True
+
         try:
-            (out,) = self.session.run([self.output], {IMAGE_INPUT: images, SEX_INPUT: male})
+            (out,) = interruptible(lambda: self.session.run([self.output], {IMAGE_INPUT: images, SEX_INPUT: male},
+                                                            options), stop)
         except Exception as exc:  # shape or type mismatch between the card and the graph, or the memory cap
             if "Available memory" in str(exc):
                 raise InvalidModelError(

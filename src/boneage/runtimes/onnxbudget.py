@@ -14,6 +14,14 @@ do not grow with the image); at 224x224 with 3 channels (602 KB), ONNX's test co
 DenseNet121 368 MB. The budget at 100x100 is 412 MiB; the probe's graph needed 1,117 MiB. The check takes
 0.03-0.1 s at load (ONNX Runtime's own load of these models: 0.6-1 s).
 
+Shapes bound what a node costs only for some operators: ONNX Runtime's RoiAlign precomputes
+``sampling_ratio**2`` entries per output (an attribute, or the roi's values: 4.9 GB for a 1x1 output, and an
+abort at 2**32), its DFT of a length that is no power of two takes buffers of twice the next power of two and
+minutes, Attention its N x N scores, LRN a padded square, TopK or Det far more work than their outputs show
+(probe 15). So a graph may use only the operators of :data:`ALLOWED_OPERATORS`, whose memory and time
+follow from the tensors' shapes, and no sparse tensor (ONNX Runtime makes each one dense, up to 2 GiB, when it
+builds the session: 50 bytes of file each).
+
 The ``onnx`` package is an inference dependency for this check alone (about 0.2 s to import, once): a
 check skipped where it is missing would bound nothing on the machines that lack it.
 """
@@ -24,7 +32,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from boneage.errors import InvalidModelError
+from boneage.errors import InvalidModelError, ModelOutputError
 
 # What does not grow with the image: the int8 DenseNet121's dequantized weights are 33 MB; 256 MiB is
 # room for a model eight times larger.
@@ -43,6 +51,33 @@ SHAPE_VALUES = 1024
 FIXED_WORK = 4 * 10**9
 WORK_PER_INPUT_BYTE = 2**18
 CONVOLUTIONS = ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv")
+# The operators (of the default ONNX domain only) a boneage model may use: each one's memory is its output, sized
+# here, and its time follows from its input and output shapes and its kernel or inner dimension (:func:`_work`).
+# What boneage exports uses 24 of them: DenseNet121 float32 and float16-stored (Cast), int8 QDQ (QuantizeLinear,
+# DequantizeLinear; Gemm in 0.4.0 and 0.5.0), ResNet34-CBAM (Sigmoid, ReduceMean, ReduceMax, GlobalMaxPool,
+# Shape, Gather, Transpose), the MobileNetV3 plugin (Clip for its hard sigmoid and swish, Pad, ReduceMean);
+# the others are common in image CNNs. Left out, since memory or time depends on values or attributes that no
+# shape shows: RoiAlign, DFT, STFT, Attention, LRN, TopK, Det, Einsum, NonMaxSuppression, Resize, RNN/LSTM/GRU,
+# Loop/If/Scan, and every other domain (com.microsoft's contrib operators, custom ones: onnx cannot size their
+# outputs either). docs/reliability.md lists them for users.
+ALLOWED_OPERATORS = frozenset({
+    # elementwise
+    "Abs", "Add", "Cast", "Clip", "Div", "Exp", "HardSigmoid", "HardSwish", "Identity", "LeakyRelu", "Log",
+    "Max", "Min", "Mul", "Neg", "PRelu", "Reciprocal", "Relu", "Sigmoid", "Sqrt", "Sub", "Tanh",
+    # normalization and softmax (over one axis of their input)
+    "BatchNormalization", "Softmax",
+    # convolutions, products, pooling: work charged per output from their kernels or inner dimension
+    "AveragePool", "Conv", "ConvInteger", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "MatMul",
+    "MatMulInteger", "MaxPool", "QLinearConv", "QLinearMatMul",
+    # quantization (int8 exports are QDQ)
+    "DequantizeLinear", "DynamicQuantizeLinear", "QuantizeLinear",
+    # reductions: work charged on their input
+    "ReduceMax", "ReduceMean", "ReduceMin", "ReduceSum",
+    # shapes and copies, their output sized by shape inference
+    "Concat", "Constant", "ConstantOfShape", "Expand", "Flatten", "Gather", "Pad", "Reshape", "Shape", "Slice",
+    "Split", "Squeeze", "Transpose", "Unsqueeze",
+})
+DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
 @dataclass(frozen=True)
@@ -135,6 +170,41 @@ def _without_weights(onnx: Any, graph: Any) -> None:
     graph.initializer.extend(kept)
 
 
+def check_operators(onnx: Any, model: Any, what: str) -> None:
+    """Refuse a sparse tensor anywhere in the graph (an initializer or a node's attribute: ONNX Runtime makes it
+    dense when it builds the session, up to 2 GiB for 50 bytes of file, outside every budget; boneage never writes
+    one), and any operator outside :data:`ALLOWED_OPERATORS`. Called after control flow and functions are refused,
+    so the top graph's nodes are all there is."""
+    graph = model.graph
+    if len(graph.sparse_initializer):
+        raise InvalidModelError(f"{what}: its graph has {len(graph.sparse_initializer)} sparse initializer(s), which ONNX "
+                                "Runtime makes dense when it loads (up to 2 GiB each); a boneage model has none")
+    sparse = (onnx.AttributeProto.SPARSE_TENSOR, onnx.AttributeProto.SPARSE_TENSORS)
+    for node in graph.node:
+        if any(attr.type in sparse for attr in node.attribute):
+            raise InvalidModelError(f"{what}: its {node.op_type[:40]!r} node holds a sparse tensor, which ONNX Runtime "
+                                    "makes dense when it loads (up to 2 GiB each); a boneage model has none")
+        if node.domain not in DEFAULT_DOMAINS or node.op_type not in ALLOWED_OPERATORS:
+            op = f"{node.domain}:{node.op_type}" if node.domain not in DEFAULT_DOMAINS else node.op_type
+            raise InvalidModelError(f"{what}: its graph uses the operator {op[:80]!r}, which boneage does not allow: "
+                                    "its memory or time need not follow from the tensors' shapes. The operators a "
+                                    "boneage model may use are listed in docs/reliability.md")
+
+
+def _check_output(name: str, value_type: Any, batch: int, what: str) -> None:
+    """An answer of one value per image, (batch,) or (batch, 1), as shape inference gives it: the output is sized
+    like any tensor (an Expand to a size read from the image's values, as the final node, took 620 MB before
+    the answer was refused)."""
+    known = value_type.HasField("tensor_type") and value_type.tensor_type.HasField("shape")
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in value_type.tensor_type.shape.dim] if known else [None]
+    if None in dims:
+        raise ModelOutputError(f"{what}: its output {name[:80]!r} has no static shape for {batch} image(s), so what "
+                               "it allocates cannot be bounded; a boneage model answers (N,) or (N, 1)")
+    if dims not in ([batch], [batch, 1]):
+        raise ModelOutputError(f"{what}: its graph answers shape {tuple(dims)} for {batch} image(s), not ({batch},) or "
+                               f"({batch}, 1): a boneage model answers one age per image")
+
+
 def graph_size(data: bytes, what: str, input_size: int | None, image_input: str = "image",
                batch: int = 1) -> GraphSize:
     """The tensors the serialized model ``data`` makes for ``batch`` images (see :class:`GraphSize`). An
@@ -151,6 +221,7 @@ def graph_size(data: bytes, what: str, input_size: int | None, image_input: str 
         if any(attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for attr in node.attribute):
             raise InvalidModelError(f"{what}: its graph has control flow ({node.op_type!r}), whose tensors cannot be "
                                     "sized before it runs; a boneage model has none")
+    check_operators(onnx, model, what)
     _fix_inputs(graph, what, input_size, image_input, batch)
     inputs = sum(_size(onnx, v.type) or 0 for v in graph.input if v.name not in {i.name for i in graph.initializer})
     _without_weights(onnx, graph)
@@ -168,9 +239,12 @@ def graph_size(data: bytes, what: str, input_size: int | None, image_input: str 
         for name in node.output:
             if not name:
                 continue
-            size = _size(onnx, types[name]) if name in types else None
-            if size is None and name in outputs:  # an answer of the wrong type: check_signature says so, once loaded
-                continue
+            size: int | None
+            if name in outputs:  # an answer of another type (a string) check_signature refuses, once loaded
+                _check_output(name, types[name], batch, what)
+                size = _elements(types[name]) * (_item_bytes(onnx, types[name].tensor_type.elem_type) or 8)
+            else:
+                size = _size(onnx, types[name]) if name in types else None
             if size is None:
                 raise InvalidModelError(f"{what}: the tensor {name[:80]!r} made by its {node.op_type[:40]!r} node has no "
                                         "static size for one image, so what the graph allocates cannot be bounded")
@@ -199,11 +273,13 @@ def _conv_weight(node: Any, types: dict[str, Any]) -> Any:
 def _work(onnx: Any, node: Any, types: dict[str, Any]) -> int:
     """Multiply-adds (or element visits) a node costs, from its shapes: each output element of a convolution
     costs its kernel (input channels per group x kernel size), of a pooling its window, of a matrix product its
-    inner dimension; any other node one visit per output element. A 14.7 MB graph of large max-pooling windows
-    took 40 minutes an image within the memory budget (probe 14)."""
+    inner dimension, of any other node one visit; and every node visits each element of its inputs once (a
+    reduction's work is its input, not its one output). A 14.7 MB graph of large max-pooling windows took 40
+    minutes an image within the memory budget (probe 14)."""
+    read = sum(_elements(types[name]) for name in node.input if name in types)
     out = types.get(node.output[0]) if node.output and node.output[0] else None
     if out is None:
-        return 0
+        return read
     elements = _elements(out)
     per_output = 1
     if node.op_type in CONVOLUTIONS:
@@ -221,7 +297,7 @@ def _work(onnx: Any, node: Any, types: dict[str, Any]) -> int:
         if dims:
             transposed = node.op_type == "Gemm" and any(x.name == "transA" and x.i for x in node.attribute)
             per_output = max((dims[0] if transposed else dims[-1]).dim_value, 1)
-    return elements * per_output
+    return read + elements * per_output
 
 
 def _conv_workspace(onnx: Any, node: Any, types: dict[str, Any]) -> int:
