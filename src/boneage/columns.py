@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 MAX_COLUMNS = 1000
@@ -14,14 +15,17 @@ MAX_COLUMNS = 1000
 labels file id, boneage and male; a spreadsheet's own columns beside them are a few tens. A header
 wider than this is not such a file, and every row is read into a cell per column: 40,000 columns took
 18 s to check for duplicates (probe 15), and over short rows each line of two bytes became a dict of
-every column (a 45 KB file took 1.7 GB at 1,000 columns, before :data:`MAX_MISSING_CELLS`)."""
+every column (a 45 KB file took 1.7 GB at 1,000 columns, before :data:`MAX_CELLS`)."""
 
-MISSING_PER_HELD = 4
-MAX_MISSING_CELLS = 1_000_000
-"""Rows shorter than the header are filled with None for the columns they lack, a stored cell each, so
-all together they may lack at most :data:`MISSING_PER_HELD` cells for every cell they hold, plus this
-many: memory then follows the file's size (a cell takes at least a byte), and a file of five columns
-or fewer is never refused."""
+MAX_CELLS = 20_000_000
+"""The most cells all rows together may take, a short row's missing ones too (each is stored, as None):
+a list of a million radiographs with six columns takes 6 M. Memory then follows this bound, not the
+file: over short rows each line of two bytes became a dict of every column (a 45 KB file took 1.7 GB at
+1,000 columns), and rows a fifth full as much per byte (probe 15's review)."""
+
+MAX_LINE_DELIMITERS = 4 * MAX_COLUMNS
+"""The most commas one line may hold, counted before the CSV reader splits it: it builds a row's whole
+list of cells first (a header of 10 M columns took 921 MB before its width was refused)."""
 
 
 class ColumnsError(ValueError):
@@ -65,23 +69,31 @@ def check_header(keys: list[str]) -> None:
         raise ColumnsError(f"two columns are named {twice[0]!r} (names are matched without case or spaces)")
 
 
+def _lines(text: str) -> Iterator[str]:
+    """The lines of ``text`` for the CSV reader, each refused past :data:`MAX_LINE_DELIMITERS` commas."""
+    for line in io.StringIO(text, newline=""):
+        if line.count(",") > MAX_LINE_DELIMITERS:
+            raise ColumnsError(f"a line holds more than {MAX_LINE_DELIMITERS:,} commas: a list names path, sex and "
+                               "age, a labels file id, boneage and male")
+        yield line
+
+
 def numbered_rows(reader: csv.DictReader[str]) -> list[Row]:
-    """Every row with its columns stripped and lower-cased, once :func:`check_header` passed its header.
-    Rows that lack far more cells than they hold (:data:`MAX_MISSING_CELLS`) raise :class:`ColumnsError`
-    as soon as they do."""
-    keys = [_key(name) for name in reader.fieldnames or ()]
+    """Every row with its columns stripped and lower-cased (each key made once), once :func:`check_header`
+    passed its header; more than :data:`MAX_CELLS` cells in all raise :class:`ColumnsError` as soon as
+    they come."""
+    names = list(reader.fieldnames or ())
+    keys = [_key(name) for name in names]
     check_header(keys)
     rows: list[Row] = []
-    held = missing = 0
+    cells = 0
     for row in reader:  # reader.restkey (None) holds the cells past the header's; restval (None) fills a short row
         extra = row.pop(None, None) or []
-        short = sum(value is None for value in row.values())
-        held, missing = held + len(row) - short + len(extra), missing + short
-        if missing > MISSING_PER_HELD * held + MAX_MISSING_CELLS:
-            raise ColumnsError(f"its rows lack {missing:,} cells, far more than the {held:,} they hold (its header "
-                               f"names {len(keys):,} columns): give every row a cell for each column (an empty "
-                               "one will do), or remove the columns they leave out")
-        rows.append(Row({_key(name): value for name, value in row.items()}, reader.line_num, len(extra)))
+        cells += len(keys) + len(extra)
+        if cells > MAX_CELLS:
+            raise ColumnsError(f"its rows hold more than {MAX_CELLS:,} cells ({len(keys):,} columns, a short row's "
+                               "missing cells counted): more than a list of radiographs or a labels file needs")
+        rows.append(Row({key: row[name] for key, name in zip(keys, names, strict=True)}, reader.line_num, len(extra)))
     return rows
 
 
@@ -89,4 +101,4 @@ def csv_rows(data: bytes) -> list[Row]:
     """:func:`numbered_rows` of a CSV file's bytes, UTF-8 with or without a byte-order mark (as
     spreadsheets save it); raises ``UnicodeDecodeError``, ``csv.Error`` or :class:`ColumnsError`,
     for the caller to say which file it was."""
-    return numbered_rows(csv.DictReader(io.StringIO(data.decode("utf-8-sig"), newline="")))
+    return numbered_rows(csv.DictReader(_lines(data.decode("utf-8-sig"))))
