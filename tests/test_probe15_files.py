@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -209,19 +209,34 @@ def no_reading(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the columns were read")
 
-    monkeypatch.setattr(pq.ParquetFile, "read", refuse)
+    for name in ("read", "iter_batches"):
+        monkeypatch.setattr(pq.ParquetFile, name, refuse)
     monkeypatch.setattr(pq, "read_table", refuse)
 
 
-def test_a_parquet_file_of_more_rows_than_a_run_writes_is_refused_before_it_is_read(
-        tmp_path: Path, no_reading: None) -> None:
-    from boneage.cli.results import MAX_RESUME_ROWS, ResultFile
+def test_a_long_parquet_file_is_resumed_and_rewritten_a_batch_at_a_time(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # read whole, 20 M repeated rows in 1.2 MB took 4 GB (exit 70); a bound on rows refused real long runs
+    import pyarrow.parquet as pq
 
-    path = _parquet(tmp_path / "r.parquet", MAX_RESUME_ROWS + 1)  # a few KB: 20 M such rows took 4 GB, exit 70
-    assert path.stat().st_size < 100_000
-    with pytest.raises(InputError, match=f"holds {MAX_RESUME_ROWS + 1:,} rows, more than a run writes"):
-        ResultFile(path, resume=True, force=False)
-    assert not (tmp_path / "r.parquet.partial.jsonl").exists()
+    import boneage.cli.results as results
+
+    monkeypatch.setattr(results, "RESUME_BATCH_ROWS", 1000)
+    batches: list[int] = []
+    read = results.parquet_batches
+
+    def spy(where: Path, columns: tuple[str, ...]) -> Iterator[Any]:
+        for rows in read(where, columns):
+            batches.append(len(rows))
+            yield rows
+
+    monkeypatch.setattr(results, "parquet_batches", spy)
+    path = _parquet(tmp_path / "r.parquet", 25_000)
+    output = results.ResultFile(path, resume=True, force=False)
+    assert output.done == {"x.png": 25_000} and max(batches) == 1000
+    output.write([{"source": "y.png", "bone_age_months": 100.0}])
+    output.close()
+    assert pq.read_metadata(path).num_rows == 25_001 and max(batches) == 1000
 
 
 def test_one_long_value_stored_once_for_every_row_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -231,7 +246,17 @@ def test_one_long_value_stored_once_for_every_row_is_refused(tmp_path: Path, mon
     monkeypatch.setattr(results, "MAX_RESUME_BYTES", 1 << 20)
     path = _parquet(tmp_path / "r.parquet", 200, "x" * 100_000)
     assert path.stat().st_size < 20_000
-    with pytest.raises(InputError, match="holds more than 1 MiB of results"):
+    with pytest.raises(InputError, match="holds more than 1 MiB of results in one place"):
+        results.ResultFile(path, resume=True, force=False)
+
+
+def test_a_column_chunk_that_decompresses_past_the_bound_is_refused_from_the_metadata(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_reading: None) -> None:
+    import boneage.cli.results as results
+
+    monkeypatch.setattr(results, "MAX_RESUME_BYTES", 1 << 20)
+    path = _parquet(tmp_path / "r.parquet", 200, "x" * 100_000, use_dictionary=False)  # 20 MB plain, zstd
+    with pytest.raises(InputError, match="holds more than 1 MiB of results in one place"):
         results.ResultFile(path, resume=True, force=False)
 
 
@@ -240,21 +265,22 @@ def test_resume_reads_two_columns_and_types_memory_errors(tmp_path: Path, monkey
 
     path = _parquet(tmp_path / "r.parquet", 3)
     read: list[tuple[str, ...]] = []
-    table = results.parquet_table
+    batches = results.parquet_batches
 
-    def spy(where: Path, columns: tuple[str, ...]) -> Any:
+    def spy(where: Path, columns: tuple[str, ...]) -> Iterator[Any]:
         read.append(columns)
-        return table(where, columns)
+        return batches(where, columns)
 
-    monkeypatch.setattr(results, "parquet_table", spy)
+    monkeypatch.setattr(results, "parquet_batches", spy)
     done = results.ResultFile(path, resume=True, force=False)
     done.close()
     assert done.done == {"x.png": 3} and read == [("source", "error_type"), COLUMNS]
 
-    def out_of_memory(*args: Any) -> None:
+    def out_of_memory(*args: Any) -> Iterator[list[dict[str, Any]]]:
         raise MemoryError
+        yield []
 
-    monkeypatch.setattr(results, "parquet_table", out_of_memory)
+    monkeypatch.setattr(results, "parquet_batches", out_of_memory)
     with pytest.raises(InputError, match="too large to read back into memory"):
         results.ResultFile(path, resume=True, force=False)
     monkeypatch.setattr(results, "complete_records", out_of_memory)
@@ -276,10 +302,12 @@ def test_a_parquet_column_of_another_type_is_not_results(tmp_path: Path) -> None
 
 
 def test_predict_resume_onto_a_parquet_bomb_is_exit_2(tiny_model: Path, radiograph_png: Path, tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str], no_reading: None) -> None:
-    from boneage.cli.results import MAX_RESUME_ROWS
+                                                      capsys: pytest.CaptureFixture[str], no_reading: None,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import boneage.cli.results as results
 
-    path = _parquet(tmp_path / "r.parquet", MAX_RESUME_ROWS + 1)
+    monkeypatch.setattr(results, "MAX_RESUME_BYTES", 1 << 20)
+    path = _parquet(tmp_path / "r.parquet", 200, "x" * 100_000, use_dictionary=False)
     assert main(["predict", str(radiograph_png), "--sex", "f", "--model", str(tiny_model), "--output", str(path),
                  "--resume"]) == 2
-    assert "more than a run writes" in capsys.readouterr().err
+    assert "more than 1 MiB of results in one place" in capsys.readouterr().err

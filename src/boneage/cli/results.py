@@ -107,22 +107,21 @@ def parquet_schema(pa: Any) -> Any:
     return pa.schema([(c, pa.float64() if c in NUMBERS else pa.string()) for c in COLUMNS])
 
 
-MAX_RESUME_ROWS = 1_000_000
-"""The most rows ``--resume`` reads back from a Parquet file: a run of a million radiographs takes days,
-and the file is rewritten whole, through Python rows of about a kilobyte each, when the run ends.
-Parquet stores repeated rows in a few bytes: 20 million in 1.2 MB took 4 GB and ended in ``MemoryError``."""
+RESUME_BATCH_ROWS = 65_536
+"""Rows read back from an earlier Parquet file at a time, by ``--resume`` and by the rewrite at the end:
+memory follows a batch, not the file (Parquet stores repeated rows in a few bytes: 20 million in 1.2 MB
+took 4 GB and ended in ``MemoryError`` when read whole), and a run of any length can be continued."""
 MAX_RESUME_BYTES = 1 << 30
-"""The most bytes of its columns, decompressed and then with its text spelled out, that ``--resume`` reads
-back from a Parquet file: a million rows of results hold a few hundred MB. A value stored once in a
-dictionary may stand for every row (1,000 rows of one 10 MB name took 816 bytes)."""
+"""The most bytes one column of one row group may take decompressed (from the file's metadata, before it
+is read), and one batch's text spelled out row by row: a value stored once in a dictionary may stand for
+every row (1,000 rows of one 10 MB name took 816 bytes)."""
 
 
-def parquet_table(path: Path, columns: tuple[str, ...]) -> Any:
-    """The ``columns`` of :data:`COLUMNS` that the Parquet file at ``path`` holds, as an Arrow table of text read
-    as dictionaries (each value once). Refused (:class:`InputError`) when it holds more than a run could have
-    written: its metadata gives the rows and the decompressed bytes before any column is read
-    (:data:`MAX_RESUME_ROWS`, :data:`MAX_RESUME_BYTES`), the dictionaries the bytes of its text as rows; and
-    when a column holds another type (a list, a struct): not this command's."""
+def parquet_batches(path: Path, columns: tuple[str, ...]) -> Iterator[Any]:
+    """The rows of the Parquet file at ``path`` as Arrow record batches of :data:`RESUME_BATCH_ROWS`, with those of
+    ``columns`` (of :data:`COLUMNS`) it holds; text read as dictionaries (each value once), its size checked.
+    Refused (:class:`InputError`) where a column chunk or a batch's text passes :data:`MAX_RESUME_BYTES`, and
+    where a column holds another type (a list, a struct): not this command's."""
     pa, pq = _parquet()
     schema = pq.read_schema(path)
     present = [c for c in columns if c in schema.names]
@@ -131,20 +130,18 @@ def parquet_table(path: Path, columns: tuple[str, ...]) -> Any:
         if not (pa.types.is_null(kind) or (_number(pa, kind) if column in NUMBERS else _text(pa, kind))):
             raise InputError(f"--resume: {path} is not a results file of this command: its column {column!r} "
                              f"holds {kind}")
+    too_large = InputError(f"--resume: {path} holds more than {MAX_RESUME_BYTES >> 20:,} MiB of results in one "
+                           "place, more than a run writes: continue into another --output file")
     with pq.ParquetFile(path, read_dictionary=[c for c in present if c not in NUMBERS]) as file:
         meta = file.metadata
-        groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
-        rows = max(meta.num_rows, sum(group.num_rows for group in groups))  # the reader sizes by the groups'
-        if rows > MAX_RESUME_ROWS:
-            raise InputError(f"--resume: {path} holds {rows:,} rows, more than a run writes ({MAX_RESUME_ROWS:,}): "
-                             "continue into another --output file")
-        stored = sum(group.column(i).total_uncompressed_size for group in groups for i in range(group.num_columns)
-                     if group.column(i).path_in_schema in present)
-        table = file.read(columns=present) if stored <= MAX_RESUME_BYTES else None
-    if table is None or _text_bytes(pa, table) > MAX_RESUME_BYTES:
-        raise InputError(f"--resume: {path} holds more than {MAX_RESUME_BYTES >> 20:,} MiB of results, more than a "
-                         "run writes: continue into another --output file")
-    return table
+        for group in (meta.row_group(i) for i in range(meta.num_row_groups)):
+            if any(group.column(i).total_uncompressed_size > MAX_RESUME_BYTES for i in range(group.num_columns)
+                   if group.column(i).path_in_schema in present):
+                raise too_large
+        for batch in file.iter_batches(batch_size=RESUME_BATCH_ROWS, columns=present):
+            if _text_bytes(pa, batch.columns) > MAX_RESUME_BYTES:
+                raise too_large
+            yield batch
 
 
 def _number(pa: Any, kind: Any) -> bool:
@@ -157,12 +154,12 @@ def _text(pa: Any, kind: Any) -> bool:
     return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
 
 
-def _text_bytes(pa: Any, table: Any) -> int:
-    """The bytes of the table's text as Python will hold it: each row's value, not each dictionary entry once."""
+def _text_bytes(pa: Any, arrays: list[Any]) -> int:
+    """The bytes of the arrays' text as Python will hold it: each row's value, not each dictionary entry once."""
     import pyarrow.compute as pc
 
     total = 0
-    for chunk in (chunk for column in table.columns for chunk in column.chunks):
+    for chunk in arrays:
         if pa.types.is_dictionary(chunk.type):
             total += pc.sum(pc.take(pc.binary_length(chunk.dictionary), chunk.indices)).as_py() or 0
         elif _text(pa, chunk.type):
@@ -264,20 +261,22 @@ class ResultFile:
 
     def _parquet_done(self) -> Counter[str]:
         """The sources the earlier Parquet file holds answers for; only its source and error_type are read."""
-        rows = self._parquet_rows(("source", "error_type"))
-        if rows and "source" not in rows[0]:
-            raise InputError(f"--resume: {self.path} has no source column: not a results file of this command")
-        return Counter(row["source"] for row in rows if not row.get("error_type"))
+        done: Counter[str] = Counter()
+        for batch in self._parquet_batches(("source", "error_type")):
+            rows = batch.to_pylist()
+            if rows and "source" not in rows[0]:
+                raise InputError(f"--resume: {self.path} has no source column: not a results file of this command")
+            done.update(row["source"] for row in rows if not row.get("error_type"))
+        return done
 
-    def _parquet_rows(self, columns: tuple[str, ...] = COLUMNS) -> list[dict[str, Any]]:
-        """The earlier Parquet file's rows, with those of ``columns`` it holds: ``--resume`` needs two of
-        them. Refused when it holds more than a run writes (see :func:`parquet_table`), and typed when
-        memory runs out (it was ``MemoryError``, exit 70)."""
+    def _parquet_batches(self, columns: tuple[str, ...] = COLUMNS) -> Iterator[Any]:
+        """The earlier Parquet file's rows, a batch at a time (:func:`parquet_batches`), none if there is no
+        such file; its errors typed, memory running out too (it was ``MemoryError``, exit 70)."""
         if self.suffix != ".parquet" or not self.path.exists():
-            return []
+            return
         pa, _ = _parquet()
         try:
-            return list(parquet_table(self.path, columns).to_pylist())
+            yield from parquet_batches(self.path, columns)
         except InputError:
             raise
         except MemoryError as exc:
@@ -308,11 +307,24 @@ class ResultFile:
             raise InputError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
 
     def _to_parquet(self) -> None:
-        """The rows of an earlier Parquet file and the journal, written whole, then renamed in place."""
+        """The earlier Parquet file's rows, copied a batch at a time as Arrow holds them (its text is already
+        as :func:`stored_text` leaves it), then the journal's, written to a new file renamed in place (a fixed
+        "NAME.writing" replaced the user's own file of that name, or wrote through a link)."""
         pa, pq = _parquet()
-        rows = self._parquet_rows() + [json.loads(line) for line in self._journal_lines()[0]]
-        rows = [{k: stored_text(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows]
-        # a name no file had: a fixed "NAME.writing" replaced the user's own file of that name, and, if it
-        # was a link, wrote through it
-        write_whole(self.path, lambda partial: pq.write_table(pa.Table.from_pylist(rows, schema=parquet_schema(pa)), partial))
+        schema = parquet_schema(pa)
+
+        def earlier(batch: Any) -> Any:  # the schema's columns, a column an older file lacks as nulls
+            return pa.Table.from_arrays([batch.column(f.name).cast(f.type) if f.name in batch.schema.names
+                                         else pa.nulls(batch.num_rows, f.type) for f in schema], schema=schema)
+
+        def write(partial: Path) -> None:
+            journal = [json.loads(line) for line in self._journal_lines()[0]]
+            with pq.ParquetWriter(partial, schema) as writer:
+                for batch in self._parquet_batches():
+                    writer.write_table(earlier(batch))
+                writer.write_table(pa.Table.from_pylist(
+                    [{k: stored_text(v) if isinstance(v, str) else v for k, v in row.items()} for row in journal],
+                    schema=schema))
+
+        write_whole(self.path, write)
         self.journal.unlink()
