@@ -170,7 +170,6 @@ def test_a_checkpoint_never_writes_through_a_link_named_like_its_temporary(tmp_p
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
-    pytest.importorskip("pydantic")
     from boneage.whole import write_whole
 
     path = tmp_path / "best.keras"
@@ -204,7 +203,7 @@ def _parquet(path: Path, rows: int, value: str = "x.png", **write: Any) -> Path:
 @pytest.fixture
 def no_reading(monkeypatch: pytest.MonkeyPatch) -> None:
     """Any read of a Parquet file's columns fails the test: a refusal must come from the metadata."""
-    import pyarrow.parquet as pq
+    pq = pytest.importorskip("pyarrow.parquet", reason="needs pyarrow (extra: parquet)")
 
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the columns were read")
@@ -217,7 +216,7 @@ def no_reading(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_long_parquet_file_is_resumed_and_rewritten_a_batch_at_a_time(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     # read whole, 20 M repeated rows in 1.2 MB took 4 GB (exit 70); a bound on rows refused real long runs
-    import pyarrow.parquet as pq
+    pq = pytest.importorskip("pyarrow.parquet", reason="needs pyarrow (extra: parquet)")
 
     import boneage.cli.results as results
 
