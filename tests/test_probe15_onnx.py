@@ -161,6 +161,23 @@ def test_the_shipped_models_operators_are_allowed() -> None:
         assert {n.domain for n in model.graph.node} <= {""}
 
 
+
+@pytest.mark.parametrize("op", ["Elu", "Softplus", "Erf", "Sign"])
+def test_elementwise_operators_a_converter_emits_are_allowed(op: str) -> None:
+    """Keras's elu and softplus activations convert to Elu and Softplus (refused by the first list, found by the
+    review): each costs what Relu does, per output element."""
+    check_graph_size(with_side([helper.make_node(op, ["image"], ["side"])]).SerializeToString(), "m", SIZE)
+
+
+def test_a_model_fixing_its_batch_at_one_is_said_so() -> None:
+    """It was refused as "answers shape (1, 1) for 2 image(s)", which blamed its answer."""
+    proto = tiny_proto(SIZE)
+    for value in (*proto.graph.input, *proto.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = 1
+    with pytest.raises(InvalidModelError, match="its input 'image' fixes the batch at 1; a boneage model takes any "
+                                                "number of images"):
+        check_graph_size(proto.SerializeToString(), "m", SIZE)
+
 SLOW_MODEL = textwrap.dedent("""
     import signal, sys, time
     from pathlib import Path

@@ -62,20 +62,22 @@ CONVOLUTIONS = ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv")
 # outputs either). docs/reliability.md lists them for users.
 ALLOWED_OPERATORS = frozenset({
     # elementwise
-    "Abs", "Add", "Cast", "Clip", "Div", "Exp", "HardSigmoid", "HardSwish", "Identity", "LeakyRelu", "Log",
-    "Max", "Min", "Mul", "Neg", "PRelu", "Reciprocal", "Relu", "Sigmoid", "Sqrt", "Sub", "Tanh",
+    "Abs", "Add", "And", "Cast", "Ceil", "Clip", "Div", "Dropout", "Elu", "Equal", "Erf", "Exp", "Floor", "Gelu",
+    "Greater", "GreaterOrEqual", "HardSigmoid", "HardSwish", "Identity", "LeakyRelu", "Less", "LessOrEqual", "Log",
+    "Max", "Mean", "Min", "Mish", "Mul", "Neg", "Not", "Or", "Pow", "PRelu", "Reciprocal", "Relu", "Round", "Selu",
+    "Sigmoid", "Sign", "Softplus", "Softsign", "Sqrt", "Sub", "Sum", "Tanh", "Where",
     # normalization and softmax (over one axis of their input)
-    "BatchNormalization", "Softmax",
+    "BatchNormalization", "InstanceNormalization", "LayerNormalization", "LogSoftmax", "Softmax",
     # convolutions, products, pooling: work charged per output from their kernels or inner dimension
     "AveragePool", "Conv", "ConvInteger", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "MatMul",
     "MatMulInteger", "MaxPool", "QLinearConv", "QLinearMatMul",
     # quantization (int8 exports are QDQ)
     "DequantizeLinear", "DynamicQuantizeLinear", "QuantizeLinear",
     # reductions: work charged on their input
-    "ReduceMax", "ReduceMean", "ReduceMin", "ReduceSum",
+    "ArgMax", "ArgMin", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceSum",
     # shapes and copies, their output sized by shape inference
     "Concat", "Constant", "ConstantOfShape", "Expand", "Flatten", "Gather", "Pad", "Reshape", "Shape", "Slice",
-    "Split", "Squeeze", "Transpose", "Unsqueeze",
+    "Split", "Squeeze", "Tile", "Transpose", "Unsqueeze", "DepthToSpace", "SpaceToDepth",
 })
 DEFAULT_DOMAINS = ("", "ai.onnx")
 
@@ -141,6 +143,9 @@ def _fix_inputs(graph: Any, what: str, input_size: int | None, image_input: str,
             continue
         dims = value.type.tensor_type.shape.dim
         for i, dim in enumerate(dims):
+            if i == 0 and dim.HasField("dim_value") and dim.dim_value != batch and batch > 1:
+                raise InvalidModelError(f"{what}: its input {value.name[:80]!r} fixes the batch at {dim.dim_value}; a "
+                                        "boneage model takes any number of images (export it with a dynamic batch)")
             if dim.HasField("dim_value"):
                 continue
             if i == 0:
