@@ -111,6 +111,19 @@ def held() -> Iterator[None]:
         deliver(noted[0])
 
 
+def _block_stops() -> Callable[[], None]:
+    """Block Ctrl-C and SIGTERM in this thread; the function that unblocks them (nothing where the platform
+    has no signal masks: Windows)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        return lambda: None
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+    def unblock() -> None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+    return unblock
+
+
 def interruptible(call: Callable[[], T], stop: Callable[[], None]) -> T:
     """``call()``, run so that Ctrl-C or SIGTERM (under :func:`terminate_as_interrupt`) stops it: Python runs its
     signal handlers in the main thread, between bytecodes, so a signal that comes while the main thread is in a
@@ -132,16 +145,23 @@ def interruptible(call: Callable[[], T], stop: Callable[[], None]) -> T:
         finally:
             done.set()
 
-    threading.Thread(target=run, name="boneage-interruptible", daemon=True).start()
+    # blocked while the thread starts: a signal there (Thread.start waits for it) escaped without stop() or waiting
+    unblock = _block_stops()
     try:
+        threading.Thread(target=run, name="boneage-interruptible", daemon=True).start()
+    except BaseException:
+        unblock()
+        raise
+    try:
+        unblock()  # a signal that came meanwhile is handled here
         done.wait()
     except BaseException:  # Ctrl-C or SIGTERM: call is asked to end, within one step, and waited for
         stop()
         while not done.is_set():
-            with suppress(KeyboardInterrupt):  # a second Ctrl-C (a second SIGTERM ends the process at once)
+            with suppress(KeyboardInterrupt):  # a second Ctrl-C waits too (a second SIGTERM ends the process at once)
                 done.wait()
         raise
-    finished, value = outcome[0]
+    finished, value = outcome.pop()
     if not finished:
-        raise value
+        raise value  # popped: the traceback does not keep the batch alive
     return value  # type: ignore[no-any-return]
