@@ -79,7 +79,7 @@ def _number(low: float, high: float, *, whole: bool = False, above: bool = False
     return check
 
 
-_PLUGIN_NUMBER = _number(-PLUGIN_NUMBER, PLUGIN_NUMBER)
+_plugin_number_problem = _number(-PLUGIN_NUMBER, PLUGIN_NUMBER)
 _HEAD_OPTIONS: dict[str, Callable[[Any], str | None]] = {
     "dropout": _number(0, 1, below=True),
     "l2": _number(0, 1),
@@ -116,7 +116,7 @@ def checked_options(spec: BackboneSpec, options: Any, error: type[BoneAgeError])
                 raise refuse(f"{shown} must be {wanted}, not {printable(str(value))[:40]}")
         elif not (value is None or isinstance(value, bool)
                   or (isinstance(value, str) and len(value) <= PLUGIN_TEXT)
-                  or _PLUGIN_NUMBER(value) is None):
+                  or not _plugin_number_problem(value)):
             raise refuse(f"{shown} must be a boolean, a finite number within ±{PLUGIN_NUMBER:,}, text up to "
                          f"{PLUGIN_TEXT} characters or null, not {type(value).__name__} {printable(str(value)[:40])}")
     return dict(options)
