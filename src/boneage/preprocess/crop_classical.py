@@ -11,7 +11,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from boneage.hookspecs import hookimpl
 from boneage.preprocess import crop
-from boneage.preprocess.crop import MAX_WORK_SIZE
 from boneage.specs import Cropper, CropperSpec, Trace
 
 
@@ -21,7 +20,7 @@ class ClassicalParams(BaseModel):
 
     margin: float = Field(0.05, ge=0, le=1, description="added on each side, as a share of the box's width and height")
     min_area: float = Field(0.03, gt=0, lt=1, description="smallest hand, as a share of the image")
-    work_size: int = Field(256, ge=32, le=MAX_WORK_SIZE, description="the mask is found at this size, for speed")
+    work_size: int = Field(256, ge=32, le=crop.MAX_WORK_SIZE, description="the mask is found at this size, for speed")
     field_extent: float = Field(0.85, gt=0, le=1, description="a region filling this share of its box is an exposure field")
 
 

@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from boneage.hookspecs import hookimpl
 from boneage.preprocess import crop
-from boneage.preprocess.crop import MAX_WORK_SIZE
 from boneage.preprocess.crop_classical import ClassicalParams
 from boneage.preprocess.crop_classical import build as build_classical
 from boneage.specs import Cropper, CropperSpec, Trace
@@ -39,7 +38,7 @@ class MediaPipeParams(BaseModel):
 
     model_path: str | None = None
     min_confidence: float = Field(0.3, ge=0, le=1)
-    work_size: int = Field(384, ge=64, le=MAX_WORK_SIZE, description="downscale to this longest side before detection")
+    work_size: int = Field(384, ge=64, le=crop.MAX_WORK_SIZE, description="downscale to this longest side before detection")
     margin: float = Field(0.08, ge=0, le=1)
     fallback: ClassicalParams = Field(default_factory=ClassicalParams)
 
