@@ -50,7 +50,7 @@ def test_age_parsing(text: str, months: float) -> None:
     assert parse_age(text) == months
 
 
-@pytest.mark.parametrize("text", ["", "-3", "abc", "10y3x", "3m10y", "400", "nan", "inf", "y", "10 y 3"])
+@pytest.mark.parametrize("text", ["", "-3", "abc", "10y3x", "3m10y", "400", "nan", "inf", "y", "10 y 3", "10y13m", "10y12m", "1 year 12.5 months"])
 def test_bad_ages_are_typed_errors(text: str) -> None:
     with pytest.raises(AgeError):
         parse_age(text)

@@ -213,9 +213,15 @@ def test_resume_matches_uninterrupted(data_dir: Path, tmp_path: Path, tiny_backb
     monkeypatch.setattr(keras.Model, "fit", fit)
     with pytest.raises(ConfigError, match="--resume"):
         train(config, verbose=0)  # never silently overwrites a run
+    run = config.output_dir
+    killed = run / ".checkpoint.0123456789abcdef.tmp.keras"  # a save killed by SIGKILL left it
+    killed.write_bytes(b"half a checkpoint")
+    kept = run / ".checkpoint.notes.tmp.keras"  # not a name write_whole makes: not boneage's to remove
+    kept.write_bytes(b"someone's")
     resumed = train(config, resume=True, verbose=0)
 
     assert json.loads((resumed / "state.json").read_text())["epoch"] == 2
+    assert not killed.exists() and kept.read_bytes() == b"someone's"
     a, _ = val_predictions(whole, config)
     b, _ = val_predictions(resumed, config)
     assert np.abs(a - b).max() < RESUME_TOLERANCE

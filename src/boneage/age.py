@@ -48,6 +48,8 @@ def parse_age(text: str) -> float:
         # not echoed: what was typed may be a date of birth
         raise AgeError("the age must be months (123) or years and months (10y3m)")
     years, months = (float(g) if g else 0.0 for g in match.groups())
+    if match.group(1) and months >= 12:  # "10y13m" was 133 months: a typo for 10y3m or 11y1m, not an age
+        raise AgeError("the months after the years must be under 12 (10y3m)")
     return check_age(12 * years + months)
 
 

@@ -5,6 +5,7 @@ written through or over (probe 15: the float16 export's ``NAME-VERSION.keras.par
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import stat
 from collections.abc import Callable
@@ -23,6 +24,19 @@ def new_file(folder: Path, prefix: str, suffix: str) -> Path:
         except FileExistsError:
             continue
     raise FileExistsError(f"no new file name was free in {folder}")
+
+
+def remove_leftovers(path: Path) -> list[Path]:
+    """Remove the temporaries a hard kill (SIGKILL, power loss) left beside ``path`` in the middle of
+    :func:`write_whole`, and return them: each had a new random name, so none was ever reused and they
+    piled up, 30 MB each for a checkpoint. Only names of exactly that form are touched."""
+    pattern = re.compile(rf"\.{re.escape(path.stem)}\.[0-9a-f]{{16}}\.tmp{re.escape(path.suffix)}")
+    removed = []
+    for candidate in path.parent.iterdir():
+        if pattern.fullmatch(candidate.name) and not candidate.is_symlink() and candidate.is_file():
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
 
 
 def write_whole(path: Path, write: Callable[[Path], object]) -> None:

@@ -33,7 +33,7 @@ from boneage.training.losses import build_loss
 from boneage.training.precision import precision_policy
 from boneage.training.schedule import WarmupCosine
 from boneage.training.state import read_state, write_state
-from boneage.whole import write_whole
+from boneage.whole import remove_leftovers, write_whole
 
 log = logging.getLogger(__name__)
 # A run's own checkpoint holds the optimizer's state beside the weights (Adam: two more copies), so it
@@ -366,6 +366,10 @@ def train(config: TrainConfig, resume: bool = False, verbose: int | str = "auto"
     run = config.output_dir
     if state is None:
         config, state = _begin_run(config)
+    else:  # a hard kill in the middle of a save left its temporary behind
+        for name in ("checkpoint.keras", "best.keras", "state.json"):
+            for leftover in remove_leftovers(run / name):
+                log.info("removed %s, left by a save that was killed", leftover.name)
         # once per run: the checksums decode every image of every source, and a resume has the same data
         (run / "data.json").write_text(json.dumps(data_summary(config, train_records, val_records), indent=1))
     # One fit() per epoch: the logger must append, or each epoch would overwrite the last.
