@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from boneage.errors import ConfigError
 
@@ -24,6 +25,15 @@ MAX_STEPS = 16
 # only multiplies the cost (CLAHE in float on a 5 MP radiograph: 3 s, each time).
 MAX_REPEATS = 2
 
+
+def plain_scalars(options: Any) -> Any:
+    """A mapping's NumPy scalars as the Python numbers they hold, so the mapping stays plain JSON: an API
+    caller's ``np.float32(0.1)`` was checked and trained on, then could not be written to config.json."""
+    if isinstance(options, dict):
+        return {k: v.item() if isinstance(v, np.generic) else v for k, v in options.items()}
+    return options
+
+
 class StepConfig(BaseModel):
     """One step by its registered name; ``params`` stay plain JSON here and are checked against the
     step's own params model when the pipeline is built."""
@@ -32,6 +42,11 @@ class StepConfig(BaseModel):
 
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def plain_params(cls, params: Any) -> Any:
+        return plain_scalars(params)
 
 
 class PreprocessConfig(BaseModel):

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from boneage.configs import ModelConfig
+from boneage.configs import ModelConfig, plain_scalars
 from boneage.defaults import MAX_BATCH_SIZE, MAX_CONFIG_BYTES, MAX_THREADS
 from boneage.errors import ConfigError, validation_problems
 from boneage.files import read_regular_file
@@ -122,6 +122,11 @@ class TrainConfig(ModelConfig):
         None, description="start from this trained .keras model (fine-tuning); optimizer and schedule start fresh"
     )
     output_dir: Path = Path("runs/run")
+
+    @field_validator("backbone_options", mode="before")
+    @classmethod
+    def plain_options(cls, options: Any) -> Any:
+        return plain_scalars(options)
 
     @model_validator(mode="after")
     def _recalibration_on_one_device(self) -> TrainConfig:
