@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 
+from boneage import BoneAgeEstimator
+from boneage.errors import InvalidModelError
+from boneage.runtimes.onnxbudget import check_graph_size
 from boneage.training.config import TrainConfig
+from tests.helpers import synthetic_radiograph, tiny_proto
 
 
 def test_numpy_scalars_in_options_are_written_as_plain_json() -> None:
@@ -19,3 +26,45 @@ def test_numpy_scalars_in_options_are_written_as_plain_json() -> None:
     assert written["backbone_options"] == {"dropout": 0.25}
     assert [s["params"] for s in written["preprocessing"]["steps"]][1:3] == [{"size": 100}, {"clip_limit": 2.0}]
     assert TrainConfig.model_validate(written) == config  # and read back as it was
+
+
+# -- Resize: a plugin resampling inside its graph was refused; now allowed with a static output size ---------------
+
+onnx = pytest.importorskip("onnx")
+from onnx import helper  # noqa: E402
+
+from tests.test_probe15_onnx import NCHW, SIZE, const, sealed, with_side  # noqa: E402
+
+
+def resized(sizes: Any, **attributes: Any) -> Any:
+    return with_side([NCHW, *sizes, helper.make_node("Resize", ["nchw", "", "", "sizes"], ["side"], **attributes)])
+
+
+def test_a_graph_may_resize_to_a_static_size(tmp_path: Path, models_dir: Path) -> None:
+    plain = BoneAgeEstimator(sealed(tmp_path / "plain.onnx", tiny_proto(SIZE)))
+    model = resized([const("sizes", np.array([1, 1, SIZE // 2, SIZE // 3], np.int64))], mode="cubic", antialias=1)
+    estimator = BoneAgeEstimator(sealed(tmp_path / "resize.onnx", model))
+    image = synthetic_radiograph()
+    assert estimator.predict(image, male=True).bone_age_months == pytest.approx(
+        plain.predict(image, male=True).bone_age_months)
+
+
+def test_a_resize_is_charged_what_it_reads_and_makes() -> None:
+    def work(side: int) -> int:
+        data = resized([const("sizes", np.array([1, 1, side, side], np.int64))], mode="cubic", antialias=1)
+        return check_graph_size(data.SerializeToString(), "m", SIZE).work
+
+    # 64 -> 2: each of 4 outputs reads 4 x 32 taps per axis (65,536 in all); 64 -> 64 visits each pixel once
+    assert work(2) - work(SIZE) > 12 * SIZE * SIZE
+    with pytest.raises(InvalidModelError, match="allocates"):  # 30000 x 30000 floats: 3.4 GiB
+        work(30_000)
+
+
+def test_a_resize_sized_by_the_images_values_is_refused() -> None:
+    nodes = [helper.make_node("ReduceMax", ["image"], ["peak"], keepdims=0), const("times", np.float32(1000)),
+             helper.make_node("Mul", ["peak", "times"], ["wide_f"]),
+             helper.make_node("Cast", ["wide_f"], ["wide"], to=onnx.TensorProto.INT64),
+             const("axis", np.array([0], np.int64)), helper.make_node("Unsqueeze", ["wide", "axis"], ["wide_v"]),
+             const("head", np.array([1, 1, 8], np.int64)), helper.make_node("Concat", ["head", "wide_v"], ["sizes"], axis=0)]
+    with pytest.raises(InvalidModelError, match="has no static size"):
+        check_graph_size(resized(nodes, mode="linear").SerializeToString(), "m", SIZE)

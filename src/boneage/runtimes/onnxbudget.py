@@ -57,7 +57,7 @@ CONVOLUTIONS = ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv")
 # DequantizeLinear; Gemm in 0.4.0 and 0.5.0), ResNet34-CBAM (Sigmoid, ReduceMean, ReduceMax, GlobalMaxPool,
 # Shape, Gather, Transpose), the MobileNetV3 plugin (Clip for its hard sigmoid and swish, Pad, ReduceMean);
 # the others are common in image CNNs. Left out, since memory or time depends on values or attributes that no
-# shape shows: RoiAlign, DFT, STFT, Attention, LRN, TopK, Det, Einsum, NonMaxSuppression, Resize, RNN/LSTM/GRU,
+# shape shows: RoiAlign, DFT, STFT, Attention, LRN, TopK, Det, Einsum, NonMaxSuppression, RNN/LSTM/GRU,
 # Loop/If/Scan, and every other domain (com.microsoft's contrib operators, custom ones: onnx cannot size their
 # outputs either). docs/reliability.md lists them for users.
 ALLOWED_OPERATORS = frozenset({
@@ -78,7 +78,12 @@ ALLOWED_OPERATORS = frozenset({
     # shapes and copies, their output sized by shape inference
     "Concat", "Constant", "ConstantOfShape", "Expand", "Flatten", "Gather", "Pad", "Reshape", "Shape", "Slice",
     "Split", "Squeeze", "Tile", "Transpose", "Unsqueeze", "DepthToSpace", "SpaceToDepth",
+    # resampling: a static output size only (constant sizes or scales), work charged per output from its footprint
+    "Resize",
 })
+# Input elements one output of Resize reads along an axis it resamples: 4 for cubic (2 linear, 1 nearest), times
+# the reduction where it shrinks (antialiasing widens the kernel by it): a bound whatever the mode.
+RESIZE_TAPS = 4
 DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
@@ -296,6 +301,10 @@ def _work(onnx: Any, node: Any, types: dict[str, Any]) -> int:
             if attr.name == "kernel_shape":
                 for k in attr.ints:
                     per_output *= max(int(k), 1)
+    elif node.op_type == "Resize" and node.input and node.input[0] in types:
+        for before, after in zip(_dims(types[node.input[0]]), _dims(out)):
+            if before != after:
+                per_output *= RESIZE_TAPS * max(1, -(-before // max(after, 1)))
     elif node.op_type in ("MatMul", "Gemm", "MatMulInteger", "QLinearMatMul") and node.input:
         a = types.get(node.input[0])
         dims = a.tensor_type.shape.dim if a is not None else []
