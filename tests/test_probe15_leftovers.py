@@ -13,7 +13,7 @@ from boneage import BoneAgeEstimator
 from boneage.errors import InvalidModelError
 from boneage.runtimes.onnxbudget import check_graph_size
 from boneage.training.config import TrainConfig
-from tests.helpers import synthetic_radiograph, tiny_proto
+from tests.helpers import synthetic_radiograph, tiny_proto, write_png
 
 
 def test_numpy_scalars_in_options_are_written_as_plain_json() -> None:
@@ -68,3 +68,18 @@ def test_a_resize_sized_by_the_images_values_is_refused() -> None:
              const("head", np.array([1, 1, 8], np.int64)), helper.make_node("Concat", ["head", "wide_v"], ["sizes"], axis=0)]
     with pytest.raises(InvalidModelError, match="has no static size"):
         check_graph_size(resized(nodes, mode="linear").SerializeToString(), "m", SIZE)
+
+
+# -- a PNG cut before its IEND chunk: refused before libpng prints on the caller's stderr --------------------------
+
+
+def test_a_png_without_its_iend_is_refused_quietly(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    from boneage.errors import ImageReadError
+    from boneage.imageio import read_image
+
+    whole = write_png(tmp_path / "whole.png", synthetic_radiograph()).read_bytes()
+    assert whole[-12:-4] == b"\0\0\0\0IEND"
+    capfd.readouterr()
+    with pytest.raises(ImageReadError, match="ends before its IEND chunk"):
+        read_image(whole[:-12])
+    assert capfd.readouterr().err == ""  # was "libpng error: PNG input buffer is incomplete"

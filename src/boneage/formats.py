@@ -44,12 +44,13 @@ def compressed_text(kind: bytes, body: bytes) -> bool:
     return kind == b"iTXt" and nul >= 0 and body[nul + 1 : nul + 2] == b"\x01"
 
 
-def check_png_chunks(data: bytes, what: str) -> None:
+def check_png_chunks(data: bytes, what: str) -> bool:
     """Every chunk must end inside the file: one corrupted length byte (a 5 KB file whose IDAT
     claims 4 GB) makes OpenCV take seconds and gigabytes before it fails. And the chunks are
     counted: 2 million empty text chunks (26 MB) took 10 s to decode, 40 s with an EXIF chunk
     (Pillow reads them one by one); a 512 MB file of them would take minutes. Compressed text chunks
-    are counted on their own: 990 zTXt of 8 KB, each inflating to 8 MB (a 7.8 MB file), took 34 s."""
+    are counted on their own: 990 zTXt of 8 KB, each inflating to 8 MB (a 7.8 MB file), took 34 s.
+    Whether the file ends with its IEND chunk."""
     i, chunks, others, texts = 8, 0, 0, 0
     while i + 8 <= len(data):
         length, kind = struct.unpack(">I4s", data[i : i + 8])
@@ -65,8 +66,9 @@ def check_png_chunks(data: bytes, what: str) -> None:
         if texts > MAX_PNG_COMPRESSED_TEXTS:
             raise ImageReadError(f"{what} is a PNG of more than {MAX_PNG_COMPRESSED_TEXTS} compressed text chunks")
         if kind == b"IEND":
-            return
+            return True
         i = end
+    return False
 
 
 _warnings_lock = threading.RLock()

@@ -280,10 +280,11 @@ def check_tiff_tile(tile: tuple[int, int], header: Header, what: str) -> None:
 def read_header(data: bytes, what: str) -> Header:
     """Format, size, decoded bytes and EXIF orientation, from the header alone, checked against the
     limits before anything is decoded."""
+    complete = True
     if data[:2] == b"\xff\xd8":
         check_jpeg_exif_segments(data, what)
     elif data[:8] == b"\x89PNG\r\n\x1a\n":
-        check_png_chunks(data, what)  # before Pillow or OpenCV walk them
+        complete = check_png_chunks(data, what)  # before Pillow or OpenCV walk them
     elif data[:1] == b"P" and data[1:2] in b"123456fF":
         check_pnm_header(data, what)  # before Pillow parses it
     header = own_header(data, what)
@@ -301,6 +302,8 @@ def read_header(data: bytes, what: str) -> Header:
             f"needs {header.decoded_bytes / 2**20:,.0f} MiB decoded, more than the {MAX_DECODED_BYTES // 2**20} MiB "
             "allowed per image"
         )
+    if not complete:  # libpng refused it only after printing "PNG input buffer is incomplete" on the caller's stderr
+        raise ImageReadError(f"{what} is not a readable image: it ends before its IEND chunk (truncated)")
     return header
 
 
