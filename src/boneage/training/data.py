@@ -144,23 +144,31 @@ def _id_shown(image_id: str, limit: int = 40) -> str:
 
 def pixels_sha256(ids: Iterable[str], load: Any) -> str:
     """A checksum of the content, ids and decoded pixels, so the same images re-encoded (PNG to
-    lossless WebP and back, as for a GPU box) keep it. ``load(id)`` gives the pixel array."""
+    lossless WebP and back, as for a GPU box) keep it. ``load(id)`` gives the pixel array, or
+    raises a :class:`BoneAgeError` for an image training skips: that image counts as its error's name."""
     h = hashlib.sha256()
     for image_id in ids:
-        h.update(image_id.encode() + b"\0" + np.ascontiguousarray(load(image_id)).tobytes())
+        try:
+            pixels = np.ascontiguousarray(load(image_id)).tobytes()
+        except BoneAgeError as exc:
+            pixels = b"\0refused\0" + type(exc).__name__.encode()
+        h.update(image_id.encode() + b"\0" + pixels)
     return h.hexdigest()
 
 
 def fingerprint(source: DataSource, records: list[Record]) -> dict[str, Any]:
-    """What a model card says of a data source: its folder's name and checksums, never a local path."""
-    import cv2
+    """What a model card says of a data source: its folder's name and checksums, never a local path. The
+    pixels are those training reads (``load_image``, with every check of the library's reader): a raw
+    ``cv2.imread`` here decoded what the reader refuses (a 497 KB PNG: 32 s and 1 GB), and hashed the
+    address of None for a file it could not read, a new checksum each run (probe 16)."""
+    from boneage.imageio import load_image
 
     paths = {r.id: r.path for r in records}
     return {
         "name": source.images.name,
         "images": len(paths),
         "labels_sha256": hashlib.sha256(source.labels.read_bytes()).hexdigest(),
-        "pixels_sha256": pixels_sha256(sorted(paths), lambda i: cv2.imread(str(paths[i]), cv2.IMREAD_UNCHANGED)),
+        "pixels_sha256": pixels_sha256(sorted(paths), lambda i: load_image(paths[i])),
     }
 
 
