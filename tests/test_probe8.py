@@ -46,7 +46,7 @@ def test_explain_output_that_is_a_dangling_link_is_refused(tmp_path: Path) -> No
     (tmp_path / "heat.png").symlink_to(tmp_path / "nowhere.png")
     for force in (False, True):
         with pytest.raises(InputError, match="symbolic link"):
-            new_png(str(tmp_path / "heat.png"), force, "--output")
+            new_png(str(tmp_path / "heat.png"), force, "--output", tmp_path / "hand.png")
 
 
 def test_resume_of_a_csv_with_a_short_row_is_a_typed_error(tiny_model: Path, radiograph_png: Path, tmp_path: Path,

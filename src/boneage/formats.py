@@ -28,6 +28,7 @@ class TiffInfo:
     bits: int
     photometric: int | None
     tile: tuple[int, int] | None = None  # TileWidth and TileLength of a tiled TIFF
+    extra_samples: int | None = None  # ExtraSamples' first value: 1 is associated (premultiplied) alpha
 
 
 MAX_PNG_CHUNKS = 200_000  # a 512 MB file in libpng's 8 KB IDAT chunks has 64,000
@@ -145,7 +146,7 @@ def check_pnm_header(data: bytes, what: str) -> None:
 
 def tiff_info(data: bytes, what: str) -> TiffInfo:
     """The first directory of a classic TIFF: refused if it holds too many tags or too much tag
-    data for libtiff to read; its samples per pixel, bits per sample and photometric tag."""
+    data for libtiff to read; its samples per pixel, bits per sample, photometric tag and kind of alpha."""
     endian = {b"II": "<", b"MM": ">"}.get(data[:2])
     if endian is None or len(data) < 8:
         raise ImageReadError(f"{what} is not a readable TIFF")
@@ -166,14 +167,15 @@ def tiff_info(data: bytes, what: str) -> TiffInfo:
             raise ImageReadError(f"{what} is not a readable TIFF: its directory is cut short")
         tag, kind, n = struct.unpack(endian + "HHI", entry[:8])
         tag_bytes += n * TIFF_TYPE_BYTES.get(kind, 1)
-        if tag in (258, 262, 277, 322, 323):  # BitsPerSample, Photometric, SamplesPerPixel, TileWidth, TileLength
+        # BitsPerSample, Photometric, SamplesPerPixel, TileWidth, TileLength, ExtraSamples
+        if tag in (258, 262, 277, 322, 323, 338):
             values[tag] = _first_value(data, endian, kind, n, entry[8:])
     if tag_bytes > MAX_TIFF_TAG_BYTES:
         raise ImageReadError(f"{what} is a TIFF whose tags hold {tag_bytes / 2**20:,.0f} MiB, more than the "
                              f"{MAX_TIFF_TAG_BYTES // 2**20} MiB allowed")
     tile = (values[322], values[323]) if 322 in values and 323 in values else None
     return TiffInfo(samples=max(1, values.get(277, 1)), bits=max(1, values.get(258, 1)), photometric=values.get(262),
-                    tile=tile)
+                    tile=tile, extra_samples=values.get(338))
 
 
 def _first_value(data: bytes, endian: str, kind: int, n: int, field: bytes) -> int:

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,7 +40,7 @@ from boneage.decoded import MAX_DECODED_BYTES, MAX_PIXELS, full_range
 from boneage.decoded import Loaded as Loaded  # re-exported, with the two checks: their home before boneage.decoded
 from boneage.decoded import check_array as check_array
 from boneage.decoded import check_size as check_size
-from boneage.errors import ImageReadError, ImageTooLargeError, UnsupportedImageError
+from boneage.errors import ImageReadError, ImageTooLargeError, UnsupportedImageError, printable
 from boneage.files import FileTooLargeError, NotRegularFileError, read_regular_file
 from boneage.formats import (
     TiffInfo,
@@ -63,6 +63,7 @@ from boneage.jpeg import (
     check_jpeg_scans,
     jpeg_exif,
     jpeg_is_progressive,
+    jpeg_segment,
     jpeg_to_decode,
 )
 
@@ -98,6 +99,10 @@ ORIENTATIONS: dict[int, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
 # TIFF photometric tags of Lab colour: OpenCV (libtiff) decodes them to an RGB tinted by a and b (a radiograph
 # was answered 7 months off), so they are refused, as a PIL image of mode LAB is.
 LAB_PHOTOMETRICS = {8: "CIELab", 9: "ICCLab", 10: "ITULab"}
+# TIFF ExtraSamples: with associated alpha the colours are stored multiplied by it (TIFF 6.0) and OpenCV decodes
+# them as stored; with unassociated alpha at 8 bits, libtiff's RGBA reader (OpenCV's) multiplies them. Either way an
+# RGBA radiograph came out darkened where alpha is under its maximum (82.5 months read as 114.1 at alpha 128, probe 16).
+ASSOCIATED_ALPHA, UNASSOCIATED_ALPHA = 1, 2
 # OpenCV's TIFF decoder applies the orientation itself, even with IMREAD_UNCHANGED.
 ORIENT_AFTER_DECODE = {"PNG", "JPEG", "MPO", "WEBP"}
 
@@ -116,6 +121,7 @@ class Header:
     photometric: int | None = None  # TIFF: 0 is MinIsWhite
     maxval: int | None = None  # PGM/PPM: the largest sample value
     significant_bits: int | None = None  # a 16-bit PNG's sBIT
+    premultiplied: bool = False  # a TIFF's alpha: the colours decode multiplied by it
     notes: tuple[str, ...] = ()  # what the structure said that the result should (e.g. pages not read)
 
     @property
@@ -234,6 +240,8 @@ def structure_checked(header: Header, data: bytes, what: str, tiff: TiffInfo | N
         check_jpeg_scans(data, what)
         if jpeg_is_progressive(data):  # the decoder keeps every coefficient: 2 bytes per sample more
             header = replace(header, sample_bytes=3)
+        if jpeg_segment(data, 0xE2, b"MPF\x00") is not None:  # a multi-picture JPEG: what are the others?
+            header = replace(header, notes=header.notes + mpo_file_notes(data, what))
     elif header.format == "TIFF":
         info = tiff or tiff_info(data, what)
         if info.photometric in LAB_PHOTOMETRICS:
@@ -241,8 +249,13 @@ def structure_checked(header: Header, data: bytes, what: str, tiff: TiffInfo | N
                                         f"{info.photometric}), which the decoder reads as a tinted RGB: save the "
                                         "radiograph as a grayscale (or RGB) image")
         channels = max(info.samples, 3 if info.photometric in (2, 6) else 1)
+        if info.extra_samples == ASSOCIATED_ALPHA and channels < 4:  # the decoder drops grey's alpha: no divisor
+            raise UnsupportedImageError(f"{what} is a grayscale TIFF with premultiplied (associated) alpha, which the "
+                                        "decoder reads darkened, without its alpha: save the radiograph without alpha")
+        premultiplied = channels >= 4 and (info.extra_samples == ASSOCIATED_ALPHA
+                                           or (info.extra_samples == UNASSOCIATED_ALPHA and info.bits <= 8))
         header = replace(header, channels=channels, sample_bytes=max(header.sample_bytes, (info.bits + 7) // 8),
-                         photometric=info.photometric)
+                         photometric=info.photometric, premultiplied=premultiplied)
         if info.tile is not None:
             check_tiff_tile(info.tile, header, what)
         header = replace(header, notes=tiff_pages_note(data, what))
@@ -386,6 +399,8 @@ def decode(data: bytes, what: str = "image", dicom: bool = False) -> Loaded:
         raise ImageReadError(f"{what} is not a readable image (truncated, or not PNG/JPEG/TIFF/BMP/WebP)")
     if image.ndim == 3 and image.shape[2] >= 3:  # OpenCV decodes to BGR(A)
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    if header.premultiplied and image.ndim == 3 and image.shape[2] == 4:
+        image = unpremultiplied(image)
     image, notes = full_range(image, declared_max(image, header), what)  # before a MinIsWhite TIFF is inverted
     image = as_viewers_show(image, header)
     notes += header.notes
@@ -398,6 +413,19 @@ def decode(data: bytes, what: str = "image", dicom: bool = False) -> Loaded:
     # an RLE BMP's rows left unfilled are one colour: only then is its data walked (a second for 3 MP)
     unfilled = header.format == "BMP" and bool((image[0] == image[0, 0]).all())
     return Loaded(check_array(image, what), notes, warnings=bmp_warnings(data) if unfilled else ())
+
+
+def unpremultiplied(image: np.ndarray) -> np.ndarray:
+    """RGBA of associated alpha as a file of plain alpha holds it: each colour divided by alpha (rounded; 0 where
+    alpha is 0, as Pillow's ``RGBa`` to ``RGBA``), one channel at a time in uint32 (65535 x 65535 fits)."""
+    top = np.iinfo(image.dtype).max
+    alpha = image[..., 3].astype(np.uint32)
+    safe = np.maximum(alpha, 1)
+    out = image.copy()
+    for c in range(3):
+        value = (image[..., c].astype(np.uint32) * top + safe // 2) // safe
+        out[..., c] = np.where(alpha > 0, np.minimum(value, top), 0)
+    return out
 
 
 def declared_max(image: np.ndarray, header: Header) -> int | None:
@@ -501,6 +529,37 @@ def pil_image_held(image: object) -> Iterator[None]:
 PIL_READ_ERRORS = (OSError, ValueError, SyntaxError, struct.error, EOFError, AssertionError, IndexError, KeyError)
 
 
+# MPO picture types that are reduced copies of the first picture, as a TIFF's reduced-resolution pages are
+MPO_PREVIEWS = frozenset({"Large Thumbnail (VGA Equivalent)", "Large Thumbnail (Full HD Equivalent)"})
+
+
+def mpo_notes(index: Any, what: str) -> tuple[str, ...]:
+    """A multi-picture JPEG, by its MP index as Pillow reads it (``mpinfo``), is read from its first picture as a
+    multi-page TIFF is: with a note where the others are previews of it, refused (:class:`UnsupportedImageError`)
+    where they are other pictures (multi-angle, disparity, panorama, undefined: the other hand, a negative). It was
+    answered from the first whatever the others were (probe 16)."""
+    entries = (index if isinstance(index, dict) else {}).get(0xB002) or []
+    kinds = [str((e.get("Attribute") or {}).get("MPType")) if isinstance(e, dict) else "Unknown" for e in entries[1:]]
+    if not kinds:
+        return ()
+    if all(kind in MPO_PREVIEWS for kind in kinds):
+        return (f"the file also holds {len(kinds)} reduced preview(s) of its picture (MPO), not read",)
+    raise UnsupportedImageError(f"{what} is a multi-picture JPEG (MPO) of {len(kinds) + 1} pictures "
+                                f"({printable(', '.join(sorted(set(kinds))))[:200]}): one radiograph per file is read")
+
+
+def mpo_file_notes(data: bytes, what: str) -> tuple[str, ...]:
+    """:func:`mpo_notes` of a file's bytes (Pillow reads the MP index from the header; no pixel is decoded)."""
+    from PIL import Image
+
+    try:
+        with quiet_warnings(), Image.open(io.BytesIO(data), formats=["JPEG"]) as im:
+            index = getattr(im, "mpinfo", None)
+    except PIL_READ_ERRORS as exc:
+        raise ImageReadError(f"{what} is a multi-picture JPEG whose index cannot be read: {exc}"[:300]) from exc
+    return mpo_notes(index, what)
+
+
 def read_pil(image: PILImage) -> Loaded:
     """A PIL image (``PIL.Image.open(...)`` or one made in memory), read as its file would be: checked for size
     before its pixels are loaded, one frame only (a multi-page TIFF or an animated image is refused; MPO reads its
@@ -511,7 +570,12 @@ def read_pil(image: PILImage) -> Loaded:
     what = "the PIL image"
     with pil_image_held(image):
         array, orientation = _pil_pixels(image, what)
+        pages = mpo_notes(getattr(image, "mpinfo", None), what) if getattr(image, "format", None) == "MPO" else ()
+        white_is_zero = _tiff_photometric(image) == 0
     pixels, notes = full_range(check_array(array, what), None, what)
+    if white_is_zero and pixels.dtype == np.uint16:  # Pillow inverts MinIsWhite at 1 and 8 bits only; as the file
+        pixels = np.asarray(65535 - pixels, dtype=np.uint16)  # reader does, after the values are scaled (12 bits)
+    notes += pages
     if orientation != 1:
         description, turn = ORIENTATIONS[orientation]
         pixels = np.ascontiguousarray(turn(pixels))
@@ -559,6 +623,15 @@ def _pil_pixels(image: PILImage, what: str) -> tuple[np.ndarray, int]:
                                         f"{int(array.max())}: grey levels lie within 0-65535")
         array = array.astype(np.uint16)
     return array, orientation
+
+
+def _tiff_photometric(image: object) -> int | None:
+    """A TIFF's photometric tag as Pillow read it (0 is MinIsWhite), None for another image."""
+    try:
+        value = getattr(image, "tag_v2", {}).get(262)
+        return int(value) if value is not None else None
+    except (TypeError, ValueError, *PIL_READ_ERRORS):
+        return None
 
 
 def _pil_orientation(image: object) -> int:

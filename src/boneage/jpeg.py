@@ -44,6 +44,12 @@ def check_jpeg_exif_segments(data: bytes, what: str) -> None:
 def jpeg_exif(data: bytes) -> bytes | None:
     """The first EXIF segment's payload (``Exif\0\0`` and the TIFF structure after it), from the
     markers before the first scan; None without one."""
+    return jpeg_segment(data, 0xE1, b"Exif\x00\x00")
+
+
+def jpeg_segment(data: bytes, kind: int, identifier: bytes) -> bytes | None:
+    """The payload of the first segment of marker ``kind`` that starts with ``identifier`` (kept in the payload),
+    from the markers before the first scan; None without one."""
     i, markers = 2, 0
     while i + 4 <= len(data) and data[i] == 0xFF and markers <= MAX_JPEG_MARKERS:
         marker, markers = data[i + 1], markers + 1
@@ -53,7 +59,7 @@ def jpeg_exif(data: bytes) -> bytes | None:
         if marker in (0xDA, 0xD9):
             return None
         length = struct.unpack(">H", data[i + 2 : i + 4])[0]
-        if marker == 0xE1 and data[i + 4 : i + 10] == b"Exif\x00\x00":
+        if marker == kind and data[i + 4 : i + 4 + len(identifier)] == identifier:
             return data[i + 4 : i + 2 + length]
         i += 2 + length
     return None

@@ -14,7 +14,7 @@ from boneage.estimator import BoneAgeEstimator
 def run(args: argparse.Namespace) -> int:
     """Predict one radiograph and save the heatmap PNG; the output path is checked before the model is loaded, so a
     refused ``--output`` costs no inference. The prediction goes to stdout, the note about the heatmap to stderr."""
-    output = new_png(args.output, args.force, "--output")  # refused before the work, not after it
+    output = new_png(args.output, args.force, "--output", args.file)  # refused before the work, not after it
     male, age = args.sex, command_line_age(args)  # None: a DICOM's header
     estimator = BoneAgeEstimator(args.model, runtime=args.runtime, threads=args.threads,
                                  check_input=not args.no_input_check)

@@ -4,6 +4,7 @@ and never written over a file the user has unless ``--force`` says so."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,16 +15,19 @@ from boneage.files import lookup_errors
 from boneage.prediction import Prediction
 
 
-def new_png(text: str, force: bool, flag: str) -> Path:
+def new_png(text: str, force: bool, flag: str, source: str | os.PathLike[str]) -> Path:
     """The path for a PNG the command is about to write: a .png, in a folder that exists, and
-    not a file already there unless ``force``; a name the file system cannot look up is an
-    :class:`InputError` too."""
+    not a file already there unless ``force``, and never the ``source`` radiograph itself, even with
+    ``force`` (``--output hand.png --force`` replaced the radiograph with its heatmap, probe 16); a name
+    the file system cannot look up is an :class:`InputError` too."""
     path = Path(text)
     if path.suffix.lower() != ".png":
         raise InputError(f"{flag} {path}: writes a PNG, so the name must end in .png")
     with lookup_errors(InputError, f"{flag} {path} cannot be written"):
         if path.is_symlink():  # even a dangling one, which exists() calls absent: it was written through
             raise InputError(f"{flag} {path} is a symbolic link: give the file it stands for")
+        if path.exists() and Path(source).exists() and os.path.samefile(path, source):
+            raise InputError(f"{flag} {path} is the input radiograph itself: give another name")
         if path.exists() and not force:
             raise InputError(f"{flag} {path} exists: add --force to replace it")
         if path.is_dir():
@@ -45,7 +49,7 @@ def plot_target(args: argparse.Namespace, jobs: list[Any], header_may_say: bool 
     from boneage.chart import require_matplotlib
 
     require_matplotlib()
-    return new_png(args.plot, args.force, "--plot")
+    return new_png(args.plot, args.force, "--plot", jobs[0].path)
 
 
 def draw_chart(estimator: BoneAgeEstimator, results: list[dict[str, Any]], path: Path) -> bool:
