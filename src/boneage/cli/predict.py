@@ -12,6 +12,7 @@ import fnmatch
 import itertools
 import json
 import os
+import re
 import sys
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -79,15 +80,18 @@ def expand(path: str, pattern: str) -> list[str]:
         folder = False
     if not folder:
         return [path]
-    globs = [g.strip().lower() for g in pattern.split(",") if g.strip()]
+    # one expression for all the patterns: each name was matched against each (4,000 globs over 800 files: 12.6 s)
+    matches = re.compile("|".join(fnmatch.translate(g.strip().lower()) for g in pattern.split(",") if g.strip())
+                         or "(?!)").match
     found = sorted(
         (Path(root) / name).as_posix()
         for root, _, names in os.walk(path)  # followlinks=False: a symlink loop cannot hang it
         for name in names
-        if any(fnmatch.fnmatch(name.lower(), g) for g in globs)
+        if matches(name.lower())
     )
-    if not found:  # said after the folder's name, as a job's error is
-        raise InputError(f"no files matching {pattern} under this folder")
+    if not found:  # said after the folder's name, as a job's error is; a long pattern shortened
+        shown = printable(pattern)
+        raise InputError(f"no files matching {shown if len(shown) <= 200 else shown[:200] + '...'} under this folder")
     return found
 
 

@@ -7,6 +7,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from boneage.defaults import MAX_THREADS, MAX_VIEWS
 
 MIB = 1024 * 1024
+# An image file may take 512 MiB (imageio.MAX_BYTES); twice that leaves room for a form's other parts. Without a
+# bound, --max-upload-mb 1e20 turned the body limit off (probe 16).
+MAX_UPLOAD_BYTES = 1024 * MIB
 
 
 class ServeSettings(BaseModel):
@@ -23,7 +26,7 @@ class ServeSettings(BaseModel):
     threads: int | None = Field(None, ge=1, le=MAX_THREADS, description="inference threads of the one shared session")
     max_concurrent: int = Field(2, ge=1, le=64, description="predictions running at once")
     queue: int = Field(16, ge=0, le=10_000, description="requests that may wait for a free slot")
-    max_upload_bytes: int = Field(64 * MIB, ge=1024, description="the largest request body accepted")
+    max_upload_bytes: int = Field(64 * MIB, ge=1024, le=MAX_UPLOAD_BYTES, description="the largest request body accepted")
     max_connections: int = Field(100, ge=1, le=100_000,
                                  description="open connections; beyond them, 503 before a request is read")
     check_input: bool = True

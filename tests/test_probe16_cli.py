@@ -1,0 +1,33 @@
+"""Probe 16's observations on the command line: the service's body limit has a ceiling, thousands of --pattern globs
+cost one match per file, and a pattern that matches nothing is not echoed whole."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from boneage.cli.main import main
+from boneage.cli.predict import expand
+from boneage.errors import InputError
+from boneage.serve.settings import MAX_UPLOAD_BYTES, ServeSettings
+
+
+def test_the_upload_limit_has_a_ceiling(capsys: pytest.CaptureFixture[str]) -> None:
+    """--max-upload-mb 99999999999999999999 was accepted: no body limit at all."""
+    with pytest.raises(ValidationError):
+        ServeSettings(max_upload_bytes=MAX_UPLOAD_BYTES + 1)
+    assert main(["serve", "--max-upload-mb", "99999999999999999999"]) == 2
+    assert "--max-upload-mb: from 1/1024 to 1,024 (MiB), not 1e+20" in capsys.readouterr().err
+
+
+def test_many_patterns_match_as_one(tmp_path: Path) -> None:
+    for name in ("a.PNG", "b.jpg", "c.txt", "d.dcm"):
+        (tmp_path / name).write_bytes(b"")
+    assert [Path(p).name for p in expand(str(tmp_path), "*.png, *.JPG,,")] == ["a.PNG", "b.jpg"]
+    many = ",".join(f"*{k}.zzz" for k in range(4000)) + ",*.dcm"
+    assert [Path(p).name for p in expand(str(tmp_path), many)] == ["d.dcm"]
+    with pytest.raises(InputError) as refused:
+        expand(str(tmp_path), many.replace("*.dcm", "*.none"))
+    assert len(str(refused.value)) < 300  # the 47 KB pattern was echoed whole
