@@ -259,7 +259,7 @@ def test_a_column_chunk_that_decompresses_past_the_bound_is_refused_from_the_met
         results.ResultFile(path, resume=True, force=False)
 
 
-def test_resume_reads_two_columns_and_types_memory_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_reads_only_the_columns_it_needs_and_types_memory_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import boneage.cli.results as results
 
     path = _parquet(tmp_path / "r.parquet", 3)
@@ -273,7 +273,7 @@ def test_resume_reads_two_columns_and_types_memory_errors(tmp_path: Path, monkey
     monkeypatch.setattr(results, "parquet_batches", spy)
     done = results.ResultFile(path, resume=True, force=False)
     done.close()
-    assert done.done == {"x.png": 3} and read == [("source", "error_type"), COLUMNS]
+    assert done.done == {"x.png": 3} and read == [("source", "error_type", "model_name", "model_version"), COLUMNS]
 
     def out_of_memory(*args: Any) -> Iterator[list[dict[str, Any]]]:
         raise MemoryError

@@ -12,6 +12,7 @@ from boneage.cli.main import main
 from boneage.cli.predict import expand
 from boneage.errors import InputError
 from boneage.serve.settings import MAX_UPLOAD_BYTES, ServeSettings
+from tests.helpers import tiny_card, write_tiny_model
 
 
 def test_the_upload_limit_has_a_ceiling(capsys: pytest.CaptureFixture[str]) -> None:
@@ -31,3 +32,26 @@ def test_many_patterns_match_as_one(tmp_path: Path) -> None:
     with pytest.raises(InputError) as refused:
         expand(str(tmp_path), many.replace("*.dcm", "*.none"))
     assert len(str(refused.value)) < 300  # the 47 KB pattern was echoed whole
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_resume_goes_on_only_with_the_model_of_the_answers(tmp_path: Path, radiograph_png: Path, tiny_model: Path,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str], suffix: str) -> None:
+    """Another model skipped the inputs already answered: one file mixed two models, a corrected rerun did nothing."""
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow", reason="needs pyarrow (extra: parquet)")
+    monkeypatch.chdir(tmp_path)
+    second = tmp_path / "second.png"
+    second.write_bytes(radiograph_png.read_bytes())
+    out = f"results{suffix}"
+    assert main(["predict", str(radiograph_png), "--sex", "m", "--model", str(tiny_model), "--output", out]) == 0
+    other = write_tiny_model(tmp_path / "other.onnx", card=tiny_card(version="9.9.9"))
+    before = (tmp_path / out).read_bytes()
+    capsys.readouterr()
+    assert main(["predict", str(radiograph_png), str(second), "--sex", "m", "--model", str(other), "--output", out,
+                 "--resume"]) == 2
+    assert "holds answers of " in capsys.readouterr().err and (tmp_path / out).read_bytes() == before
+    assert main(["predict", str(radiograph_png), str(second), "--sex", "m", "--model", str(tiny_model), "--output", out,
+                 "--resume"]) == 0
+    assert "1 inputs already in" in capsys.readouterr().err

@@ -165,6 +165,18 @@ def list_jobs(path: Path) -> list[Job]:
     return jobs
 
 
+def check_same_model(output: ResultFile, estimator: BoneAgeEstimator) -> None:
+    """``--resume`` goes on only with the model the file's answers came from: another one skipped the inputs
+    answered, so one file mixed two models' answers, and a rerun to correct the model silently did nothing."""
+    others = sorted({(str(name), str(version)) for name, version in output.models if name is not None}
+                    - {(estimator.card.name, estimator.card.version)})
+    if others:
+        shown = printable(", ".join(f"{name} {version}" for name, version in others[:3]))[:200]
+        raise InputError(f"--resume: {printable(str(output.path))} holds answers of {shown}, not of this run's model "
+                         f"{estimator.card.name} {estimator.card.version}: pass that --model, or continue into another "
+                         "--output")
+
+
 def _progress(total: int) -> Any:
     from tqdm import tqdm
 
@@ -186,6 +198,8 @@ def run(args: argparse.Namespace) -> int:
                                  views=args.views)
     _check_engine(args)
     output = ResultFile(Path(args.output), resume=args.resume, force=args.force) if args.output else None
+    if output is not None:
+        check_same_model(output, estimator)
     if output is not None and output.done:
         skipped = len(jobs)
         jobs = [j for j in jobs if not output.answered(j.path)]

@@ -22,6 +22,8 @@ from typing import IO, Any
 from boneage.errors import InputError, MissingDependencyError
 from boneage.files import lookup_errors
 from boneage.rows import COLUMNS, ERROR_TYPE, NUMBERS, csv_row, unescaped_text
+
+MODEL_NAME, MODEL_VERSION = COLUMNS.index("model_name"), COLUMNS.index("model_version")
 from boneage.rows import flat as flat  # re-exported: its home before rows.py
 from boneage.whole import write_whole
 
@@ -189,6 +191,7 @@ class ResultFile:
             exists = any(p.exists() and p.stat().st_size > 0 for p in {path, self.journal})
         if exists and not (resume or force):
             raise InputError(f"--output {path} exists: add --resume to continue it or --force to replace it")
+        self.models: set[tuple[Any, Any]] = set()  # (model_name, model_version) of the answers read back
         self.done: Counter[str] = self._read_done() if exists and resume else Counter()  # see answered()
         append = exists and resume
         if not append and self.suffix == ".parquet" and path.exists():
@@ -220,11 +223,17 @@ class ResultFile:
                         raise InputError(f"--resume: record {number} of {self.path} has {len(row)} cells, not "
                                          f"{len(COLUMNS)}: not a results file of this command")
                 # a source was written escaped (rows.spreadsheet_text): "'=1+2.png" stands for "=1+2.png"
-                done = Counter(unescaped_text(row[0]) for row in records[1:] if row and not row[ERROR_TYPE])
+                answers = [row for row in records[1:] if row and not row[ERROR_TYPE]]
+                done = Counter(unescaped_text(row[0]) for row in answers)
+                self.models |= {(unescaped_text(row[MODEL_NAME]), unescaped_text(row[MODEL_VERSION])) for row in answers}
                 cut_to(self.path, length)
                 return done
             lines, length = self._journal_lines()
-            done = Counter(source for source, failed in map(self._source, lines) if not failed)
+            done = Counter()
+            for row in map(self._row, lines):
+                if not (row.get("error") or row.get("error_type")):
+                    done[row["source"]] += 1
+                    self.models.add((row.get("model_name"), row.get("model_version")))
             if self.journal.exists():
                 cut_to(self.journal, length)
             return done + earlier
@@ -247,12 +256,12 @@ class ResultFile:
         return False
 
     @staticmethod
-    def _source(line: str) -> tuple[str, bool]:
-        """The line's source, and whether it failed (an error in JSON Lines, an error_type in the journal)."""
+    def _row(line: str) -> dict[str, Any]:
+        """The line's row (it failed where it has an error in JSON Lines, an error_type in the journal)."""
         row = json.loads(line)
         if not isinstance(row, dict) or not isinstance(row.get("source"), str):
             raise InputError("--resume: a line without a source: not a results file of this command")
-        return str(row["source"]), bool(row.get("error") or row.get("error_type"))
+        return row
 
     def _journal_lines(self) -> tuple[Iterator[str], int]:
         """The journal's complete lines but blank ones, read as they are used (a list of them took 70 bytes
@@ -263,13 +272,15 @@ class ResultFile:
         return (line for line in io.StringIO(text, newline="\n") if line.strip()), length
 
     def _parquet_done(self) -> Counter[str]:
-        """The sources the earlier Parquet file holds answers for; only its source and error_type are read."""
+        """The sources the earlier Parquet file holds answers for, and their models; only those columns are read."""
         done: Counter[str] = Counter()
-        for batch in self._parquet_batches(("source", "error_type")):
+        for batch in self._parquet_batches(("source", "error_type", "model_name", "model_version")):
             rows = batch.to_pylist()
             if rows and "source" not in rows[0]:
                 raise InputError(f"--resume: {self.path} has no source column: not a results file of this command")
-            done.update(row["source"] for row in rows if not row.get("error_type"))
+            answers = [row for row in rows if not row.get("error_type")]
+            done.update(row["source"] for row in answers)
+            self.models |= {(row.get("model_name"), row.get("model_version")) for row in answers}
         return done
 
     def _parquet_batches(self, columns: tuple[str, ...] = COLUMNS) -> Iterator[Any]:
