@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from robustness import GROUPS, TARGETS, validation_images
+from robustness import GROUPS, TARGETS, Perturb, validation_images
 
 from boneage.cli.arguments import DATA_HINT, require, usage_errors
 from boneage.modelcard import IMAGE_INPUT, SEX_INPUT
@@ -45,7 +45,7 @@ def main() -> None:
     male = np.array([[m] for _, _, m, _ in images], np.float32)
     ages = np.array([age for *_, age in images])
 
-    def answers(perturb: object = None) -> np.ndarray:
+    def answers(perturb: Perturb | None = None) -> np.ndarray:
         """(models + 1, images): each model's answers, then their mean."""
         x = np.stack([pipeline(perturb(image) if perturb else image) for _, image, _, _ in images])
         each = np.stack([np.asarray(m.predict({IMAGE_INPUT: x, SEX_INPUT: male}, verbose=0, batch_size=64)).ravel()

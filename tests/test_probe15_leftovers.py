@@ -20,10 +20,11 @@ def test_numpy_scalars_in_options_are_written_as_plain_json() -> None:
     # np.float32 options were accepted, trained on, then failed writing config.json (PydanticSerializationError)
     steps = [{"name": "grayscale"}, {"name": "resize", "params": {"size": np.int64(100)}},
              {"name": "clahe", "params": {"clip_limit": np.float32(2.0)}}, {"name": "normalize"}]
-    config = TrainConfig(backbone="densenet121", backbone_options={"dropout": np.float32(0.25)},
+    config = TrainConfig(backbone="densenet121", backbone_options={"dropout": np.float32(0.25),
+                                                                   "plugin": {"sizes": [np.int64(3), np.arange(2)]}},
                          preprocessing={"steps": steps}, sources=[{"labels": "a.csv", "images": "b"}])
     written = json.loads(config.model_dump_json())
-    assert written["backbone_options"] == {"dropout": 0.25}
+    assert written["backbone_options"] == {"dropout": 0.25, "plugin": {"sizes": [3, [0, 1]]}}
     assert [s["params"] for s in written["preprocessing"]["steps"]][1:3] == [{"size": 100}, {"clip_limit": 2.0}]
     assert TrainConfig.model_validate(written) == config  # and read back as it was
 
@@ -105,3 +106,10 @@ def test_resume_reads_blank_lines_in_memory_of_the_files_size(tmp_path: Path, su
     results.close()
     # a list of the records took 70 bytes per byte for CSV (1.5 GB for 20 MB), 8 for JSON Lines; now the text, twice
     assert sum(results.done.values()) == 0 and peak < 6 * path.stat().st_size
+
+
+def test_a_resize_is_charged_the_tensor_between_its_axes() -> None:
+    """64x64 antialiased to 1x7 M: 28 MiB of output, but ONNX Runtime's step between the axes held 64 x 7 M (2.2 GB)."""
+    model = resized([const("sizes", np.array([1, 1, 1, 7 * 2**20], np.int64))], mode="cubic", antialias=1)
+    with pytest.raises(InvalidModelError, match="allocates"):
+        check_graph_size(model.SerializeToString(), "m", SIZE)

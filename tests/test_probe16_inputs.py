@@ -3,6 +3,7 @@ a 16-bit MinIsWhite TIFF as a PIL image), multi-picture JPEGs, and a figure writ
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import struct
 from pathlib import Path
@@ -102,6 +103,16 @@ def test_a_multi_picture_jpeg_of_another_picture_is_refused(as_pil: bool) -> Non
         read_image(Image.open(io.BytesIO(data)) if as_pil else data)
 
 
+def test_a_multi_picture_jpeg_whose_index_does_not_read_is_refused() -> None:
+    """Pillow drops a malformed MP index with a warning and reads a plain JPEG: its other pictures went unseen."""
+    data = mpo(255 - synthetic_radiograph())
+    at = data.index(b"MPF\x00") + 4
+    endian = "<" if data[at : at + 2] == b"II" else ">"
+    broken = data[:at] + data[at:].replace(struct.pack(endian + "H", 0xB002), struct.pack(endian + "H", 0xB00F), 1)
+    with pytest.raises(UnsupportedImageError, match="index cannot be read"):
+        read_image(broken)
+
+
 @pytest.mark.parametrize("as_pil", [False, True])
 def test_a_multi_picture_jpeg_with_a_preview_is_read_with_a_note(as_pil: bool) -> None:
     data = mpo(synthetic_radiograph()[::2, ::2], kind=0x010001)  # a large thumbnail (VGA)
@@ -113,8 +124,12 @@ def test_a_multi_picture_jpeg_with_a_preview_is_read_with_a_note(as_pil: bool) -
 # -- finding 4: a figure written over its own radiograph ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", [["explain", "hand.png", "--output", "{out}"],
-                                     ["predict", "hand.png", "--age", "7y", "--plot", "{out}"]])
+PLOT = pytest.param(["predict", "hand.png", "--age", "7y", "--plot", "{out}"],
+                    marks=pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None,
+                                             reason="--plot needs matplotlib (extra: plot)"))
+
+
+@pytest.mark.parametrize("command", [["explain", "hand.png", "--output", "{out}"], PLOT])
 @pytest.mark.parametrize("link", [False, True])
 def test_force_never_writes_a_figure_over_its_input(tmp_path: Path, radiograph_png: Path, tiny_model: Path,
                                                     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],

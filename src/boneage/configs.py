@@ -27,10 +27,15 @@ MAX_REPEATS = 2
 
 
 def plain_scalars(options: Any) -> Any:
-    """A mapping's NumPy scalars as the Python numbers they hold, so the mapping stays plain JSON: an API
-    caller's ``np.float32(0.1)`` was checked and trained on, then could not be written to config.json."""
+    """NumPy scalars and arrays, at any depth of mappings and lists, as the Python numbers and lists they hold, so
+    options stay plain JSON: an API caller's ``np.float32(0.1)`` was checked and trained on, then could not be
+    written to config.json."""
     if isinstance(options, dict):
-        return {k: v.item() if isinstance(v, np.generic) else v for k, v in options.items()}
+        return {k: plain_scalars(v) for k, v in options.items()}
+    if isinstance(options, (list, tuple)):
+        return [plain_scalars(v) for v in options]
+    if isinstance(options, (np.generic, np.ndarray)):
+        return options.tolist()
     return options
 
 

@@ -51,7 +51,7 @@ def check_png_chunks(data: bytes, what: str) -> bool:
     counted: 2 million empty text chunks (26 MB) took 10 s to decode, 40 s with an EXIF chunk
     (Pillow reads them one by one); a 512 MB file of them would take minutes. Compressed text chunks
     are counted on their own: 990 zTXt of 8 KB, each inflating to 8 MB (a 7.8 MB file), took 34 s.
-    Whether the file ends with its IEND chunk."""
+    Whether the walk reached an IEND chunk."""
     i, chunks, others, texts = 8, 0, 0, 0
     while i + 8 <= len(data):
         length, kind = struct.unpack(">I4s", data[i : i + 8])

@@ -248,10 +248,7 @@ def structure_checked(header: Header, data: bytes, what: str, tiff: TiffInfo | N
             raise UnsupportedImageError(f"{what} is a TIFF of {LAB_PHOTOMETRICS[info.photometric]} colour (photometric "
                                         f"{info.photometric}), which the decoder reads as a tinted RGB: save the "
                                         "radiograph as a grayscale (or RGB) image")
-        channels = max(info.samples, 3 if info.photometric in (2, 6) else 1)
-        if info.extra_samples == ASSOCIATED_ALPHA and channels < 4:  # the decoder drops grey's alpha: no divisor
-            raise UnsupportedImageError(f"{what} is a grayscale TIFF with premultiplied (associated) alpha, which the "
-                                        "decoder reads darkened, without its alpha: save the radiograph without alpha")
+        channels = tiff_channels(info)
         premultiplied = channels >= 4 and (info.extra_samples == ASSOCIATED_ALPHA
                                            or (info.extra_samples == UNASSOCIATED_ALPHA and info.bits <= 8))
         header = replace(header, channels=channels, sample_bytes=max(header.sample_bytes, (info.bits + 7) // 8),
@@ -307,6 +304,8 @@ def read_header(data: bytes, what: str) -> Header:
     else:
         # a TIFF's tag bomb is refused before Pillow reads the tags too
         tiff = tiff_info(data, what) if data[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+") else None
+        if tiff is not None:
+            check_tiff_alpha(tiff, what)
         header = structure_checked(pillow_header(data, what), data, what, tiff)
         check_size(header.width, header.height, what)
     if header.decoded_bytes > MAX_DECODED_BYTES:
@@ -318,6 +317,19 @@ def read_header(data: bytes, what: str) -> Header:
     if not complete:  # libpng refused it only after printing "PNG input buffer is incomplete" on the caller's stderr
         raise ImageReadError(f"{what} is not a readable image: it ends before its IEND chunk (truncated)")
     return header
+
+
+def tiff_channels(info: TiffInfo) -> int:
+    """The channels OpenCV decodes a TIFF to: its samples, at least 3 for RGB and YCbCr."""
+    return max(info.samples, 3 if info.photometric in (2, 6) else 1)
+
+
+def check_tiff_alpha(info: TiffInfo, what: str) -> None:
+    """Premultiplied alpha the decoder drops (grey + alpha) leaves nothing to divide the darkened colours by; checked
+    before Pillow opens the file (Pillow 12 cannot open a grey + associated alpha TIFF: a vaguer error)."""
+    if info.extra_samples == ASSOCIATED_ALPHA and tiff_channels(info) < 4:
+        raise UnsupportedImageError(f"{what} is a TIFF with premultiplied (associated) alpha that the decoder drops, "
+                                    "leaving the image darkened: save the radiograph without alpha")
 
 
 def as_viewers_show(image: np.ndarray, header: Header) -> np.ndarray:
@@ -549,14 +561,18 @@ def mpo_notes(index: Any, what: str) -> tuple[str, ...]:
 
 
 def mpo_file_notes(data: bytes, what: str) -> tuple[str, ...]:
-    """:func:`mpo_notes` of a file's bytes (Pillow reads the MP index from the header; no pixel is decoded)."""
+    """:func:`mpo_notes` of a file's bytes (Pillow reads the MP index from the header; no pixel is decoded); an index
+    that does not read is refused, as it may hide any picture."""
     from PIL import Image
 
     try:
         with quiet_warnings(), Image.open(io.BytesIO(data), formats=["JPEG"]) as im:
             index = getattr(im, "mpinfo", None)
-    except PIL_READ_ERRORS as exc:
-        raise ImageReadError(f"{what} is a multi-picture JPEG whose index cannot be read: {exc}"[:300]) from exc
+    except PIL_READ_ERRORS:
+        index = None
+    if not isinstance(index, dict):  # Pillow drops a malformed index with a warning and reads a plain JPEG
+        raise UnsupportedImageError(f"{what} is a multi-picture JPEG whose index cannot be read: what its other "
+                                    "pictures are is unknown (one radiograph per file is read)")
     return mpo_notes(index, what)
 
 

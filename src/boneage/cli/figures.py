@@ -26,7 +26,7 @@ def new_png(text: str, force: bool, flag: str, source: str | os.PathLike[str]) -
     with lookup_errors(InputError, f"{flag} {path} cannot be written"):
         if path.is_symlink():  # even a dangling one, which exists() calls absent: it was written through
             raise InputError(f"{flag} {path} is a symbolic link: give the file it stands for")
-        if path.exists() and Path(source).exists() and os.path.samefile(path, source):
+        if same_file(path, source):
             raise InputError(f"{flag} {path} is the input radiograph itself: give another name")
         if path.exists() and not force:
             raise InputError(f"{flag} {path} exists: add --force to replace it")
@@ -35,6 +35,15 @@ def new_png(text: str, force: bool, flag: str, source: str | os.PathLike[str]) -
         if not path.parent.is_dir():
             raise InputError(f"{flag} {path}: the folder {path.parent} does not exist")
     return path
+
+
+def same_file(a: Path, b: str | os.PathLike[str]) -> bool:
+    """Whether ``a`` and ``b`` name one existing file (a hard link too); a name that cannot be looked up is not
+    this check's to report (the input's own error says it)."""
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
 
 
 def plot_target(args: argparse.Namespace, jobs: list[Any], header_may_say: bool = False) -> Path | None:

@@ -219,11 +219,11 @@ class ResultFile:
                     raise InputError(f"--resume: {self.path} is not a results file of this version of boneage "
                                      "(its columns differ)")
                 for number, row in enumerate(records[1:], 2):
-                    if row and len(row) != len(COLUMNS):
+                    if len(row) != len(COLUMNS):
                         raise InputError(f"--resume: record {number} of {self.path} has {len(row)} cells, not "
                                          f"{len(COLUMNS)}: not a results file of this command")
                 # a source was written escaped (rows.spreadsheet_text): "'=1+2.png" stands for "=1+2.png"
-                answers = [row for row in records[1:] if row and not row[ERROR_TYPE]]
+                answers = [row for row in records[1:] if not row[ERROR_TYPE]]
                 done = Counter(unescaped_text(row[0]) for row in answers)
                 self.models |= {(unescaped_text(row[MODEL_NAME]), unescaped_text(row[MODEL_VERSION])) for row in answers}
                 cut_to(self.path, length)

@@ -22,8 +22,8 @@ def settings(args: argparse.Namespace) -> ServeSettings:
 
 
 def _settings(args: argparse.Namespace) -> ServeSettings:
-    if not 1024 <= args.max_upload_mb * MIB <= MAX_UPLOAD_BYTES:  # said in the option's unit, not the setting's bytes
-        raise InputError(f"--max-upload-mb: from 1/1024 to {MAX_UPLOAD_BYTES // MIB:,} (MiB), not {args.max_upload_mb:g}")
+    if args.max_upload_mb * MIB > MAX_UPLOAD_BYTES:  # said in the option's unit, not the setting's bytes
+        raise InputError(f"--max-upload-mb: at most {MAX_UPLOAD_BYTES // MIB:,} (MiB), not {args.max_upload_mb:g}")
     return ServeSettings(host=args.host, port=args.port, model=args.model, runtime=args.runtime, threads=args.threads,
                          max_concurrent=args.max_concurrent, queue=args.queue,
                          max_upload_bytes=args.max_upload_mb * MIB,

@@ -366,12 +366,12 @@ def train(config: TrainConfig, resume: bool = False, verbose: int | str = "auto"
     run = config.output_dir
     if state is None:
         config, state = _begin_run(config)
+        # once per run: the checksums decode every image of every source, and a resume has the same data
+        (run / "data.json").write_text(json.dumps(data_summary(config, train_records, val_records), indent=1))
     else:  # a hard kill in the middle of a save left its temporary behind
         for name in ("checkpoint.keras", "best.keras", "state.json"):
             for leftover in remove_leftovers(run / name):
                 log.info("removed %s, left by a save that was killed", leftover.name)
-        # once per run: the checksums decode every image of every source, and a resume has the same data
-        (run / "data.json").write_text(json.dumps(data_summary(config, train_records, val_records), indent=1))
     # One fit() per epoch: the logger must append, or each epoch would overwrite the last.
     history = keras.callbacks.CSVLogger(str(run / "history.csv"), append=True)
     process_start = time.monotonic()
