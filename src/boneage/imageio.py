@@ -428,8 +428,9 @@ def decode(data: bytes, what: str = "image", dicom: bool = False) -> Loaded:
 
 
 def unpremultiplied(image: np.ndarray) -> np.ndarray:
-    """RGBA of associated alpha as a file of plain alpha holds it: each colour divided by alpha (rounded; 0 where
-    alpha is 0, as Pillow's ``RGBa`` to ``RGBA``), one channel at a time in uint32 (65535 x 65535 fits)."""
+    """RGBA whose colours decoded multiplied by alpha (:data:`ASSOCIATED_ALPHA`) as plain alpha holds them: each
+    colour divided by alpha (rounded; 0 where alpha is 0, as Pillow's ``RGBa`` to ``RGBA``), one channel at a time in
+    uint32 (65535 x 65535 fits)."""
     top = np.iinfo(image.dtype).max
     alpha = image[..., 3].astype(np.uint32)
     safe = np.maximum(alpha, 1)

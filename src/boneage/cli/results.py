@@ -22,11 +22,10 @@ from typing import IO, Any
 from boneage.errors import InputError, MissingDependencyError
 from boneage.files import lookup_errors
 from boneage.rows import COLUMNS, ERROR_TYPE, NUMBERS, csv_row, unescaped_text
-
-MODEL_NAME, MODEL_VERSION = COLUMNS.index("model_name"), COLUMNS.index("model_version")
 from boneage.rows import flat as flat  # re-exported: its home before rows.py
 from boneage.whole import write_whole
 
+MODEL_NAME, MODEL_VERSION = COLUMNS.index("model_name"), COLUMNS.index("model_version")
 FORMATS = (".csv", ".jsonl", ".parquet")
 
 
@@ -229,11 +228,7 @@ class ResultFile:
                 cut_to(self.path, length)
                 return done
             lines, length = self._journal_lines()
-            done = Counter()
-            for row in map(self._row, lines):
-                if not (row.get("error") or row.get("error_type")):
-                    done[row["source"]] += 1
-                    self.models.add((row.get("model_name"), row.get("model_version")))
+            done = self._answered_in(lines)
             if self.journal.exists():
                 cut_to(self.journal, length)
             return done + earlier
@@ -254,6 +249,15 @@ class ResultFile:
                 self.done[key] -= 1
                 return True
         return False
+
+    def _answered_in(self, lines: Iterator[str]) -> Counter[str]:
+        """The sources JSON Lines (or the journal) answered, their models noted in :attr:`models`."""
+        done: Counter[str] = Counter()
+        for row in map(self._row, lines):
+            if not (row.get("error") or row.get("error_type")):
+                done[row["source"]] += 1
+                self.models.add((row.get("model_name"), row.get("model_version")))
+        return done
 
     @staticmethod
     def _row(line: str) -> dict[str, Any]:

@@ -304,7 +304,7 @@ def _work(onnx: Any, node: Any, types: dict[str, Any]) -> int:
                 for k in attr.ints:
                     per_output *= max(int(k), 1)
     elif node.op_type == "Resize" and node.input and node.input[0] in types:
-        for before, after in zip(_dims(types[node.input[0]]), _dims(out)):
+        for before, after in zip(_dims(types[node.input[0]]), _dims(out), strict=False):
             if before != after:
                 per_output *= RESIZE_TAPS * max(1, -(-before // max(after, 1)))
     elif node.op_type in ("MatMul", "Gemm", "MatMulInteger", "QLinearMatMul") and node.input:
@@ -322,7 +322,7 @@ def _resize_scratch(onnx: Any, node: Any, types: dict[str, Any]) -> int:
     source, out = types.get(node.input[0]), types.get(node.output[0])
     if source is None or out is None:
         return 0
-    sides = [max(before, after, 1) for before, after in zip(_dims(source), _dims(out))]
+    sides = [max(before, after, 1) for before, after in zip(_dims(source), _dims(out), strict=False)]
     return math.prod(sides) * (_item_bytes(onnx, out.tensor_type.elem_type) or 4)
 
 
