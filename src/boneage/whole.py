@@ -29,7 +29,9 @@ def new_file(folder: Path, prefix: str, suffix: str) -> Path:
 def remove_leftovers(path: Path) -> list[Path]:
     """Remove the temporaries a hard kill (SIGKILL, power loss) left beside ``path`` in the middle of
     :func:`write_whole`, and return them: each had a new random name, so none was ever reused and they
-    piled up, 30 MB each for a checkpoint. Only names of exactly that form are touched."""
+    piled up, 30 MB each for a checkpoint. Only names of exactly that form are touched; a process still writing
+    one beside ``path`` (a second ``--resume`` of one run) would lose it, as two processes on one run folder lose
+    more than that."""
     pattern = re.compile(rf"\.{re.escape(path.stem)}\.[0-9a-f]{{16}}\.tmp{re.escape(path.suffix)}")
     removed = []
     for candidate in path.parent.iterdir():
