@@ -105,7 +105,7 @@ def test_a_dicom_row_with_no_sex_anywhere_names_the_list_column(tiny_model: Path
     dicom(tmp_path / "nosex.dcm")
     rows = listed(tmp_path / "l.csv", "path,sex\nnosex.dcm,\n")
     code, (row,), _ = predict_json(["--csv", rows, "--model", str(tiny_model)], capsys)
-    assert code == 2 and "the sex column of a --csv list" in row["error"]["message"]
+    assert code == 2 and "a --csv list's sex column" in row["error"]["message"]
 
 
 def test_a_plot_that_is_not_drawn_exits_2(tiny_model: Path, radiograph_png: Path, tmp_path: Path,

@@ -218,7 +218,9 @@ def test_bad_files(client: TestClient) -> None:
 def test_bad_sex_and_age(client: TestClient) -> None:
     data = (SAMPLES / "1377.png").read_bytes()
     assert error_of(upload(client, data, sex="yes"), 422) == "invalid_sex"
-    assert error_of(upload(client, data, sex=None), 422) == "invalid_sex"  # a PNG cannot say its sex
+    missing = upload(client, data, sex=None)
+    assert error_of(missing, 422) == "invalid_sex"  # a PNG cannot say its sex
+    assert "the form's sex field" in missing.json()["error"]["message"]  # it named only the CLI's options (probe 16)
     assert error_of(upload(client, data, age="2012-03-04"), 422) == "invalid_age"
     assert error_of(upload(client, data, age="400"), 422) == "invalid_age"
     assert error_of(upload(client, data, age="-3"), 422) == "invalid_age"

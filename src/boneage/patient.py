@@ -125,7 +125,8 @@ def resolve(male: object, age_months: float | None, header: HeaderPatient | None
     if male is None:
         if header is None or header.male is None:
             reason = "" if header is None else f" ({HEADER}: {header.sex_problem or 'no PatientSex M or F'})"
-            raise SexError(f"the sex is missing: pass male=True or male=False (--sex with FILE arguments, the sex column of a --csv list){reason}")
+            raise SexError("the sex is missing: male=True or male=False in Python, --sex or a --csv list's sex column on "
+                           f"the command line, the form's sex field in the service{reason}")
         sex = header.male
         notes.append(f"sex taken from {HEADER} (PatientSex)")
     else:
