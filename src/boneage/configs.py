@@ -26,14 +26,15 @@ MAX_STEPS = 16
 MAX_REPEATS = 2
 
 
-def plain_scalars(options: Any) -> Any:
-    """NumPy scalars and arrays, at any depth of mappings and lists, as the Python numbers and lists they hold, so
-    options stay plain JSON: an API caller's ``np.float32(0.1)`` was checked and trained on, then could not be
-    written to config.json."""
-    if isinstance(options, dict):
-        return {k: plain_scalars(v) for k, v in options.items()}
-    if isinstance(options, (list, tuple)):
-        return [plain_scalars(v) for v in options]
+def plain_scalars(options: Any, depth: int = 32) -> Any:
+    """NumPy scalars and arrays, down to ``depth`` levels of mappings and lists (a config file may nest 32: a list
+    holding itself is left to pydantic's own refusal), as the Python numbers and lists they hold, so options stay
+    plain JSON: an API caller's ``np.float32(0.1)`` was checked and trained on, then could not be written to
+    config.json."""
+    if depth and isinstance(options, dict):
+        return {k: plain_scalars(v, depth - 1) for k, v in options.items()}
+    if depth and isinstance(options, (list, tuple)):
+        return [plain_scalars(v, depth - 1) for v in options]
     if isinstance(options, (np.generic, np.ndarray)):
         return options.tolist()
     return options
