@@ -158,9 +158,10 @@ def printable(text: str) -> str:
     return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-def _shown(part: object) -> str:
+def shortened(part: object, limit: int = SHOWN_NAME) -> str:
+    """``part`` escaped (:func:`printable`) and, past ``limit`` characters, cut with its length said."""
     text = printable(str(part))
-    return text if len(text) <= SHOWN_NAME else f"{text[:SHOWN_NAME]}... ({len(text):,} characters)"
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def validation_problems(errors: Sequence[Mapping[str, Any]], skip: int = 0, limit: int = 3) -> str:
@@ -170,7 +171,7 @@ def validation_problems(errors: Sequence[Mapping[str, Any]], skip: int = 0, limi
     location left out (a request's "body")."""
     parts = []
     for error in errors[:limit]:
-        where = ".".join(_shown(part) for part in error["loc"][skip:])
+        where = ".".join(shortened(part) for part in error["loc"][skip:])
         parts.append(f"{where}: {error['msg']}" if where else str(error["msg"]))
     if len(errors) > limit:
         parts.append(f"and {len(errors) - limit:,} more")

@@ -24,7 +24,7 @@ from boneage.cli.figures import draw_chart, plot_target
 from boneage.cli.results import ResultFile
 from boneage.cli.table import format_table
 from boneage.columns import ColumnsError, csv_rows
-from boneage.errors import AgeError, BoneAgeError, InputError, SexError, printable
+from boneage.errors import AgeError, BoneAgeError, InputError, SexError, printable, shortened
 from boneage.estimator import BoneAgeEstimator
 from boneage.imageio import read_path
 from boneage.prediction import Prediction, readable, years_and_months
@@ -90,8 +90,7 @@ def expand(path: str, pattern: str) -> list[str]:
         if matches(name.lower())
     )
     if not found:  # said after the folder's name, as a job's error is; a long pattern shortened
-        shown = printable(pattern)
-        raise InputError(f"no files matching {shown if len(shown) <= 200 else shown[:200] + '...'} under this folder")
+        raise InputError(f"no files matching {shortened(pattern, 200)} under this folder")
     return found
 
 
